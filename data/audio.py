@@ -1,0 +1,196 @@
+"""Audio decoding and MFCC features with librosa, and the one function that derives shapes."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from data.checks import check
+
+
+class AudioError(ValueError):
+    """Raised for an unreadable, empty or unusable audio file; the message says why."""
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """MFCC settings (the ``features`` config section).
+
+    Attributes:
+        sample_rate: audio is decoded (and resampled) to this rate, in Hz.
+        clip_seconds: clips are trimmed to this length; shorter ones are padded and masked.
+        window_ms: analysis window length in milliseconds.
+        stride_ms: hop between windows in milliseconds.
+        n_fft: FFT size; 0 means the next power of two >= the window length.
+        n_mels: number of mel bands.
+        n_mfcc: number of cepstral coefficients kept.
+        fmin: lowest mel frequency in Hz.
+        fmax: highest mel frequency in Hz; 0 means sample_rate / 2.
+        top_db: dynamic range floor of the log-mel spectrum, as librosa's ``power_to_db``.
+        deltas: 0 (none), 1 (add deltas) or 2 (add deltas and delta-deltas), computed in the model.
+        normalize: ``global`` standardizes each coefficient with training-set statistics;
+            ``utterance`` first subtracts each clip's own mean (cepstral mean normalization, which
+            removes much of the speaker and channel), then standardizes.
+    """
+
+    sample_rate: int = 16000
+    clip_seconds: float = 1.0
+    window_ms: float = 32.0
+    stride_ms: float = 10.0
+    n_fft: int = 0
+    n_mels: int = 40
+    n_mfcc: int = 13
+    fmin: float = 20.0
+    fmax: float = 0.0
+    top_db: float = 80.0
+    deltas: int = 0
+    normalize: Literal["global", "utterance"] = "global"
+
+    def __post_init__(self) -> None:
+        check(self.sample_rate >= 1000, "features.sample_rate", self.sample_rate, ">= 1000 Hz")
+        check(self.clip_seconds > 0, "features.clip_seconds", self.clip_seconds, "> 0")
+        check(self.window_ms > 0, "features.window_ms", self.window_ms, "> 0")
+        check(0 < self.stride_ms, "features.stride_ms", self.stride_ms, "> 0")
+        check(self.n_mels >= 1, "features.n_mels", self.n_mels, ">= 1")
+        check(
+            1 <= self.n_mfcc <= self.n_mels, "features.n_mfcc", self.n_mfcc, "1..features.n_mels"
+        )
+        nyquist = self.sample_rate / 2
+        fmax = self.fmax or nyquist
+        check(fmax <= nyquist, "features.fmax", self.fmax, f"<= sample_rate/2 = {nyquist}")
+        check(0 <= self.fmin < fmax, "features.fmin", self.fmin, f">= 0 and < fmax = {fmax}")
+        check(self.deltas in (0, 1, 2), "features.deltas", self.deltas, "0, 1 or 2")
+        check(self.top_db > 0, "features.top_db", self.top_db, "> 0")
+        shape = feature_shape(self)
+        check(
+            shape.n_fft >= shape.win_length,
+            "features.n_fft",
+            self.n_fft,
+            f"0 or >= the window length in samples ({shape.win_length})",
+        )
+
+
+@dataclass(frozen=True)
+class FeatureShape:
+    """Sizes derived from a ``FeatureConfig``; nothing else recomputes them."""
+
+    clip_samples: int
+    win_length: int
+    hop_length: int
+    n_fft: int
+    max_frames: int
+    n_mfcc: int
+    feature_size: int
+    fmax: float
+
+
+def feature_shape(config: FeatureConfig) -> FeatureShape:
+    """Derives every size from the settings, once.
+
+    Example:
+        >>> s = feature_shape(FeatureConfig())
+        >>> (s.clip_samples, s.win_length, s.hop_length, s.n_fft, s.max_frames, s.feature_size)
+        (16000, 512, 160, 512, 101, 13)
+    """
+    sr = config.sample_rate
+    win = int(round(sr * config.window_ms / 1000))
+    hop = int(round(sr * config.stride_ms / 1000))
+    n_fft = config.n_fft or 2 ** math.ceil(math.log2(max(win, 2)))
+    clip = int(round(sr * config.clip_seconds))
+    return FeatureShape(
+        clip_samples=clip,
+        win_length=win,
+        hop_length=max(hop, 1),
+        n_fft=n_fft,
+        max_frames=1 + clip // max(hop, 1),  # librosa's frame count with center=True
+        n_mfcc=config.n_mfcc,
+        feature_size=config.n_mfcc * (1 + config.deltas),
+        fmax=float(config.fmax or sr / 2),
+    )
+
+
+def load_audio(path: str, sample_rate: int) -> np.ndarray:
+    """Decodes ``path`` to mono float32 at ``sample_rate``, resampling as needed.
+
+    Raises:
+        AudioError: the file is missing, unreadable, empty, silent or not finite.
+    """
+    import librosa
+    import soundfile
+
+    try:
+        try:
+            y, sr = soundfile.read(path, dtype="float32", always_2d=True)
+            y = y.mean(axis=1)
+        except soundfile.LibsndfileError:
+            y, sr = librosa.load(path, sr=None, mono=True)
+    except FileNotFoundError:
+        raise AudioError(f"file not found: {path}") from None
+    except Exception as err:  # noqa: BLE001 - decoder errors vary by backend
+        raise AudioError(f"unreadable audio ({type(err).__name__}: {err})") from None
+    return check_waveform(y, sr, sample_rate)
+
+
+def check_waveform(y: np.ndarray, sr: int, sample_rate: int) -> np.ndarray:
+    """Validates a decoded waveform and resamples it to ``sample_rate``.
+
+    Raises:
+        AudioError: empty, non-finite or all-zero audio.
+    """
+    import librosa
+
+    y = np.asarray(y, dtype=np.float32)
+    if y.size == 0:
+        raise AudioError("empty audio (0 samples)")
+    if not np.all(np.isfinite(y)):
+        raise AudioError("audio contains NaN or Inf samples")
+    if not np.any(y):
+        raise AudioError("audio is all zeros")
+    if sr != sample_rate:
+        y = librosa.resample(y, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq")
+    return y.astype(np.float32)
+
+
+def fit_length(y: np.ndarray, clip_samples: int) -> np.ndarray:
+    """Trims ``y`` to at most ``clip_samples`` (shorter clips stay short and are masked later)."""
+    return y[:clip_samples]
+
+
+def mfcc(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """MFCC frames of one clip with librosa: float32 ``[frames, n_mfcc]``.
+
+    The clip is trimmed to ``clip_seconds`` first. ``models.features.MfccLayer`` computes the same
+    numbers inside a TensorFlow graph.
+    """
+    import librosa
+
+    shape = feature_shape(config)
+    y = fit_length(np.asarray(y, dtype=np.float32), shape.clip_samples)
+    if y.size < 2:
+        raise AudioError(f"clip too short for features ({y.size} samples)")
+    mel = librosa.feature.melspectrogram(
+        y=y,
+        sr=config.sample_rate,
+        n_fft=shape.n_fft,
+        hop_length=shape.hop_length,
+        win_length=shape.win_length,
+        window="hann",
+        center=True,
+        pad_mode="constant",
+        power=2.0,
+        n_mels=config.n_mels,
+        fmin=config.fmin,
+        fmax=shape.fmax,
+    )
+    log_mel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=config.top_db)
+    coeffs = librosa.feature.mfcc(S=log_mel, n_mfcc=config.n_mfcc, dct_type=2, norm="ortho")
+    return coeffs.T.astype(np.float32)
+
+
+def config_key(config: FeatureConfig) -> dict:
+    """The settings as a plain dict, for cache keys and export metadata."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,133 @@
+"""Waveform augmentation for training clips, and noise for ``_silence_`` examples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from data.checks import check
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The ``augment`` config section (applied to training clips only).
+
+    Each training clip is kept clean and ``copies`` augmented versions are added; each copy gets
+    a random time shift, speed change (resampling, which also shifts pitch like a different
+    speaker's voice) and, with probability ``noise_prob``, background noise at a random SNR.
+
+    Attributes:
+        copies: augmented copies per training clip (0 disables augmentation).
+        time_shift_ms: the largest shift, earlier or later, in milliseconds.
+        speed_min: slowest speed factor; speed_max: fastest.
+        noise_prob: probability that a copy gets background noise.
+        snr_db_min: lowest signal-to-noise ratio in dB; snr_db_max: highest.
+        gain_db: random gain range (+-) in dB.
+    """
+
+    copies: int = 0
+    time_shift_ms: float = 100.0
+    speed_min: float = 0.9
+    speed_max: float = 1.1
+    noise_prob: float = 0.8
+    snr_db_min: float = 5.0
+    snr_db_max: float = 30.0
+    gain_db: float = 6.0
+
+    def __post_init__(self) -> None:
+        check(self.copies >= 0, "augment.copies", self.copies, ">= 0")
+        check(self.time_shift_ms >= 0, "augment.time_shift_ms", self.time_shift_ms, ">= 0")
+        check(
+            0.5 <= self.speed_min <= self.speed_max <= 2.0,
+            "augment.speed_min/speed_max",
+            (self.speed_min, self.speed_max),
+            "0.5 <= speed_min <= speed_max <= 2",
+        )
+        check(0 <= self.noise_prob <= 1, "augment.noise_prob", self.noise_prob, "in [0, 1]")
+        check(
+            self.snr_db_min <= self.snr_db_max,
+            "augment.snr_db_min",
+            self.snr_db_min,
+            f"<= snr_db_max ({self.snr_db_max})",
+        )
+
+
+def colored_noise(n: int, rng: np.random.Generator, exponent: float) -> np.ndarray:
+    """Noise with power spectrum ~ 1/f**exponent (0 white, 1 pink, 2 brown), unit RMS."""
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n)
+    freqs[0] = freqs[1] if n > 1 else 1.0
+    noise = np.fft.irfft(spectrum / freqs ** (exponent / 2), n)
+    return (noise / (np.sqrt(np.mean(noise**2)) + 1e-12)).astype(np.float32)
+
+
+def rms(y: np.ndarray) -> float:
+    """Root mean square of a waveform."""
+    return float(np.sqrt(np.mean(np.square(y, dtype=np.float64)) + 1e-20))
+
+
+def noise_excerpt(noise: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ``n``-sample excerpt of ``noise`` (tiled if it is shorter)."""
+    if noise.size < n:
+        noise = np.tile(noise, int(np.ceil(n / noise.size)))
+    start = int(rng.integers(0, noise.size - n + 1))
+    return noise[start : start + n]
+
+
+def mix_at_snr(y: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """Adds ``noise`` to ``y`` scaled to the given signal-to-noise ratio."""
+    scale = rms(y) / (rms(noise) * 10 ** (snr_db / 20))
+    return (y + scale * noise).astype(np.float32)
+
+
+def speed_perturb(y: np.ndarray, factor: float, sample_rate: int) -> np.ndarray:
+    """Plays ``y`` ``factor`` times faster by resampling (tempo and pitch change together)."""
+    import librosa
+
+    if abs(factor - 1.0) < 1e-3:
+        return y
+    return librosa.resample(
+        y, orig_sr=int(round(sample_rate * factor)), target_sr=sample_rate, res_type="soxr_qq"
+    ).astype(np.float32)
+
+
+def time_shift(y: np.ndarray, shift: int) -> np.ndarray:
+    """Shifts ``y`` by ``shift`` samples (positive: later), padding with zeros."""
+    if shift > 0:
+        return np.concatenate([np.zeros(shift, np.float32), y])
+    if shift < 0:
+        return y[-shift:] if -shift < y.size else y
+    return y
+
+
+def augment(
+    y: np.ndarray,
+    config: AugmentConfig,
+    sample_rate: int,
+    noises: list[np.ndarray],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """One augmented copy of ``y``: speed, shift, gain and (maybe) noise, all drawn from ``rng``."""
+    y = speed_perturb(y, float(rng.uniform(config.speed_min, config.speed_max)), sample_rate)
+    max_shift = int(sample_rate * config.time_shift_ms / 1000)
+    if max_shift:
+        y = time_shift(y, int(rng.integers(-max_shift, max_shift + 1)))
+    y = y * np.float32(10 ** (rng.uniform(-config.gain_db, config.gain_db) / 20))
+    if rng.random() < config.noise_prob:
+        noise = noises[int(rng.integers(len(noises)))] if noises else colored_noise(y.size, rng, rng.uniform(0, 2))
+        y = mix_at_snr(y, noise_excerpt(noise, y.size, rng), rng.uniform(config.snr_db_min, config.snr_db_max))
+    return np.clip(y, -1.0, 1.0).astype(np.float32)
+
+
+def silence_clip(
+    noises: list[np.ndarray], n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """A ``_silence_`` example: background noise (or generated noise) at a random low level."""
+    if noises:
+        y = noise_excerpt(noises[int(rng.integers(len(noises)))], n, rng)
+        y = y / (rms(y) + 1e-9)
+    else:
+        y = colored_noise(n, rng, float(rng.uniform(0, 2)))
+    level = 10 ** (rng.uniform(-60, -20) / 20)  # -60 to -20 dBFS
+    return np.clip(y * level, -1, 1).astype(np.float32)

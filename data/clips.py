@@ -1,0 +1,67 @@
+"""Clip records, rejections and deterministic splits."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import asdict, dataclass, field
+
+SPLITS = ("train", "validation", "test")
+SILENCE = "_silence_"
+UNKNOWN = "_unknown_"
+MAX_NUM_WAVS_PER_CLASS = 2**27 - 1  # as in the Speech Commands reference code
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One audio clip: where it is, its label, who spoke it and (if known) its split."""
+
+    path: str
+    label: str
+    speaker: str = ""
+    split: str = ""
+    take: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Rejected:
+    """An input that was skipped, with the reason (never dropped silently)."""
+
+    item: str
+    reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SourceListing:
+    """What a source found: usable clips, rejected items and background-noise files."""
+
+    clips: list[Clip] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    noise_files: list[str] = field(default_factory=list)
+
+
+def hash_percent(key: str) -> float:
+    """A stable number in [0, 100) from ``key`` (the Speech Commands ``which_set`` hash).
+
+    Example:
+        >>> 0 <= hash_percent("speaker_a") < 100
+        True
+    """
+    digest = hashlib.sha1(key.encode("utf-8")).hexdigest()
+    return (int(digest, 16) % (MAX_NUM_WAVS_PER_CLASS + 1)) * (100.0 / MAX_NUM_WAVS_PER_CLASS)
+
+
+def hash_split(key: str, val_percent: float, test_percent: float) -> str:
+    """Assigns ``key`` (a speaker, or a clip name when speakers are unknown) to a split."""
+    p = hash_percent(re.sub(r"_nohash_.*$", "", key))
+    if p < val_percent:
+        return "validation"
+    if p < val_percent + test_percent:
+        return "test"
+    return "train"

@@ -1,0 +1,143 @@
+"""MFCC extraction for many clips: cached per clip and settings, computed in parallel."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from data.audio import AudioError, FeatureConfig, load_audio, mfcc
+from data.augment import AugmentConfig, augment
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FeatureTask:
+    """One MFCC computation: a clip, and which augmented copy (0 = the clean clip)."""
+
+    path: str
+    copy: int = 0
+
+
+@dataclass
+class FeatureSet:
+    """Variable-length MFCC sequences stored flat: ``frames[offsets[i]:offsets[i+1]]``."""
+
+    frames: np.ndarray  # [total_frames, n_mfcc] float32
+    lengths: np.ndarray  # [n] int32
+    labels: np.ndarray  # [n] int32
+    paths: np.ndarray  # [n] str
+    copies: np.ndarray  # [n] int32, 0 for clean clips
+
+    def sequence(self, index: int) -> np.ndarray:
+        start = int(self.lengths[:index].sum())
+        return self.frames[start : start + int(self.lengths[index])]
+
+    def save(self, path: Path) -> None:
+        np.savez(path, frames=self.frames, lengths=self.lengths, labels=self.labels,
+                 paths=self.paths, copies=self.copies)
+
+    @classmethod
+    def load(cls, path: Path) -> FeatureSet:
+        with np.load(path, allow_pickle=False) as data:
+            return cls(**{k: data[k] for k in ("frames", "lengths", "labels", "paths", "copies")})
+
+    def __len__(self) -> int:
+        return int(self.lengths.size)
+
+
+def _cache_key(task: FeatureTask, features: FeatureConfig, aug: AugmentConfig | None, seed: int) -> str:
+    stat = os.stat(task.path)
+    payload = {
+        "path": os.path.abspath(task.path), "size": stat.st_size, "mtime": stat.st_mtime_ns,
+        "features": asdict(features), "copy": task.copy, "v": CACHE_VERSION,
+        "augment": asdict(aug) if task.copy and aug else None, "seed": seed if task.copy else None,
+    }
+    return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+@lru_cache(maxsize=4)
+def _noises(paths: tuple[str, ...], sample_rate: int) -> list[np.ndarray]:
+    return [load_audio(p, sample_rate) for p in paths]
+
+
+def compute_one(
+    task: FeatureTask,
+    features: FeatureConfig,
+    aug: AugmentConfig | None,
+    noise_files: tuple[str, ...],
+    cache_dir: str | None,
+    seed: int,
+) -> np.ndarray | str:
+    """MFCC of one clip (or one augmented copy), from the cache when possible.
+
+    Returns:
+        The ``[frames, n_mfcc]`` array, or the reason the clip was rejected as a string.
+    """
+    try:
+        key = _cache_key(task, features, aug, seed)
+    except OSError as err:
+        return f"cannot read file ({err.strerror})"
+    cached = Path(cache_dir) / key[:2] / f"{key}.npy" if cache_dir else None
+    if cached is not None and cached.is_file():
+        try:
+            return np.load(cached)
+        except (OSError, ValueError):
+            pass  # a damaged cache entry is recomputed
+    try:
+        y = load_audio(task.path, features.sample_rate)
+        if task.copy:
+            rng = np.random.default_rng([seed, task.copy, int(key[:8], 16)])
+            y = augment(y, aug, features.sample_rate, _noises(noise_files, features.sample_rate), rng)
+        result = mfcc(y, features)
+    except AudioError as err:
+        return str(err)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, result)
+        os.replace(tmp, cached)
+    return result
+
+
+def _compute_chunk(tasks, *args):  # noqa: ANN001, ANN202 - runs in a worker process
+    return [compute_one(task, *args) for task in tasks]
+
+
+def compute_many(
+    tasks: list[FeatureTask],
+    features: FeatureConfig,
+    aug: AugmentConfig | None = None,
+    noise_files: tuple[str, ...] = (),
+    cache_dir: str | None = None,
+    seed: int = 0,
+    workers: int = 1,
+    description: str = "MFCC",
+) -> list[np.ndarray | str]:
+    """Runs ``compute_one`` over ``tasks`` with a progress bar, in ``workers`` processes."""
+    from rich.progress import Progress
+
+    chunk = 32
+    chunks = [tasks[i : i + chunk] for i in range(0, len(tasks), chunk)]
+    args = (features, aug, tuple(noise_files), cache_dir, seed)
+    results: list[np.ndarray | str] = []
+    with Progress(transient=True) as progress:
+        bar = progress.add_task(description, total=len(tasks))
+        if workers <= 1 or len(chunks) <= 1:
+            outputs = (_compute_chunk(c, *args) for c in chunks)
+        else:
+            from joblib import Parallel, delayed
+
+            outputs = Parallel(n_jobs=workers, return_as="generator")(
+                delayed(_compute_chunk)(c, *args) for c in chunks
+            )
+        for out in outputs:
+            results.extend(out)
+            progress.advance(bar, len(out))
+    return results

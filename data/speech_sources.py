@@ -1,0 +1,343 @@
+"""Speech clip sources, chosen by a URI in ``data.source`` (``NAME`` or ``NAME:ARGUMENT``).
+
+Each source lists clips with labels, speakers and, where the data set defines them, splits. A file
+that cannot be used is listed in ``SourceListing.rejected`` with the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from data.checks import check
+from data.clips import SPLITS, UNKNOWN, Clip, Rejected, SourceListing, hash_percent, hash_split
+from data.registry import Registry
+
+SOURCES: Registry[Callable[..., SourceListing]] = Registry("speech source")
+
+SPEECH_COMMANDS_10 = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Settings of the built-in ``synthetic`` source (eSpeak NG voices).
+
+    Attributes:
+        words: the command words.
+        unknown_words: other words, spoken as examples of ``_unknown_``.
+        voices: number of eSpeak voice variants used; each is one "speaker". Variants are split
+            between train, validation and test, so test voices are never heard in training.
+        takes: how many times each voice says each command word (random dialect, speed, pitch).
+        unknown_takes: how many unknown words each voice says.
+        snr_db_min: lowest signal-to-noise ratio of the background noise mixed into each clip.
+        snr_db_max: highest signal-to-noise ratio.
+    """
+
+    words: tuple[str, ...] = SPEECH_COMMANDS_10
+    unknown_words: tuple[str, ...] = (
+        "bed", "bird", "cat", "dog", "happy", "house", "marvin", "sheila", "tree", "wow",
+        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+        "learn", "follow", "forward", "backward", "visual",
+    )
+    voices: int = 100
+    takes: int = 2
+    unknown_takes: int = 3
+    snr_db_min: float = 10.0
+    snr_db_max: float = 40.0
+
+    def __post_init__(self) -> None:
+        check(len(self.words) >= 2, "data.synthetic.words", self.words, "at least 2 words")
+        check(self.voices >= 3, "data.synthetic.voices", self.voices, ">= 3 (train/val/test)")
+        check(self.takes >= 1, "data.synthetic.takes", self.takes, ">= 1")
+        check(self.unknown_takes >= 0, "data.synthetic.unknown_takes", self.unknown_takes, ">= 0")
+        check(
+            self.snr_db_min <= self.snr_db_max,
+            "data.synthetic.snr_db_min",
+            self.snr_db_min,
+            f"<= snr_db_max ({self.snr_db_max})",
+        )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The ``data`` config section of the speech pipeline.
+
+    Attributes:
+        source: ``synthetic``, ``speech_commands:DIR``, ``fsdd:DIR``, ``manifest:FILE.csv`` or
+            ``tfds:speech_commands``.
+        commands: labels kept as classes; others become ``_unknown_``. Empty keeps every label.
+        unknown_percent: ``_unknown_`` clips kept, as a percentage of the command clips per split.
+        silence_percent: ``_silence_`` clips made from background noise, as a percentage of the
+            command clips per split (0 for none).
+        split: ``auto`` uses the data set's own lists when it has them, else ``hash``;
+            ``hash`` assigns speakers by a hash of their name; ``holdout`` puts ``test_speakers``
+            in test; ``takes`` puts takes below ``test_takes`` in test (FSDD's convention).
+        val_percent: percentage of speakers (hash split) in validation.
+        test_percent: percentage of speakers (hash split) in test.
+        test_speakers: speakers held out for test with ``split: holdout``.
+        val_speakers: speakers for validation with ``holdout``/``takes``; empty means a hash of the
+            clip name picks ``val_percent`` of the remaining training clips.
+        test_takes: with ``split: takes``, takes numbered below this are test.
+        max_per_label: cap on clips per label and split (0 = no cap), for quick runs.
+        synthetic: settings of the ``synthetic`` source.
+    """
+
+    source: str = "synthetic"
+    commands: tuple[str, ...] = ()
+    unknown_percent: float = 10.0
+    silence_percent: float = 10.0
+    split: Literal["auto", "hash", "holdout", "takes"] = "auto"
+    val_percent: float = 10.0
+    test_percent: float = 10.0
+    test_speakers: tuple[str, ...] = ()
+    val_speakers: tuple[str, ...] = ()
+    test_takes: int = 5
+    max_per_label: int = 0
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def __post_init__(self) -> None:
+        name = self.source.split(":", 1)[0]
+        check(name in SOURCES, "data.source", self.source, f"a URI starting with one of {SOURCES.names()}")
+        for key in ("unknown_percent", "silence_percent", "val_percent", "test_percent"):
+            value = getattr(self, key)
+            check(0 <= value <= 100, f"data.{key}", value, "a percentage in [0, 100]")
+        check(
+            self.val_percent + self.test_percent < 100,
+            "data.val_percent + data.test_percent",
+            self.val_percent + self.test_percent,
+            "< 100",
+        )
+        check(
+            self.split != "holdout" or bool(self.test_speakers),
+            "data.test_speakers",
+            self.test_speakers,
+            "at least one speaker when data.split is 'holdout'",
+        )
+        check(self.max_per_label >= 0, "data.max_per_label", self.max_per_label, ">= 0")
+
+
+def parse_source(uri: str) -> tuple[str, str]:
+    """Splits ``NAME:ARGUMENT`` into its parts; ``NAME`` alone has an empty argument."""
+    name, _, argument = uri.partition(":")
+    return name, argument
+
+
+def list_source(config: DataConfig, cache_dir: Path, seed: int) -> SourceListing:
+    """Lists the clips of ``config.source`` (generating or materializing them if needed)."""
+    name, argument = parse_source(config.source)
+    return SOURCES.get(name)(argument, config=config, cache_dir=cache_dir, seed=seed)
+
+
+def _require_dir(argument: str, source: str, layout: str) -> Path:
+    if not argument:
+        raise ValueError(f"data.source {source!r} needs a folder: expected {source}:DIR ({layout})")
+    folder = Path(argument).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"data.source {source}:{argument}: folder not found ({layout})")
+    return folder
+
+
+@SOURCES.register("fsdd")
+def fsdd_source(argument: str, **_) -> SourceListing:
+    """Free Spoken Digit Dataset layout: a flat folder of ``{label}_{speaker}_{take}.wav``."""
+    folder = _require_dir(argument, "fsdd", "a flat folder of {label}_{speaker}_{take}.wav")
+    listing = SourceListing()
+    pattern = re.compile(r"^(?P<label>[^_]+)_(?P<speaker>.+)_(?P<take>\d+)$")
+    for path in sorted(folder.iterdir()):
+        if path.is_dir():
+            continue
+        match = pattern.match(path.stem)
+        if path.suffix.lower() != ".wav" or not match:
+            listing.rejected.append(
+                Rejected(str(path), "name does not match {label}_{speaker}_{take}.wav")
+            )
+            continue
+        listing.clips.append(
+            Clip(str(path), match["label"], match["speaker"], take=match["take"])
+        )
+    return listing
+
+
+def _read_list(path: Path) -> set[str]:
+    if not path.is_file():
+        return set()
+    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+
+
+@SOURCES.register("speech_commands")
+def speech_commands_source(argument: str, config: DataConfig, **_) -> SourceListing:
+    """Speech Commands layout: ``{word}/{speaker}_nohash_{n}.wav`` plus ``_background_noise_``.
+
+    Splits come from ``validation_list.txt`` / ``testing_list.txt`` when present (and
+    ``data.split`` is ``auto``), else from the hash of the speaker, as the data set defines it.
+    """
+    folder = _require_dir(argument, "speech_commands", "{word}/{speaker}_nohash_{n}.wav")
+    listing = SourceListing()
+    val_list = _read_list(folder / "validation_list.txt")
+    test_list = _read_list(folder / "testing_list.txt")
+    use_lists = config.split == "auto" and bool(val_list or test_list)
+    for path in sorted(folder.glob("*/*")):
+        word = path.parent.name
+        if word == "_background_noise_":
+            if path.suffix.lower() == ".wav":
+                listing.noise_files.append(str(path))
+            continue
+        relative = f"{word}/{path.name}"
+        if path.suffix.lower() != ".wav":
+            listing.rejected.append(Rejected(str(path), "not a .wav file"))
+            continue
+        speaker = path.stem.split("_nohash_")[0]
+        split = ""
+        if use_lists:
+            split = "validation" if relative in val_list else "test" if relative in test_list else "train"
+        listing.clips.append(Clip(str(path), word, speaker, split=split))
+    return listing
+
+
+@SOURCES.register("manifest")
+def manifest_source(argument: str, **_) -> SourceListing:
+    """A CSV with a header ``path,label[,speaker][,split]``; relative paths are from the CSV."""
+    if not argument:
+        raise ValueError("data.source 'manifest' needs a file: expected manifest:FILE.csv")
+    csv_path = Path(argument).expanduser()
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"data.source manifest:{argument}: file not found")
+    listing = SourceListing()
+    with csv_path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"path", "label"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(
+                f"manifest {argument}: header must include path,label[,speaker][,split]; "
+                f"missing {sorted(missing)}, got {reader.fieldnames}"
+            )
+        for line, row in enumerate(reader, start=2):
+            path, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+            split = (row.get("split") or "").strip()
+            if not path or not label:
+                listing.rejected.append(Rejected(f"{argument}:{line}", "empty path or label"))
+                continue
+            if split and split not in SPLITS:
+                listing.rejected.append(
+                    Rejected(f"{argument}:{line}", f"split {split!r} is not one of {SPLITS}")
+                )
+                continue
+            full = Path(path) if Path(path).is_absolute() else csv_path.parent / path
+            speaker = (row.get("speaker") or "").strip()
+            listing.clips.append(Clip(str(full), label, speaker, split=split))
+    return listing
+
+
+@SOURCES.register("tfds")
+def tfds_source(argument: str, cache_dir: Path, **_) -> SourceListing:
+    """A TFDS audio data set (``tfds:speech_commands``), written once to WAV files in the cache."""
+    import numpy as np
+    import soundfile
+    import tensorflow_datasets as tfds
+
+    name = argument or "speech_commands"
+    builder = tfds.builder(name)
+    builder.download_and_prepare()
+    rate = builder.info.features["audio"].sample_rate or 16000
+    names = builder.info.features["label"].names
+    out = cache_dir / "tfds" / name
+    listing = SourceListing()
+    split_names = {"train": "train", "validation": "validation", "test": "test"}
+    for split, tfds_split in split_names.items():
+        if tfds_split not in builder.info.splits:
+            continue
+        marker = out / tfds_split / "_complete"
+        for index, example in enumerate(tfds.as_numpy(builder.as_dataset(split=tfds_split))):
+            label = names[int(example["label"])]
+            path = out / tfds_split / f"{index:06d}_{label}.wav"
+            if not marker.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                audio = np.asarray(example["audio"])
+                scale = 32768.0 if np.issubdtype(audio.dtype, np.integer) else 1.0
+                soundfile.write(path, audio.astype(np.float32) / scale, rate, subtype="PCM_16")
+            listing.clips.append(Clip(str(path), label, f"tfds-{tfds_split}-{index}", split=split))
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    return listing
+
+
+@SOURCES.register("synthetic")
+def synthetic_source(argument: str, config: DataConfig, cache_dir: Path, seed: int, **_):  # noqa: ANN201
+    """The built-in default: command words spoken by eSpeak NG voices (see ``SyntheticConfig``)."""
+    from data.synthetic_speech import generate
+
+    return generate(config.synthetic, cache_dir / "synthetic", seed)
+
+
+def assign_splits(listing: SourceListing, config: DataConfig) -> list[Clip]:
+    """Gives every clip a split following ``data.split`` and folds non-commands into unknown.
+
+    Returns:
+        New clips with ``split`` set and labels outside ``data.commands`` renamed ``_unknown_``.
+    """
+    val_speakers, test_speakers = set(config.val_speakers), set(config.test_speakers)
+    known = {c.speaker for c in listing.clips}
+    for speaker in test_speakers | val_speakers:
+        if speaker not in known:
+            raise ValueError(f"data speaker {speaker!r} not found; speakers are {sorted(known)}")
+    out = []
+    for clip in listing.clips:
+        key = clip.speaker or Path(clip.path).stem
+        if config.split == "auto" and clip.split:
+            split = clip.split
+        elif config.split in ("auto", "hash"):
+            split = hash_split(key, config.val_percent, config.test_percent)
+        else:
+            if config.split == "holdout":
+                is_test = clip.speaker in test_speakers
+            else:
+                try:
+                    is_test = int(clip.take) < config.test_takes
+                except ValueError:
+                    raise ValueError(
+                        f"data.split 'takes' needs numbered takes; clip {clip.path} has take "
+                        f"{clip.take!r}"
+                    ) from None
+            if is_test:
+                split = "test"
+            elif val_speakers:
+                split = "validation" if clip.speaker in val_speakers else "train"
+            else:
+                split = "validation" if hash_percent(Path(clip.path).name) < config.val_percent else "train"
+        label = clip.label
+        if config.commands and label not in config.commands:
+            label = UNKNOWN
+        out.append(Clip(clip.path, label, clip.speaker, split, clip.take))
+    return out
+
+
+def balance(clips: list[Clip], config: DataConfig) -> tuple[list[Clip], int]:
+    """Subsamples ``_unknown_`` (to ``unknown_percent``) and caps labels at ``max_per_label``.
+
+    The choice is by a hash of the file name, so it is deterministic and stable as data grows.
+
+    Returns:
+        The kept clips and how many were left out by design (reported, not silently lost).
+    """
+    kept: list[Clip] = []
+    for split in SPLITS:
+        in_split = [c for c in clips if c.split == split]
+        commands = sum(c.label != UNKNOWN for c in in_split)
+        unknown = sorted((c for c in in_split if c.label == UNKNOWN), key=lambda c: hash_percent(c.path))
+        if config.commands:
+            unknown = unknown[: int(round(commands * config.unknown_percent / 100))]
+        chosen = [c for c in in_split if c.label != UNKNOWN] + unknown
+        if config.max_per_label:
+            per_label: dict[str, int] = {}
+            capped = []
+            for clip in sorted(chosen, key=lambda c: hash_percent(c.path)):
+                if per_label.get(clip.label, 0) < config.max_per_label:
+                    per_label[clip.label] = per_label.get(clip.label, 0) + 1
+                    capped.append(clip)
+            chosen = capped
+        kept.extend(chosen)
+    return kept, len(clips) - len(kept)

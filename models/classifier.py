@@ -1,0 +1,145 @@
+"""Recurrent sequence classifier: MFCC frames -> (Bi)LSTM/GRU/SimpleRNN stack -> softmax."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import keras
+
+from data.checks import check
+from data.registry import Registry
+from models.features import FeatureNormalization, SpecAugment
+
+CELLS: Registry = Registry("cell")
+
+
+@CELLS.register("lstm")
+def _lstm(units: int, activation: str, recurrent_activation: str, **kwargs) -> keras.layers.Layer:
+    return keras.layers.LSTM(
+        units, activation=activation, recurrent_activation=recurrent_activation, **kwargs
+    )
+
+
+@CELLS.register("gru")
+def _gru(units: int, activation: str, recurrent_activation: str, **kwargs) -> keras.layers.Layer:
+    return keras.layers.GRU(
+        units, activation=activation, recurrent_activation=recurrent_activation, **kwargs
+    )
+
+
+@CELLS.register("simple_rnn")
+def _simple_rnn(units: int, activation: str, recurrent_activation: str, **kwargs):  # noqa: ANN201
+    kwargs.pop("use_cudnn", None)  # SimpleRNN has no cuDNN kernel and no recurrent activation
+    return keras.layers.SimpleRNN(units, activation=activation, **kwargs)
+
+
+ACTIVATIONS = ("tanh", "sigmoid", "relu", "hard_sigmoid", "linear", "elu", "softsign")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The ``model`` config section for the speech classifier.
+
+    Attributes:
+        cell: recurrent cell, one of ``models.classifier.CELLS`` (lstm, gru, simple_rnn).
+        layers: number of stacked recurrent layers.
+        units: units per recurrent layer (per direction if bidirectional).
+        bidirectional: wrap each recurrent layer in ``keras.layers.Bidirectional``.
+        dropout: dropout on the inputs of each recurrent layer and before the output layer.
+        recurrent_dropout: dropout on the recurrent state (disables the fused cuDNN kernel).
+        activation: the cell's output activation (tanh by default; relu shows explosions).
+        recurrent_activation: the gate activation of LSTM/GRU (sigmoid by default).
+        pooling: ``last`` uses the final state; ``mean`` averages all (unmasked) outputs.
+        dense_units: size of a hidden dense layer before the output, 0 for none.
+        spec_augment: time and feature masks applied during training (SpecAugment style).
+        time_masks: number of time masks; time_width: maximum frames per mask.
+        freq_masks: number of feature masks; freq_width: maximum coefficients per mask.
+    """
+
+    cell: str = "lstm"
+    layers: int = 2
+    units: int = 128
+    bidirectional: bool = False
+    dropout: float = 0.1
+    recurrent_dropout: float = 0.0
+    activation: str = "tanh"
+    recurrent_activation: str = "sigmoid"
+    pooling: Literal["last", "mean"] = "last"
+    dense_units: int = 0
+    spec_augment: bool = False
+    time_masks: int = 2
+    time_width: int = 8
+    freq_masks: int = 2
+    freq_width: int = 2
+
+    def __post_init__(self) -> None:
+        check(self.cell in CELLS, "model.cell", self.cell, f"one of {CELLS.names()}")
+        check(self.layers >= 1, "model.layers", self.layers, ">= 1")
+        check(self.units >= 1, "model.units", self.units, ">= 1")
+        check(0 <= self.dropout < 1, "model.dropout", self.dropout, "in [0, 1)")
+        check(0 <= self.recurrent_dropout < 1, "model.recurrent_dropout", self.recurrent_dropout, "in [0, 1)")
+        for key in ("activation", "recurrent_activation"):
+            value = getattr(self, key)
+            check(value in ACTIVATIONS, f"model.{key}", value, f"one of {list(ACTIVATIONS)}")
+        check(self.dense_units >= 0, "model.dense_units", self.dense_units, ">= 0")
+        for key in ("time_masks", "time_width", "freq_masks", "freq_width"):
+            check(getattr(self, key) >= 0, f"model.{key}", getattr(self, key), ">= 0")
+
+
+def build_classifier(
+    config: ModelConfig,
+    n_classes: int,
+    n_mfcc: int,
+    deltas: int = 0,
+    utterance_mean: bool = False,
+    use_cudnn: bool | str = "auto",
+    seed: int | None = None,
+) -> keras.Model:
+    """Builds the classifier on raw MFCC frames ``[batch, frames, n_mfcc]``; zero rows are padding.
+
+    Args:
+        config: the model section.
+        n_classes: size of the softmax output.
+        n_mfcc: coefficients per frame.
+        deltas: delta orders added in-model (see ``FeatureNormalization``).
+        utterance_mean: subtract each clip's mean before standardization.
+        use_cudnn: passed to LSTM/GRU; ``False`` builds the portable kernel used for export.
+        seed: seed of the SpecAugment masks.
+
+    Returns:
+        An uncompiled ``keras.Model`` with one softmax output. Its ``FeatureNormalization`` layer
+        (named ``normalization``) must be adapted on training data before training.
+    """
+    inputs = keras.Input(shape=(None, n_mfcc), name="mfcc")
+    x = keras.layers.Masking(mask_value=0.0, name="padding_mask")(inputs)
+    x = FeatureNormalization(n_mfcc, deltas=deltas, utterance_mean=utterance_mean, name="normalization")(x)
+    if config.spec_augment:
+        x = SpecAugment(
+            config.time_masks, config.time_width, config.freq_masks, config.freq_width,
+            seed=seed, name="spec_augment",
+        )(x)
+    make_cell = CELLS.get(config.cell)
+    for index in range(config.layers):
+        last = index == config.layers - 1
+        layer = make_cell(
+            config.units,
+            config.activation,
+            config.recurrent_activation,
+            return_sequences=not last or config.pooling == "mean",
+            dropout=config.dropout,
+            recurrent_dropout=config.recurrent_dropout,
+            use_cudnn=use_cudnn,
+            name=f"{config.cell}_{index}",
+        )
+        if config.bidirectional:
+            layer = keras.layers.Bidirectional(layer, name=f"bi_{config.cell}_{index}")
+        x = layer(x)
+    if config.pooling == "mean":
+        x = keras.layers.GlobalAveragePooling1D(name="mean_pool")(x)
+    if config.dense_units:
+        x = keras.layers.Dense(config.dense_units, activation="relu", name="dense")(x)
+    if config.dropout:
+        x = keras.layers.Dropout(config.dropout, name="output_dropout")(x)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=f"{config.cell}_classifier")

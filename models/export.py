@@ -1,0 +1,107 @@
+"""SavedModel export: a serving signature on raw inputs, written atomically, with metadata."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from data.audio import FeatureConfig
+from data.files import replace_dir
+from models.features import MfccLayer
+
+METADATA = Path("assets.extra") / "metadata.json"
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that produced an export."""
+    import librosa
+
+    return {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "librosa": librosa.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def export_speech_classifier(
+    model: keras.Model,
+    features: FeatureConfig,
+    labels: list[str],
+    out_dir: Path,
+    metadata: dict[str, Any],
+    check_waveform: np.ndarray | None = None,
+) -> Path:
+    """Writes a SavedModel whose ``serving_default`` maps raw waveforms to labels.
+
+    Signature: ``waveform`` float32 ``[batch, samples]`` at ``features.sample_rate`` (any length;
+    trimmed to ``clip_seconds``) -> ``label`` string ``[batch]`` and ``probabilities`` float32
+    ``[batch, classes]``. The MFCC is computed in the graph by ``MfccLayer``.
+
+    Args:
+        model: a trained classifier on raw MFCC frames, built with ``use_cudnn=False`` so the
+            graph runs on any CPU.
+        features: the feature settings the model was trained with.
+        labels: class names, in output order.
+        out_dir: final location; written to a sibling temporary folder first, then renamed.
+        metadata: extra fields for ``assets.extra/metadata.json``.
+        check_waveform: if given, the reloaded export must reproduce the Keras model's
+            probabilities on it, or the export is refused.
+
+    Returns:
+        ``out_dir``.
+    """
+    mfcc = MfccLayer(features, name="mfcc")
+    label_table = tf.constant(labels)
+
+    def serve(waveform: tf.Tensor) -> dict[str, tf.Tensor]:
+        probabilities = model(mfcc(waveform), training=False)
+        index = tf.argmax(probabilities, axis=-1)
+        return {"label": tf.gather(label_table, index), "probabilities": probabilities}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name="serving_default",
+        fn=serve,
+        input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveform")],
+    )
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    archive.write_out(str(tmp), verbose=False)
+    meta = {
+        "task": "speech_commands",
+        "labels": list(labels),
+        "sample_rate": features.sample_rate,
+        "features": {k: getattr(features, k) for k in features.__dataclass_fields__},
+        "signature": {
+            "inputs": {"waveform": "float32 [batch, samples]"},
+            "outputs": {"label": "string [batch]", "probabilities": "float32 [batch, classes]"},
+        },
+        "versions": versions(),
+        **metadata,
+    }
+    (tmp / METADATA).parent.mkdir(parents=True, exist_ok=True)
+    (tmp / METADATA).write_text(json.dumps(meta, indent=1))
+    if check_waveform is not None:
+        served = tf.saved_model.load(str(tmp)).signatures["serving_default"](
+            waveform=tf.constant(check_waveform[None], tf.float32)
+        )["probabilities"].numpy()
+        expected = model(mfcc(check_waveform[None]), training=False).numpy()
+        if not np.allclose(served, expected, atol=1e-4):
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise RuntimeError(
+                "Export check failed: the reloaded SavedModel's probabilities differ from the Keras "
+                f"model's (max difference {np.abs(served - expected).max():.2e})"
+            )
+    replace_dir(tmp, out_dir)
+    return out_dir

@@ -1,0 +1,200 @@
+"""Keras layers for audio features: in-graph MFCC, normalization with deltas, SpecAugment.
+
+``MfccLayer`` reproduces ``data.audio.mfcc`` (librosa) inside the TensorFlow graph so an exported
+model can take raw waveforms. ``FeatureNormalization`` turns raw MFCC frames into model inputs the
+same way in training and serving (utterance mean removal, deltas, standardization).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from data.audio import FeatureConfig, feature_shape
+
+
+def librosa_constants(config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The analysis window (padded to ``n_fft`` as librosa pads it) and the mel filter bank."""
+    import librosa
+
+    shape = feature_shape(config)
+    window = librosa.filters.get_window("hann", shape.win_length, fftbins=True)
+    window = librosa.util.pad_center(window, size=shape.n_fft)
+    mel = librosa.filters.mel(
+        sr=config.sample_rate,
+        n_fft=shape.n_fft,
+        n_mels=config.n_mels,
+        fmin=config.fmin,
+        fmax=shape.fmax,
+    )
+    return window.astype(np.float32), mel.T.astype(np.float32)
+
+
+@keras.saving.register_keras_serializable("rnn_speech")
+class MfccLayer(keras.layers.Layer):
+    """Waveforms ``[batch, samples]`` -> MFCC ``[batch, frames, n_mfcc]``, matching librosa.
+
+    Matches ``librosa.feature.mfcc`` with ``center=True`` (constant padding), a periodic Hann
+    window, power 2, Slaney mel filters, ``power_to_db(ref=1, amin=1e-10, top_db)`` per clip and
+    an orthonormal DCT-II. Input longer than ``clip_seconds`` is trimmed.
+    """
+
+    def __init__(self, feature_config: dict | FeatureConfig, **kwargs) -> None:
+        super().__init__(trainable=False, **kwargs)
+        if isinstance(feature_config, dict):
+            feature_config = FeatureConfig(**feature_config)
+        self.feature_config = feature_config
+        self.shape_info = feature_shape(feature_config)
+        window, mel = librosa_constants(feature_config)
+        self._window = tf.constant(window)
+        self._mel = tf.constant(mel)
+
+    def call(self, waveform: tf.Tensor) -> tf.Tensor:
+        s = self.shape_info
+        waveform = tf.convert_to_tensor(waveform, tf.float32)[:, : s.clip_samples]
+        pad = s.n_fft // 2
+        padded = tf.pad(waveform, [[0, 0], [pad, pad]])
+        frames = tf.signal.frame(padded, s.n_fft, s.hop_length)  # [b, t, n_fft]
+        spectrum = tf.signal.rfft(frames * self._window, fft_length=[s.n_fft])
+        power = tf.math.real(spectrum) ** 2 + tf.math.imag(spectrum) ** 2
+        mel = tf.tensordot(power, self._mel, axes=1)
+        log_mel = 10.0 * tf.math.log(tf.maximum(mel, 1e-10)) / tf.math.log(10.0)
+        peak = tf.reduce_max(log_mel, axis=[1, 2], keepdims=True)
+        log_mel = tf.maximum(log_mel, peak - self.feature_config.top_db)
+        return tf.signal.dct(log_mel, type=2, norm="ortho")[..., : self.feature_config.n_mfcc]
+
+    def get_config(self) -> dict:
+        import dataclasses
+
+        return {**super().get_config(), "feature_config": dataclasses.asdict(self.feature_config)}
+
+
+def _masked_mean(x: tf.Tensor, mask: tf.Tensor | None) -> tf.Tensor:
+    if mask is None:
+        return tf.reduce_mean(x, axis=1, keepdims=True)
+    weights = tf.cast(mask, x.dtype)[..., None]
+    total = tf.reduce_sum(x * weights, axis=1, keepdims=True)
+    return total / tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1.0)
+
+
+def _deltas(x: tf.Tensor, width: int = 2) -> tf.Tensor:
+    """Regression deltas over +-``width`` frames with edge replication (HTK formula)."""
+    padded = tf.concat(
+        [tf.repeat(x[:, :1], width, axis=1), x, tf.repeat(x[:, -1:], width, axis=1)], axis=1
+    )
+    steps = tf.shape(x)[1]
+    total = 0.0
+    for n in range(1, width + 1):
+        total += n * (padded[:, width + n : width + n + steps] - padded[:, width - n : width - n + steps])
+    return total / (2.0 * sum(n * n for n in range(1, width + 1)))
+
+
+@keras.saving.register_keras_serializable("rnn_speech")
+class FeatureNormalization(keras.layers.Layer):
+    """Raw MFCC -> model features: optional utterance mean removal, deltas, standardization.
+
+    The mean and variance are non-trainable weights set by ``adapt`` from training data, so they
+    travel with the model into the export. Padded frames (masked) stay zero.
+    """
+
+    def __init__(self, n_mfcc: int, deltas: int = 0, utterance_mean: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+        self.n_mfcc = n_mfcc
+        self.deltas = deltas
+        self.utterance_mean = utterance_mean
+        size = n_mfcc * (1 + deltas)
+        self.mean = self.add_weight(shape=(size,), initializer="zeros", trainable=False, name="mean")
+        self.variance = self.add_weight(
+            shape=(size,), initializer="ones", trainable=False, name="variance"
+        )
+
+    def transform(self, x: tf.Tensor, mask: tf.Tensor | None = None) -> tf.Tensor:
+        """Mean removal and deltas, before standardization."""
+        x = tf.convert_to_tensor(x, tf.float32)
+        if self.utterance_mean:
+            x = x - _masked_mean(x, mask)
+        feats = [x]
+        for _ in range(self.deltas):
+            feats.append(_deltas(feats[-1]))
+        return tf.concat(feats, axis=-1)
+
+    def adapt(self, batches) -> None:  # noqa: ANN001 - any iterable of (features, ...) batches
+        """Sets mean and variance from batches of raw MFCC (zero rows are padding)."""
+        total = count = squares = 0.0
+        for batch in batches:
+            x = batch[0] if isinstance(batch, tuple | list) else batch
+            mask = tf.reduce_any(tf.not_equal(x, 0.0), axis=-1)
+            feats = self.transform(x, mask)
+            weights = tf.cast(mask, tf.float32)[..., None]
+            total += tf.reduce_sum(feats * weights, axis=[0, 1]).numpy().astype(np.float64)
+            squares += tf.reduce_sum(feats**2 * weights, axis=[0, 1]).numpy().astype(np.float64)
+            count += float(tf.reduce_sum(weights))
+        if count == 0:
+            raise ValueError("FeatureNormalization.adapt received no non-padding frames")
+        mean = total / count
+        self.mean.assign(mean.astype(np.float32))
+        self.variance.assign(np.maximum(squares / count - mean**2, 1e-8).astype(np.float32))
+
+    def call(self, x: tf.Tensor, mask: tf.Tensor | None = None) -> tf.Tensor:
+        feats = (self.transform(x, mask) - self.mean) / tf.sqrt(self.variance)
+        if mask is not None:
+            feats = feats * tf.cast(mask, feats.dtype)[..., None]
+        return feats
+
+    def compute_output_shape(self, input_shape):  # noqa: ANN001, ANN201 - Keras signature
+        return (*input_shape[:-1], self.n_mfcc * (1 + self.deltas))
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "n_mfcc": self.n_mfcc,
+            "deltas": self.deltas,
+            "utterance_mean": self.utterance_mean,
+        }
+
+
+@keras.saving.register_keras_serializable("rnn_speech")
+class SpecAugment(keras.layers.Layer):
+    """SpecAugment-style masking (training only): zero random time spans and feature bands."""
+
+    def __init__(
+        self, time_masks: int = 2, time_width: int = 10, freq_masks: int = 2, freq_width: int = 3,
+        seed: int | None = None, **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.supports_masking = True
+        self.time_masks, self.time_width = time_masks, time_width
+        self.freq_masks, self.freq_width = freq_masks, freq_width
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def _spans(self, batch: tf.Tensor, size: tf.Tensor, count: int, width: int) -> tf.Tensor:
+        """A boolean ``[batch, size]`` that is True inside ``count`` random spans."""
+        keep = tf.zeros([batch, size], tf.bool)
+        positions = tf.range(size)[None, :]
+        for _ in range(count):
+            w = keras.random.randint([batch, 1], 0, width + 1, seed=self.seed_generator)
+            start = keras.random.randint([batch, 1], 0, tf.maximum(size - w + 1, 1), seed=self.seed_generator)
+            keep |= (positions >= start) & (positions < start + w)
+        return keep
+
+    def call(self, x: tf.Tensor, training: bool = False, mask: tf.Tensor | None = None) -> tf.Tensor:
+        if not training or (self.time_masks == 0 and self.freq_masks == 0):
+            return x
+        shape = tf.shape(x)
+        time = self._spans(shape[0], shape[1], self.time_masks, self.time_width)
+        freq = self._spans(shape[0], shape[2], self.freq_masks, self.freq_width)
+        drop = time[:, :, None] | freq[:, None, :]
+        return tf.where(drop, tf.zeros_like(x), x)
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "time_masks": self.time_masks,
+            "time_width": self.time_width,
+            "freq_masks": self.freq_masks,
+            "freq_width": self.freq_width,
+            "seed": self.seed,
+        }

@@ -1,0 +1,198 @@
+"""Optimizer (with gradient clipping), learning-rate schedules and training callbacks."""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import keras
+
+from data.checks import check
+from data.registry import Registry
+
+OPTIMIZERS: Registry = Registry("optimizer")
+SCHEDULES: Registry = Registry("learning-rate schedule")
+
+OPTIMIZERS.register("adam")(keras.optimizers.Adam)
+OPTIMIZERS.register("adamw")(keras.optimizers.AdamW)
+OPTIMIZERS.register("rmsprop")(keras.optimizers.RMSprop)
+OPTIMIZERS.register("sgd")(keras.optimizers.SGD)
+
+
+@SCHEDULES.register("constant")
+def _constant(learning_rate: float, total_steps: int, warmup_steps: int):  # noqa: ANN202
+    return learning_rate
+
+
+@SCHEDULES.register("cosine")
+def _cosine(learning_rate: float, total_steps: int, warmup_steps: int):  # noqa: ANN202
+    warmup = min(warmup_steps, max(total_steps - 1, 0))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=learning_rate if not warmup else learning_rate * 0.1,
+        decay_steps=max(total_steps - warmup, 1),
+        alpha=0.05,
+        warmup_target=learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+
+
+@SCHEDULES.register("exponential")
+def _exponential(learning_rate: float, total_steps: int, warmup_steps: int):  # noqa: ANN202
+    # Decays to a tenth of the initial rate over the whole run.
+    return keras.optimizers.schedules.ExponentialDecay(
+        learning_rate, decay_steps=max(total_steps, 1), decay_rate=0.1
+    )
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """The ``optimizer`` config section.
+
+    Gradient clipping (Keras accepts at most one of the three; setting two is an error):
+        clipnorm: rescales EACH variable's gradient so its own L2 norm is at most this value.
+        global_clipnorm: rescales ALL gradients together so their joint L2 norm is at most this
+            value; the update's direction is kept.
+        clipvalue: clips each gradient ELEMENT to [-clipvalue, clipvalue]; the direction changes.
+
+    Attributes:
+        name: one of ``models.training.OPTIMIZERS`` (adam, adamw, rmsprop, sgd).
+        learning_rate: peak learning rate.
+        schedule: one of ``models.training.SCHEDULES`` (constant, cosine, exponential).
+        warmup_epochs: linear warm-up length for the cosine schedule, in epochs.
+        weight_decay: decoupled weight decay (adamw) or L2-style decay of the optimizer.
+    """
+
+    name: str = "adam"
+    learning_rate: float = 1e-3
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    weight_decay: float | None = None
+    clipnorm: float | None = 1.0
+    clipvalue: float | None = None
+    global_clipnorm: float | None = None
+
+    def __post_init__(self) -> None:
+        check(self.name in OPTIMIZERS, "optimizer.name", self.name, f"one of {OPTIMIZERS.names()}")
+        check(
+            self.schedule in SCHEDULES,
+            "optimizer.schedule",
+            self.schedule,
+            f"one of {SCHEDULES.names()}",
+        )
+        check(self.learning_rate > 0, "optimizer.learning_rate", self.learning_rate, "> 0")
+        check(self.warmup_epochs >= 0, "optimizer.warmup_epochs", self.warmup_epochs, ">= 0")
+        clips = {
+            k: getattr(self, k)
+            for k in ("clipnorm", "clipvalue", "global_clipnorm")
+            if getattr(self, k) is not None
+        }
+        for key, value in clips.items():
+            check(value > 0, f"optimizer.{key}", value, "> 0, or null to disable")
+        check(
+            len(clips) <= 1,
+            "optimizer clipping",
+            clips,
+            "at most one of clipnorm, clipvalue, global_clipnorm (Keras applies only one; set the "
+            "others to null)",
+        )
+
+
+def build_optimizer(
+    config: OptimizerConfig, steps_per_epoch: int, epochs: int
+) -> keras.optimizers.Optimizer:
+    """Builds the Keras optimizer with its schedule and clipping from the config."""
+    total = max(steps_per_epoch * epochs, 1)
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    lr = SCHEDULES.get(config.schedule)(config.learning_rate, total, warmup)
+    kwargs = {
+        "learning_rate": lr,
+        "clipnorm": config.clipnorm,
+        "clipvalue": config.clipvalue,
+        "global_clipnorm": config.global_clipnorm,
+    }
+    if config.weight_decay is not None:
+        kwargs["weight_decay"] = config.weight_decay
+    return OPTIMIZERS.get(config.name)(**kwargs)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The ``train`` config section.
+
+    Attributes:
+        epochs: maximum number of epochs.
+        batch_size: examples per step.
+        steps_per_epoch: cap on steps per epoch (0 = one pass over the training data).
+        early_stopping: patience in epochs on ``monitor`` (0 disables early stopping).
+        monitor: metric watched by early stopping and the best checkpoint.
+        bucket_by_length: batch clips of similar length together (less padding, faster).
+        verbose: Keras ``fit`` verbosity (0 silent, 1 progress bar, 2 one line per epoch).
+    """
+
+    epochs: int = 30
+    batch_size: int = 64
+    steps_per_epoch: int = 0
+    early_stopping: int = 8
+    monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    bucket_by_length: bool = True
+    verbose: int = 2
+
+    def __post_init__(self) -> None:
+        check(self.epochs >= 1, "train.epochs", self.epochs, ">= 1")
+        check(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
+        check(self.steps_per_epoch >= 0, "train.steps_per_epoch", self.steps_per_epoch, ">= 0")
+        check(self.early_stopping >= 0, "train.early_stopping", self.early_stopping, ">= 0")
+        check(self.verbose in (0, 1, 2), "train.verbose", self.verbose, "0, 1 or 2")
+
+
+def best_logged_value(csv_path: Path, monitor: str) -> float | None:
+    """Best value of ``monitor`` in a CSVLogger file, so a resumed run keeps its best checkpoint."""
+    if not csv_path.is_file():
+        return None
+    with csv_path.open(newline="") as handle:
+        values = [float(row[monitor]) for row in csv.DictReader(handle) if row.get(monitor)]
+    values = [v for v in values if math.isfinite(v)]
+    if not values:
+        return None
+    return min(values) if monitor.endswith("loss") else max(values)
+
+
+def build_callbacks(
+    config: TrainConfig, checkpoint_dir: Path, log_dir: Path, history_csv: Path
+) -> tuple[list[keras.callbacks.Callback], Path]:
+    """Callbacks for resumable, logged training.
+
+    Returns:
+        The callbacks and the path of the best-weights file. ``BackupAndRestore`` lets a killed
+        run resume at the epoch where it stopped; the best checkpoint's threshold is restored
+        from the CSV log so a resume never overwrites a better earlier epoch.
+    """
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    best = checkpoint_dir / "best.weights.h5"
+    mode = "min" if config.monitor.endswith("loss") else "max"
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.BackupAndRestore(str(checkpoint_dir / "backup")),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.ModelCheckpoint(
+            str(best),
+            monitor=config.monitor,
+            mode=mode,
+            save_best_only=True,
+            save_weights_only=True,
+            initial_value_threshold=best_logged_value(history_csv, config.monitor)
+            if best.exists()
+            else None,
+        ),
+        keras.callbacks.CSVLogger(str(history_csv), append=True),
+        keras.callbacks.TensorBoard(str(log_dir), write_graph=False, profile_batch=0),
+    ]
+    if config.early_stopping:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=config.monitor, mode=mode, patience=config.early_stopping
+            )
+        )
+    return callbacks, best

@@ -1,0 +1,187 @@
+"""The command line: each subcommand maps to one function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PIPELINES = ("speech_commands",)
+
+EPILOG = """examples:
+  python run.py                                   run the default pipelines on built-in data
+  python run.py run speech_commands --set train.epochs=5
+  python run.py run fsdd --set data.source=fsdd:../shared/data/fsdd/recordings
+  python run.py predict runs/speech_commands-*/export clip.wav
+  python run.py export runs/speech_commands-20260101-120000
+  python run.py list
+"""
+
+
+def _load_pipelines() -> None:
+    import pipelines.speech_commands  # noqa: F401 - registers the pipeline
+
+
+def resolve_config(name: str, config_files=(), overrides=()):  # noqa: ANN001, ANN201
+    """Builds the typed config for a pipeline or preset ``name`` plus files and overrides.
+
+    Returns:
+        ``(pipeline, config)``.
+    """
+    from pipelines import config as cfg
+    from pipelines.runner import PIPELINES
+
+    _load_pipelines()
+    raw = cfg.load_raw(name, config_files, overrides)
+    pipeline_name = raw.get("pipeline", name)
+    if pipeline_name not in PIPELINES:
+        choices = sorted(set(PIPELINES.names()) | set(cfg.preset_names()))
+        raise cfg.ConfigError(f"Unknown pipeline or preset {name!r}. Expected one of {choices}")
+    pipeline = PIPELINES.get(pipeline_name)
+    raw["pipeline"] = pipeline_name
+    return pipeline, cfg.build(pipeline.config_class, raw)
+
+
+def _default_run_dir(pipeline: str) -> Path:
+    return Path("runs") / f"{pipeline}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _progress(name: str, action: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold]{'running' if action == 'run' else 'reusing'}[/] stage {name}")
+
+
+def run_one(name: str, config_files=(), overrides=(), run_dir=None, until=None, force=False):  # noqa: ANN001, ANN201
+    """Runs one pipeline and prints its summary. Returns the runner's report."""
+    from pipelines.reporting import print_summary
+    from pipelines.runner import run_pipeline
+
+    pipeline, config = resolve_config(name, config_files, overrides)
+    run_dir = Path(run_dir) if run_dir else _default_run_dir(pipeline.name)
+    report = run_pipeline(pipeline, config, run_dir, until=until, force=force, on_stage=_progress)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    rows = pipeline.summarize(metrics) if pipeline.summarize else []
+    rows += [("run dir", str(run_dir)), ("metrics", str(run_dir / "metrics.json"))]
+    print_summary(f"{pipeline.name} ({name})", rows)
+    return report
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    run_one(args.pipeline, args.config, args.set, args.run_dir, args.until, args.force)
+    return 0
+
+
+def cmd_default(args: argparse.Namespace) -> int:
+    """``python run.py`` alone: every default pipeline on built-in data."""
+    for name in DEFAULT_PIPELINES:
+        run_dir = Path(args.run_dir) / name if args.run_dir else None
+        run_one(name, run_dir=run_dir)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Re-runs the export stage of a finished run (earlier stages are reused)."""
+    import shutil
+
+    from pipelines.runner import run_pipeline
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        print(f"error: {run_dir} is not a run directory (no config.yaml)", file=sys.stderr)
+        return 2
+    pipeline, config = resolve_config("_", [str(run_dir / "config.yaml")])
+    shutil.rmtree(run_dir / "stages" / "export", ignore_errors=True)
+    run_pipeline(pipeline, config, run_dir, on_stage=_progress)
+    print(run_dir / "export")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pipelines.predict import predict
+
+    return predict(args.export_dir, args.inputs, top_k=args.top_k)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from data.speech_sources import SOURCES
+    from models.classifier import CELLS
+    from models.training import OPTIMIZERS, SCHEDULES
+    from pipelines import config as cfg
+    from pipelines.runner import PIPELINES
+
+    _load_pipelines()
+    for title, names in (
+        ("pipelines", PIPELINES.names()),
+        ("presets", cfg.preset_names()),
+        ("speech sources", SOURCES.names()),
+        ("cells", CELLS.names()),
+        ("optimizers", OPTIMIZERS.names()),
+        ("schedules", SCHEDULES.names()),
+    ):
+        print(f"{title}: {', '.join(names)}")
+    return 0
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", action="append", default=[], metavar="FILE",
+                        help="YAML file merged over the preset (repeatable, later wins)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one value, e.g. --set train.epochs=5 (repeatable)")
+    parser.add_argument("--run-dir", metavar="DIR",
+                        help="where results go (default: runs/<pipeline>-<timestamp>/)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run.py",
+        description="Recurrent speech and text pipelines: raw data -> features -> LSTM -> "
+        "evaluated, exported SavedModel. With no command, runs the default pipelines on "
+        "built-in data.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--run-dir", help=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a pipeline or preset end to end")
+    run.add_argument("pipeline", help="speech_commands, or a preset in pipelines/configs/ (e.g. fsdd)")
+    _add_config_options(run)
+    run.add_argument("--until", metavar="STAGE", help="stop after this stage")
+    run.add_argument("--force", action="store_true", help="rerun stages even if up to date")
+    run.set_defaults(func=cmd_run)
+
+    predict = sub.add_parser("predict", help="run an exported model on wav files")
+    predict.add_argument("export_dir", help="a RUN_DIR/export folder")
+    predict.add_argument("inputs", nargs="+", help="wav files (any sample rate)")
+    predict.add_argument("--top-k", type=int, default=None, help="alternatives to print")
+    predict.set_defaults(func=cmd_predict)
+
+    export = sub.add_parser("export", help="(re)export the model of a finished run")
+    export.add_argument("run_dir", help="a run directory holding config.yaml")
+    export.set_defaults(func=cmd_export)
+
+    lister = sub.add_parser("list", help="list pipelines, presets, sources and model choices")
+    lister.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse, then call one function. Config errors exit with code 2."""
+    from pipelines.config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    if args.command not in ("list",):
+        from pipelines.runtime import quiet_tensorflow
+
+        quiet_tensorflow()
+    func: Any = getattr(args, "func", cmd_default)
+    try:
+        return func(args)
+    except (ConfigError, FileNotFoundError, KeyError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {message}", file=sys.stderr)
+        return 2

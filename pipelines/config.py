@@ -1,0 +1,200 @@
+"""Typed, frozen configuration: preset YAML -> ``--config`` files -> ``--set`` overrides.
+
+Each pipeline declares a root dataclass whose fields are sections (dataclasses themselves). Values
+are checked against the field types; an unknown key or a bad value raises ``ConfigError`` naming
+the key, what was received and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from data.checks import ConfigError, check
+
+__all__ = ["ConfigError", "check", "build", "load_raw", "save", "to_dict", "parse_override"]
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Checks ``value`` against the annotation ``tp`` and returns it in canonical form."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"Bad value for {key}: expected {_type_name(tp)}. Received: {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise bad
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise bad
+    if origin is tuple:
+        if isinstance(value, str | int | float):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise bad
+        item = typing.get_args(tp)[0]
+        return tuple(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise bad
+        return build(tp, value, prefix=key)
+    if tp is type(None):
+        if value is not None:
+            raise bad
+        return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if tp is Any:
+        return value
+    raise TypeError(f"Unsupported config type {tp!r} for {key}")
+
+
+def build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    """Builds the dataclass ``cls`` from a nested dict, rejecting unknown keys.
+
+    Args:
+        cls: a dataclass type whose fields may be dataclasses themselves.
+        values: nested mapping of field names to values.
+        prefix: dotted path of ``cls`` inside the root config, for messages.
+
+    Returns:
+        An instance of ``cls``; its ``__post_init__`` runs range checks.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" Did you mean {(prefix + '.' if prefix else '') + close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"Unknown config key {path!r}. Expected one of {sorted(fields)}.{hint}"
+            )
+        kwargs[key] = _coerce(value, hints[key], path)
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{prefix + ': ' if prefix else ''}{err}") from None
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Converts a (nested) config dataclass to plain dicts and lists, for YAML and hashing."""
+
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, tuple | list):
+            return [convert(v) for v in value]
+        return value
+
+    return convert(config)
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Returns ``base`` updated recursively by ``update`` (later files win)."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """Turns ``a.b=VALUE`` into ``{"a": {"b": VALUE}}``; VALUE is parsed as YAML.
+
+    Example:
+        >>> parse_override("train.epochs=3")
+        {'train': {'epochs': 3}}
+    """
+    if "=" not in text:
+        raise ConfigError(f"Bad --set {text!r}: expected KEY=VALUE, e.g. train.epochs=3")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"Bad --set {text!r}: the key must be dotted names, e.g. train.epochs")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"Bad --set {text!r}: value is not valid YAML ({err})") from None
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Reads a YAML mapping, with a clear error for a missing file or a non-mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file not found: {str(path)!r}")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def preset_names() -> list[str]:
+    """Names of the presets in ``pipelines/configs``."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def load_raw(
+    name: str, config_files: list[str] | tuple[str, ...] = (), overrides: list[str] | tuple = ()
+) -> dict[str, Any]:
+    """Merges the preset ``name`` (if one exists), config files and ``--set`` overrides."""
+    raw: dict[str, Any] = {}
+    preset = CONFIG_DIR / f"{name}.yaml"
+    if preset.is_file():
+        raw = read_yaml(preset)
+    for path in config_files:
+        raw = deep_merge(raw, read_yaml(path))
+    for text in overrides:
+        raw = deep_merge(raw, parse_override(text))
+    return raw
+
+
+def save(config: Any, path: str | Path) -> None:
+    """Writes the resolved config as YAML (loadable again with ``--config``)."""
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")

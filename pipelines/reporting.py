@@ -1,0 +1,101 @@
+"""Plots and the run summary table."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_history(history_csv: Path, out: Path) -> Path | None:
+    """Plots loss and accuracy per epoch (train and validation) from a CSVLogger file."""
+    if not history_csv.is_file():
+        return None
+    with history_csv.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return None
+    plt = _pyplot()
+    metrics = [m for m in ("loss", "accuracy") if m in rows[0]]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            key = prefix + metric
+            if key in rows[0]:
+                ax.plot(epochs, [float(r[key] or "nan") for r in rows], style, label=key)
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def plot_confusion(matrix: np.ndarray, labels: list[str], out: Path, title: str) -> Path:
+    """Draws a confusion matrix (rows: true label, columns: predicted) with counts."""
+    plt = _pyplot()
+    size = max(4.0, 0.5 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    top = matrix.max() if matrix.size else 0
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            if matrix[i, j]:
+                color = "white" if matrix[i, j] > top / 2 else "black"
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color=color, fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def print_summary(title: str, rows: list[tuple[str, str]]) -> None:
+    """Prints a two-column table (what, value) with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in rows:
+        table.add_row(key, value)
+    Console().print(table)
+
+
+def summary_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    """Rows shared by every pipeline: data counts, rejections and stage timings."""
+    rows = []
+    examples = metrics.get("examples", {})
+    if examples:
+        rows.append(("examples", ", ".join(f"{k} {v}" for k, v in examples.items())))
+    rejected = metrics.get("rejected", {})
+    if rejected:
+        rows.append(("rejected", ", ".join(f"{k} {v}" for k, v in rejected.items())))
+    seconds = metrics.get("stage_seconds", {})
+    if seconds:
+        rows.append(("stage seconds", ", ".join(f"{k} {v:.1f}" for k, v in seconds.items())))
+    reused = metrics.get("stages_reused", [])
+    if reused:
+        rows.append(("reused stages", ", ".join(reused)))
+    return rows

@@ -1,0 +1,76 @@
+"""Process-wide settings: the runtime config section, the one seed setter, quiet TensorFlow."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import warnings
+from dataclasses import dataclass
+
+from data.checks import check
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """The ``runtime`` config section.
+
+    Attributes:
+        seed: seeds Python, NumPy, TensorFlow/Keras, data generation, splits and augmentation.
+        workers: processes for feature extraction.
+        cache_dir: where generated data and cached features go.
+    """
+
+    seed: int = 0
+    workers: int = 2
+    cache_dir: str = ".cache"
+
+    def __post_init__(self) -> None:
+        check(self.workers >= 1, "runtime.workers", self.workers, ">= 1")
+
+
+def set_seed(seed: int) -> None:
+    """Seeds every random generator the project uses (Python, NumPy, TensorFlow, Keras)."""
+    import keras
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+
+
+def quiet_tensorflow() -> None:
+    """Imports TensorFlow with its start-up log silenced (set ``RNN_VERBOSE=1`` to see it)."""
+    if os.environ.get("RNN_VERBOSE"):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings("ignore", category=UserWarning, module="keras")
+    # The C++ runtime prints to fd 2 before absl logging is configured; mute it during import.
+    with _muted_stderr():
+        import tensorflow as tf  # noqa: F401
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+@contextlib.contextmanager
+def _muted_stderr():  # noqa: ANN202
+    try:
+        fd = os.dup(2)
+    except OSError:  # no stderr to mute
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(fd, 2)
+        os.close(fd)
+        os.close(devnull)
