@@ -56,9 +56,7 @@ class FeatureConfig:
         check(self.window_ms > 0, "features.window_ms", self.window_ms, "> 0")
         check(0 < self.stride_ms, "features.stride_ms", self.stride_ms, "> 0")
         check(self.n_mels >= 1, "features.n_mels", self.n_mels, ">= 1")
-        check(
-            1 <= self.n_mfcc <= self.n_mels, "features.n_mfcc", self.n_mfcc, "1..features.n_mels"
-        )
+        check(1 <= self.n_mfcc <= self.n_mels, "features.n_mfcc", self.n_mfcc, "1..features.n_mels")
         nyquist = self.sample_rate / 2
         fmax = self.fmax or nyquist
         check(fmax <= nyquist, "features.fmax", self.fmax, f"<= sample_rate/2 = {nyquist}")

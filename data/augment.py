@@ -115,14 +115,18 @@ def augment(
         y = time_shift(y, int(rng.integers(-max_shift, max_shift + 1)))
     y = y * np.float32(10 ** (rng.uniform(-config.gain_db, config.gain_db) / 20))
     if rng.random() < config.noise_prob:
-        noise = noises[int(rng.integers(len(noises)))] if noises else colored_noise(y.size, rng, rng.uniform(0, 2))
-        y = mix_at_snr(y, noise_excerpt(noise, y.size, rng), rng.uniform(config.snr_db_min, config.snr_db_max))
+        noise = (
+            noises[int(rng.integers(len(noises)))]
+            if noises
+            else colored_noise(y.size, rng, rng.uniform(0, 2))
+        )
+        y = mix_at_snr(
+            y, noise_excerpt(noise, y.size, rng), rng.uniform(config.snr_db_min, config.snr_db_max)
+        )
     return np.clip(y, -1.0, 1.0).astype(np.float32)
 
 
-def silence_clip(
-    noises: list[np.ndarray], n: int, rng: np.random.Generator
-) -> np.ndarray:
+def silence_clip(noises: list[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
     """A ``_silence_`` example: background noise (or generated noise) at a random low level."""
     if noises:
         y = noise_excerpt(noises[int(rng.integers(len(noises)))], n, rng)

@@ -55,7 +55,9 @@ class Espeak:
         try:
             import espeakng_loader
         except ImportError as err:  # pragma: no cover - listed in requirements
-            raise EspeakError("espeakng-loader is not installed: pip install espeakng-loader") from err
+            raise EspeakError(
+                "espeakng-loader is not installed: pip install espeakng-loader"
+            ) from err
         self._lib = ctypes.cdll.LoadLibrary(espeakng_loader.get_library_path())
         data_path = espeakng_loader.get_data_path().encode()
         os.environ.setdefault("ESPEAK_DATA_PATH", data_path.decode())
@@ -87,7 +89,12 @@ class Espeak:
         ]
 
     def synthesize(
-        self, text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50, pitch_range: int = 50
+        self,
+        text: str,
+        voice: str = "en-us",
+        rate: int = 175,
+        pitch: int = 50,
+        pitch_range: int = 50,
     ) -> np.ndarray:
         """Speaks ``text`` and returns float32 samples in [-1, 1] at ``self.sample_rate``.
 

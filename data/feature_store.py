@@ -40,8 +40,14 @@ class FeatureSet:
         return self.frames[start : start + int(self.lengths[index])]
 
     def save(self, path: Path) -> None:
-        np.savez(path, frames=self.frames, lengths=self.lengths, labels=self.labels,
-                 paths=self.paths, copies=self.copies)
+        np.savez(
+            path,
+            frames=self.frames,
+            lengths=self.lengths,
+            labels=self.labels,
+            paths=self.paths,
+            copies=self.copies,
+        )
 
     @classmethod
     def load(cls, path: Path) -> FeatureSet:
@@ -52,12 +58,19 @@ class FeatureSet:
         return int(self.lengths.size)
 
 
-def _cache_key(task: FeatureTask, features: FeatureConfig, aug: AugmentConfig | None, seed: int) -> str:
+def _cache_key(
+    task: FeatureTask, features: FeatureConfig, aug: AugmentConfig | None, seed: int
+) -> str:
     stat = os.stat(task.path)
     payload = {
-        "path": os.path.abspath(task.path), "size": stat.st_size, "mtime": stat.st_mtime_ns,
-        "features": asdict(features), "copy": task.copy, "v": CACHE_VERSION,
-        "augment": asdict(aug) if task.copy and aug else None, "seed": seed if task.copy else None,
+        "path": os.path.abspath(task.path),
+        "size": stat.st_size,
+        "mtime": stat.st_mtime_ns,
+        "features": asdict(features),
+        "copy": task.copy,
+        "v": CACHE_VERSION,
+        "augment": asdict(aug) if task.copy and aug else None,
+        "seed": seed if task.copy else None,
     }
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -94,7 +107,9 @@ def compute_one(
         y = load_audio(task.path, features.sample_rate)
         if task.copy:
             rng = np.random.default_rng([seed, task.copy, int(key[:8], 16)])
-            y = augment(y, aug, features.sample_rate, _noises(noise_files, features.sample_rate), rng)
+            y = augment(
+                y, aug, features.sample_rate, _noises(noise_files, features.sample_rate), rng
+            )
         result = mfcc(y, features)
     except AudioError as err:
         return str(err)

@@ -39,9 +39,31 @@ class SyntheticConfig:
 
     words: tuple[str, ...] = SPEECH_COMMANDS_10
     unknown_words: tuple[str, ...] = (
-        "bed", "bird", "cat", "dog", "happy", "house", "marvin", "sheila", "tree", "wow",
-        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
-        "learn", "follow", "forward", "backward", "visual",
+        "bed",
+        "bird",
+        "cat",
+        "dog",
+        "happy",
+        "house",
+        "marvin",
+        "sheila",
+        "tree",
+        "wow",
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "learn",
+        "follow",
+        "forward",
+        "backward",
+        "visual",
     )
     voices: int = 100
     takes: int = 2
@@ -101,7 +123,12 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         name = self.source.split(":", 1)[0]
-        check(name in SOURCES, "data.source", self.source, f"a URI starting with one of {SOURCES.names()}")
+        check(
+            name in SOURCES,
+            "data.source",
+            self.source,
+            f"a URI starting with one of {SOURCES.names()}",
+        )
         for key in ("unknown_percent", "silence_percent", "val_percent", "test_percent"):
             value = getattr(self, key)
             check(0 <= value <= 100, f"data.{key}", value, "a percentage in [0, 100]")
@@ -156,9 +183,7 @@ def fsdd_source(argument: str, **_) -> SourceListing:
                 Rejected(str(path), "name does not match {label}_{speaker}_{take}.wav")
             )
             continue
-        listing.clips.append(
-            Clip(str(path), match["label"], match["speaker"], take=match["take"])
-        )
+        listing.clips.append(Clip(str(path), match["label"], match["speaker"], take=match["take"]))
     return listing
 
 
@@ -193,7 +218,13 @@ def speech_commands_source(argument: str, config: DataConfig, **_) -> SourceList
         speaker = path.stem.split("_nohash_")[0]
         split = ""
         if use_lists:
-            split = "validation" if relative in val_list else "test" if relative in test_list else "train"
+            split = (
+                "validation"
+                if relative in val_list
+                else "test"
+                if relative in test_list
+                else "train"
+            )
         listing.clips.append(Clip(str(path), word, speaker, split=split))
     return listing
 
@@ -246,9 +277,10 @@ def tfds_source(argument: str, cache_dir: Path, **_) -> SourceListing:
     names = builder.info.features["label"].names
     out = cache_dir / "tfds" / name
     listing = SourceListing()
-    split_names = {"train": "train", "validation": "validation", "test": "test"}
-    for split, tfds_split in split_names.items():
-        if tfds_split not in builder.info.splits:
+    available = set(builder.info.splits) or set(SPLITS)  # mock_data leaves info.splits empty
+    for split in SPLITS:
+        tfds_split = split
+        if tfds_split not in available:
             continue
         marker = out / tfds_split / "_complete"
         for index, example in enumerate(tfds.as_numpy(builder.as_dataset(split=tfds_split))):
@@ -307,7 +339,11 @@ def assign_splits(listing: SourceListing, config: DataConfig) -> list[Clip]:
             elif val_speakers:
                 split = "validation" if clip.speaker in val_speakers else "train"
             else:
-                split = "validation" if hash_percent(Path(clip.path).name) < config.val_percent else "train"
+                split = (
+                    "validation"
+                    if hash_percent(Path(clip.path).name) < config.val_percent
+                    else "train"
+                )
         label = clip.label
         if config.commands and label not in config.commands:
             label = UNKNOWN
@@ -327,7 +363,9 @@ def balance(clips: list[Clip], config: DataConfig) -> tuple[list[Clip], int]:
     for split in SPLITS:
         in_split = [c for c in clips if c.split == split]
         commands = sum(c.label != UNKNOWN for c in in_split)
-        unknown = sorted((c for c in in_split if c.label == UNKNOWN), key=lambda c: hash_percent(c.path))
+        unknown = sorted(
+            (c for c in in_split if c.label == UNKNOWN), key=lambda c: hash_percent(c.path)
+        )
         if config.commands:
             unknown = unknown[: int(round(commands * config.unknown_percent / 100))]
         chosen = [c for c in in_split if c.label != UNKNOWN] + unknown

@@ -102,13 +102,19 @@ def generate(config, out_root: Path, seed: int) -> SourceListing:  # noqa: ANN00
     for variant in chosen:
         for word in config.words:
             jobs += [(variant, word, word, take) for take in range(config.takes)]
-        picks = rng.choice(len(config.unknown_words), size=config.unknown_takes, replace=False) if config.unknown_words and config.unknown_takes else []
+        picks = (
+            rng.choice(len(config.unknown_words), size=config.unknown_takes, replace=False)
+            if config.unknown_words and config.unknown_takes
+            else []
+        )
         jobs += [(variant, config.unknown_words[i], UNKNOWN, t) for t, i in enumerate(picks)]
 
     engine = Espeak()
     entries = []
     noise_list = list(noises.values())
-    for variant, word, label, take in track(jobs, description="Synthesizing speech", transient=True):
+    for variant, word, label, take in track(
+        jobs, description="Synthesizing speech", transient=True
+    ):
         dialect = ENGLISH_DIALECTS[int(rng.integers(len(ENGLISH_DIALECTS)))]
         audio = engine.synthesize(
             word,
@@ -129,11 +135,21 @@ def generate(config, out_root: Path, seed: int) -> SourceListing:  # noqa: ANN00
         (tmp / label).mkdir(exist_ok=True)
         soundfile.write(tmp / name, clip, SAMPLE_RATE, subtype="PCM_16")
         entries.append(
-            {"path": name, "label": label, "speaker": variant, "split": splits[variant],
-             "take": str(take), "dialect": dialect, "word": word}
+            {
+                "path": name,
+                "label": label,
+                "speaker": variant,
+                "split": splits[variant],
+                "take": str(take),
+                "dialect": dialect,
+                "word": word,
+            }
         )
-    data = {"clips": entries, "noise": sorted(f"_background_noise_/{n}.wav" for n in noises),
-            "requested": len(jobs)}
+    data = {
+        "clips": entries,
+        "noise": sorted(f"_background_noise_/{n}.wav" for n in noises),
+        "requested": len(jobs),
+    }
     (tmp / "manifest.json").write_text(json.dumps(data, indent=1))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
@@ -146,7 +162,13 @@ def _listing(folder: Path, data: dict) -> SourceListing:
     listing = SourceListing(noise_files=[str(folder / p) for p in data["noise"]])
     for entry in data["clips"]:
         listing.clips.append(
-            Clip(str(folder / entry["path"]), entry["label"], entry["speaker"], entry["split"], entry["take"])
+            Clip(
+                str(folder / entry["path"]),
+                entry["label"],
+                entry["speaker"],
+                entry["split"],
+                entry["take"],
+            )
         )
     missing = data["requested"] - len(data["clips"])
     if missing:

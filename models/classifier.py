@@ -78,7 +78,12 @@ class ModelConfig:
         check(self.layers >= 1, "model.layers", self.layers, ">= 1")
         check(self.units >= 1, "model.units", self.units, ">= 1")
         check(0 <= self.dropout < 1, "model.dropout", self.dropout, "in [0, 1)")
-        check(0 <= self.recurrent_dropout < 1, "model.recurrent_dropout", self.recurrent_dropout, "in [0, 1)")
+        check(
+            0 <= self.recurrent_dropout < 1,
+            "model.recurrent_dropout",
+            self.recurrent_dropout,
+            "in [0, 1)",
+        )
         for key in ("activation", "recurrent_activation"):
             value = getattr(self, key)
             check(value in ACTIVATIONS, f"model.{key}", value, f"one of {list(ACTIVATIONS)}")
@@ -113,11 +118,17 @@ def build_classifier(
     """
     inputs = keras.Input(shape=(None, n_mfcc), name="mfcc")
     x = keras.layers.Masking(mask_value=0.0, name="padding_mask")(inputs)
-    x = FeatureNormalization(n_mfcc, deltas=deltas, utterance_mean=utterance_mean, name="normalization")(x)
+    x = FeatureNormalization(
+        n_mfcc, deltas=deltas, utterance_mean=utterance_mean, name="normalization"
+    )(x)
     if config.spec_augment:
         x = SpecAugment(
-            config.time_masks, config.time_width, config.freq_masks, config.freq_width,
-            seed=seed, name="spec_augment",
+            config.time_masks,
+            config.time_width,
+            config.freq_masks,
+            config.freq_width,
+            seed=seed,
+            name="spec_augment",
         )(x)
     make_cell = CELLS.get(config.cell)
     for index in range(config.layers):

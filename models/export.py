@@ -93,9 +93,13 @@ def export_speech_classifier(
     (tmp / METADATA).parent.mkdir(parents=True, exist_ok=True)
     (tmp / METADATA).write_text(json.dumps(meta, indent=1))
     if check_waveform is not None:
-        served = tf.saved_model.load(str(tmp)).signatures["serving_default"](
-            waveform=tf.constant(check_waveform[None], tf.float32)
-        )["probabilities"].numpy()
+        served = (
+            tf.saved_model.load(str(tmp))
+            .signatures["serving_default"](waveform=tf.constant(check_waveform[None], tf.float32))[
+                "probabilities"
+            ]
+            .numpy()
+        )
         expected = model(mfcc(check_waveform[None]), training=False).numpy()
         if not np.allclose(served, expected, atol=1e-4):
             shutil.rmtree(tmp, ignore_errors=True)

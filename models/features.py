@@ -86,7 +86,9 @@ def _deltas(x: tf.Tensor, width: int = 2) -> tf.Tensor:
     steps = tf.shape(x)[1]
     total = 0.0
     for n in range(1, width + 1):
-        total += n * (padded[:, width + n : width + n + steps] - padded[:, width - n : width - n + steps])
+        total += n * (
+            padded[:, width + n : width + n + steps] - padded[:, width - n : width - n + steps]
+        )
     return total / (2.0 * sum(n * n for n in range(1, width + 1)))
 
 
@@ -105,7 +107,9 @@ class FeatureNormalization(keras.layers.Layer):
         self.deltas = deltas
         self.utterance_mean = utterance_mean
         size = n_mfcc * (1 + deltas)
-        self.mean = self.add_weight(shape=(size,), initializer="zeros", trainable=False, name="mean")
+        self.mean = self.add_weight(
+            shape=(size,), initializer="zeros", trainable=False, name="mean"
+        )
         self.variance = self.add_weight(
             shape=(size,), initializer="ones", trainable=False, name="variance"
         )
@@ -115,6 +119,12 @@ class FeatureNormalization(keras.layers.Layer):
         x = tf.convert_to_tensor(x, tf.float32)
         if self.utterance_mean:
             x = x - _masked_mean(x, mask)
+        if self.deltas and mask is not None:
+            # Repeat each clip's last real frame over its padding, so deltas at the end of a clip
+            # see edge replication (as for an unpadded clip) rather than the zeros of padding.
+            last = tf.maximum(tf.reduce_sum(tf.cast(mask, tf.int32), axis=1) - 1, 0)
+            last_frame = tf.gather(x, last, axis=1, batch_dims=1)[:, None]
+            x = tf.where(mask[..., None], x, last_frame)
         feats = [x]
         for _ in range(self.deltas):
             feats.append(_deltas(feats[-1]))
@@ -160,8 +170,13 @@ class SpecAugment(keras.layers.Layer):
     """SpecAugment-style masking (training only): zero random time spans and feature bands."""
 
     def __init__(
-        self, time_masks: int = 2, time_width: int = 10, freq_masks: int = 2, freq_width: int = 3,
-        seed: int | None = None, **kwargs,
+        self,
+        time_masks: int = 2,
+        time_width: int = 10,
+        freq_masks: int = 2,
+        freq_width: int = 3,
+        seed: int | None = None,
+        **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.supports_masking = True
@@ -175,12 +190,16 @@ class SpecAugment(keras.layers.Layer):
         keep = tf.zeros([batch, size], tf.bool)
         positions = tf.range(size)[None, :]
         for _ in range(count):
-            w = keras.random.randint([batch, 1], 0, width + 1, seed=self.seed_generator)
-            start = keras.random.randint([batch, 1], 0, tf.maximum(size - w + 1, 1), seed=self.seed_generator)
+            u = keras.random.uniform([batch, 2], seed=self.seed_generator)
+            w = tf.cast(tf.floor(u[:, :1] * (width + 1)), tf.int32)
+            room = tf.cast(tf.maximum(size - w + 1, 1), tf.float32)
+            start = tf.cast(tf.floor(u[:, 1:] * room), tf.int32)
             keep |= (positions >= start) & (positions < start + w)
         return keep
 
-    def call(self, x: tf.Tensor, training: bool = False, mask: tf.Tensor | None = None) -> tf.Tensor:
+    def call(
+        self, x: tf.Tensor, training: bool = False, mask: tf.Tensor | None = None
+    ) -> tf.Tensor:
         if not training or (self.time_masks == 0 and self.freq_masks == 0):
             return x
         shape = tf.shape(x)

@@ -52,7 +52,9 @@ def _default_run_dir(pipeline: str) -> Path:
 def _progress(name: str, action: str) -> None:
     from rich.console import Console
 
-    Console(stderr=True).print(f"[bold]{'running' if action == 'run' else 'reusing'}[/] stage {name}")
+    Console(stderr=True).print(
+        f"[bold]{'running' if action == 'run' else 'reusing'}[/] stage {name}"
+    )
 
 
 def run_one(name: str, config_files=(), overrides=(), run_dir=None, until=None, force=False):  # noqa: ANN001, ANN201
@@ -127,12 +129,23 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", action="append", default=[], metavar="FILE",
-                        help="YAML file merged over the preset (repeatable, later wins)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one value, e.g. --set train.epochs=5 (repeatable)")
-    parser.add_argument("--run-dir", metavar="DIR",
-                        help="where results go (default: runs/<pipeline>-<timestamp>/)")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="YAML file merged over the preset (repeatable, later wins)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one value, e.g. --set train.epochs=5 (repeatable)",
+    )
+    parser.add_argument(
+        "--run-dir", metavar="DIR", help="where results go (default: runs/<pipeline>-<timestamp>/)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a pipeline or preset end to end")
-    run.add_argument("pipeline", help="speech_commands, or a preset in pipelines/configs/ (e.g. fsdd)")
+    run.add_argument(
+        "pipeline", help="speech_commands, or a preset in pipelines/configs/ (e.g. fsdd)"
+    )
     _add_config_options(run)
     run.add_argument("--until", metavar="STAGE", help="stop after this stage")
     run.add_argument("--force", action="store_true", help="rerun stages even if up to date")

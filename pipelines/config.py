@@ -107,7 +107,9 @@ def build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
         path = f"{prefix}.{key}" if prefix else key
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
-            hint = f" Did you mean {(prefix + '.' if prefix else '') + close[0]!r}?" if close else ""
+            hint = (
+                f" Did you mean {(prefix + '.' if prefix else '') + close[0]!r}?" if close else ""
+            )
             raise ConfigError(
                 f"Unknown config key {path!r}. Expected one of {sorted(fields)}.{hint}"
             )
@@ -171,7 +173,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"Config file not found: {str(path)!r}")
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict):
-        raise ConfigError(f"Config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
+        raise ConfigError(
+            f"Config file {str(path)!r} must hold a mapping, got {type(data).__name__}"
+        )
     return data
 
 

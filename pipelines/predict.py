@@ -33,10 +33,17 @@ def predict(export_dir: str, inputs: list[str], top_k: int | None = None) -> int
         out = serve(waveform=tf.constant(waveform[None], tf.float32))
         probs = out["probabilities"].numpy()[0]
         order = np.argsort(-probs)[:k]
-        print(json.dumps({
-            "input": path,
-            "label": out["label"].numpy()[0].decode(),
-            "probability": round(float(probs[order[0]]), 4),
-            "top_k": [{"label": meta["labels"][i], "probability": round(float(probs[i]), 4)} for i in order],
-        }))
+        print(
+            json.dumps(
+                {
+                    "input": path,
+                    "label": out["label"].numpy()[0].decode(),
+                    "probability": round(float(probs[order[0]]), 4),
+                    "top_k": [
+                        {"label": meta["labels"][i], "probability": round(float(probs[i]), 4)}
+                        for i in order
+                    ],
+                }
+            )
+        )
     return 1 if failed else 0

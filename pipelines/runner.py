@@ -92,8 +92,15 @@ def fingerprint(stage: Stage, config: Any, inputs: dict[str, str]) -> str:
         for part in name.split("."):
             value = getattr(value, part)
         sections[name] = cfg.to_dict(value)
-    payload = {"stage": stage.name, "version": stage.version, "sections": sections, "inputs": inputs}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    payload = {
+        "stage": stage.name,
+        "version": stage.version,
+        "sections": sections,
+        "inputs": inputs,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
+        :20
+    ]
 
 
 def read_stage(stage_dir: Path) -> dict[str, Any] | None:
@@ -167,8 +174,12 @@ def run_pipeline(
             start = time.perf_counter()
             summary = stage.run(ctx) or {}
             seconds = time.perf_counter() - start
-            record = {"fingerprint": fp, "seconds": round(seconds, 3), "summary": summary,
-                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            record = {
+                "fingerprint": fp,
+                "seconds": round(seconds, 3),
+                "summary": summary,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
             (tmp / STAGE_FILE).write_text(json.dumps(record, indent=1, default=str))
             replace_dir(tmp, final)
             report.ran.append(stage.name)

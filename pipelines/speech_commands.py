@@ -127,7 +127,9 @@ def ingest(ctx: StageContext) -> dict[str, Any]:
             for i in range(count):
                 # written into the final stage folder's path: the runner renames out_dir there
                 path = silence_dir / f"{split}_{i:05d}.wav"
-                soundfile.write(path, silence_clip(noises, n_samples, rng), config.features.sample_rate)
+                soundfile.write(
+                    path, silence_clip(noises, n_samples, rng), config.features.sample_rate
+                )
                 final = ctx.run_dir / "stages" / "ingest" / "silence" / path.name
                 clips.append(Clip(str(final), SILENCE, f"silence-{split}", split))
 
@@ -190,8 +192,14 @@ def features(ctx: StageContext) -> dict[str, Any]:
         tasks = [FeatureTask(c.path, k) for c in in_split for k in range(copies + 1)]
         owners = [c for c in in_split for _ in range(copies + 1)]
         results = compute_many(
-            tasks, config.features, config.augment, noise_files, cache, config.runtime.seed,
-            workers=config.runtime.workers, description=f"MFCC {split}",
+            tasks,
+            config.features,
+            config.augment,
+            noise_files,
+            cache,
+            config.runtime.seed,
+            workers=config.runtime.workers,
+            description=f"MFCC {split}",
         )
         seqs, labs, paths, copy_ids = [], [], [], []
         for task, clip, result in zip(tasks, owners, results, strict=True):
@@ -204,7 +212,9 @@ def features(ctx: StageContext) -> dict[str, Any]:
             paths.append(clip.path)
             copy_ids.append(task.copy)
         if not seqs:
-            raise ValueError(f"No usable audio in the {split} split ({len(in_split)} clips rejected)")
+            raise ValueError(
+                f"No usable audio in the {split} split ({len(in_split)} clips rejected)"
+            )
         feature_set = FeatureSet(
             frames=np.concatenate(seqs).astype(np.float32),
             lengths=np.array([len(s) for s in seqs], np.int32),
@@ -349,19 +359,33 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
         truth, predicted, labels=ids, zero_division=0
     )
     matrix = confusion_matrix(truth, predicted, labels=ids)
-    plot_confusion(matrix, labels, ctx.run_dir / "plots" / "confusion_matrix.png",
-                   f"test accuracy {accuracy:.3f}")
-    _write_json(ctx.out_dir / "confusion_matrix.json", {"labels": labels, "matrix": matrix.tolist()})
+    plot_confusion(
+        matrix,
+        labels,
+        ctx.run_dir / "plots" / "confusion_matrix.png",
+        f"test accuracy {accuracy:.3f}",
+    )
+    _write_json(
+        ctx.out_dir / "confusion_matrix.json", {"labels": labels, "matrix": matrix.tolist()}
+    )
     wrong = np.flatnonzero(predicted != truth)
     wrong = wrong[np.argsort(-probs[wrong, predicted[wrong]])][: config.eval.misclassified]
     misclassified = [
-        {"path": str(test_set.paths[i]), "true": labels[truth[i]], "predicted": labels[predicted[i]],
-         "probability": round(float(probs[i, predicted[i]]), 4)}
+        {
+            "path": str(test_set.paths[i]),
+            "true": labels[truth[i]],
+            "predicted": labels[predicted[i]],
+            "probability": round(float(probs[i, predicted[i]]), 4),
+        }
         for i in wrong
     ]
     per_class = {
-        label: {"precision": round(float(p), 4), "recall": round(float(r), 4), "f1": round(float(f), 4),
-                "support": int(s)}
+        label: {
+            "precision": round(float(p), 4),
+            "recall": round(float(r), 4),
+            "f1": round(float(f), 4),
+            "support": int(s),
+        }
         for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)
     }
     return {
@@ -393,7 +417,9 @@ def export(ctx: StageContext) -> dict[str, Any]:
     portable = build_model(config, len(labels), use_cudnn=False)
     portable.set_weights(trained.get_weights())
     clips = [Clip(**c) for c in _read_json(ctx.input("ingest") / "clips.json")]
-    sample = load_audio(next(c.path for c in clips if c.split == "test"), config.features.sample_rate)
+    sample = load_audio(
+        next(c.path for c in clips if c.split == "test"), config.features.sample_rate
+    )
     out = export_speech_classifier(
         portable,
         config.features,
@@ -401,7 +427,9 @@ def export(ctx: StageContext) -> dict[str, Any]:
         ctx.run_dir / "export",
         metadata={
             "top_k": config.export.top_k,
-            "test_accuracy": ctx.results.get("evaluate", {}).get("metrics", {}).get("test_accuracy"),
+            "test_accuracy": ctx.results.get("evaluate", {})
+            .get("metrics", {})
+            .get("test_accuracy"),
             "source": config.data.source,
         },
         check_waveform=sample,
@@ -414,13 +442,22 @@ def summarize(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [("source", str(metrics.get("source", "")))]
     rows += summary_rows(metrics)
     if "val_accuracy" in metrics:
-        rows.append(("best val accuracy", f"{metrics['val_accuracy']:.4f} (epoch {metrics['best_epoch']})"))
+        rows.append(
+            ("best val accuracy", f"{metrics['val_accuracy']:.4f} (epoch {metrics['best_epoch']})")
+        )
     if "test_accuracy" in metrics:
-        rows.append(("test accuracy", f"{metrics['test_accuracy']:.4f} on {metrics['test_examples']} clips"))
+        rows.append(
+            ("test accuracy", f"{metrics['test_accuracy']:.4f} on {metrics['test_examples']} clips")
+        )
         worst = sorted(metrics["per_class"].items(), key=lambda kv: kv[1]["f1"])[:3]
         rows.append(("weakest classes (F1)", ", ".join(f"{k} {v['f1']:.2f}" for k, v in worst)))
     for item in metrics.get("misclassified", [])[:3]:
-        rows.append(("misclassified", f"{Path(item['path']).name}: {item['true']} -> {item['predicted']} ({item['probability']:.2f})"))
+        rows.append(
+            (
+                "misclassified",
+                f"{Path(item['path']).name}: {item['true']} -> {item['predicted']} ({item['probability']:.2f})",
+            )
+        )
     if "export_dir" in metrics:
         rows.append(("export", metrics["export_dir"]))
     return rows
@@ -431,11 +468,30 @@ PIPELINE = PIPELINES.register("speech_commands")(
         name="speech_commands",
         config_class=SpeechConfig,
         stages=(
-            Stage("ingest", ingest, sections=("data", "features.sample_rate", "features.clip_seconds", "runtime.seed")),
-            Stage("features", features, reads=("ingest",), sections=("features", "augment", "runtime.seed")),
-            Stage("train", train, reads=("ingest", "features"), sections=("model", "optimizer", "train", "runtime.seed")),
+            Stage(
+                "ingest",
+                ingest,
+                sections=("data", "features.sample_rate", "features.clip_seconds", "runtime.seed"),
+            ),
+            Stage(
+                "features",
+                features,
+                reads=("ingest",),
+                sections=("features", "augment", "runtime.seed"),
+            ),
+            Stage(
+                "train",
+                train,
+                reads=("ingest", "features"),
+                sections=("model", "optimizer", "train", "runtime.seed"),
+            ),
             Stage("evaluate", evaluate, reads=("ingest", "features", "train"), sections=("eval",)),
-            Stage("export", export, reads=("ingest", "train", "evaluate"), sections=("export", "features")),
+            Stage(
+                "export",
+                export,
+                reads=("ingest", "train", "evaluate"),
+                sections=("export", "features"),
+            ),
         ),
         summarize=summarize,
     )

@@ -1,0 +1,87 @@
+"""The in-graph layers: MFCC parity with librosa, normalization, masking, SpecAugment."""
+
+import glob
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data.audio import FeatureConfig, load_audio, mfcc
+from models.features import FeatureNormalization, MfccLayer, SpecAugment
+from tests.conftest import shared_path, tone
+
+TOLERANCE = 1e-3  # after per-coefficient standardization; measured: about 2e-5
+
+
+def _standardized_gap(reference: list[np.ndarray], graph: list[np.ndarray]) -> float:
+    ref, got = np.concatenate(reference), np.concatenate(graph)
+    mean, std = ref.mean(0), ref.std(0)
+    return float(np.abs((ref - mean) / std - (got - mean) / std).max())
+
+
+@pytest.mark.parametrize("deltas", [0])
+@pytest.mark.parametrize(
+    "config",
+    [
+        FeatureConfig(),
+        FeatureConfig(sample_rate=8000, window_ms=25, n_mels=26, n_mfcc=20, fmin=100, fmax=3800),
+    ],
+)
+def test_mfcc_layer_matches_librosa_on_generated_audio(config, deltas):
+    rng = np.random.default_rng(0)
+    layer = MfccLayer(config)
+    clips = [
+        tone(f, s, config.sample_rate)
+        + 0.01 * rng.standard_normal(int(config.sample_rate * s)).astype(np.float32)
+        for f, s in ((200, 0.3), (700, 1.0), (2500, 1.7))
+    ]
+    ref = [mfcc(y, config) for y in clips]
+    got = [layer(y[None])[0].numpy() for y in clips]
+    assert [r.shape for r in ref] == [g.shape for g in got]
+    assert _standardized_gap(ref, got) < TOLERANCE
+
+
+@pytest.mark.parametrize(("folder", "rate"), [("speech_commands_subset", 16000), ("fsdd", 8000)])
+def test_mfcc_layer_matches_librosa_on_real_clips(folder, rate):
+    root = shared_path(folder)
+    files = sorted(glob.glob(str(root / "**" / "*.wav"), recursive=True))
+    files = [f for f in files if "_background_noise_" not in f][::25][:30]
+    config = FeatureConfig(sample_rate=rate)
+    layer = MfccLayer(config)
+    ref, got = [], []
+    for path in files:
+        y = load_audio(path, rate)
+        ref.append(mfcc(y, config))
+        got.append(layer(y[None])[0].numpy())
+    assert _standardized_gap(ref, got) < TOLERANCE
+
+
+def test_normalization_adapt_and_masking():
+    rng = np.random.default_rng(1)
+    x = rng.normal(5.0, 3.0, size=(4, 20, 13)).astype(np.float32)
+    x[0, 15:] = 0.0  # padding
+    layer = FeatureNormalization(13, deltas=1, utterance_mean=False)
+    layer.adapt([x])
+    mask = tf.reduce_any(x != 0, axis=-1)
+    out = layer(x, mask=mask).numpy()
+    assert out.shape == (4, 20, 26)
+    assert np.all(out[0, 15:] == 0)  # padded frames stay zero
+    valid = out[mask.numpy()]
+    np.testing.assert_allclose(valid.mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(valid.std(0), 1.0, atol=1e-3)
+
+
+def test_utterance_mean_ignores_padding():
+    x = np.ones((1, 6, 2), np.float32) * 3.0
+    x[0, 4:] = 0.0
+    layer = FeatureNormalization(2, utterance_mean=True)
+    out = layer(x, mask=tf.constant([[True] * 4 + [False] * 2])).numpy()
+    np.testing.assert_allclose(out, 0.0, atol=1e-6)  # each clip's own mean removed
+
+
+def test_spec_augment_only_in_training():
+    x = tf.ones((3, 50, 13))
+    layer = SpecAugment(time_masks=2, time_width=5, freq_masks=1, freq_width=2, seed=0)
+    assert np.array_equal(layer(x, training=False).numpy(), x.numpy())
+    out = layer(x, training=True).numpy()
+    assert 0 < (out == 0).mean() < 0.5

@@ -1,0 +1,149 @@
+"""Each speech source on tiny generated or real data, and the split rules."""
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from data.clips import UNKNOWN, SourceListing, hash_split
+from data.speech_sources import (
+    DataConfig,
+    SyntheticConfig,
+    assign_splits,
+    balance,
+    list_source,
+)
+from tests.conftest import shared_path, tone
+
+
+def test_fsdd_lists_and_rejects_bad_names(wav_folder, tmp_path):
+    listing = list_source(DataConfig(source=f"fsdd:{wav_folder}"), tmp_path, 0)
+    assert len(listing.clips) == 3 * 3 * 2 + 1  # the garbage a_s1_9.wav is caught later, by header
+    assert [r.item for r in listing.rejected] == [str(wav_folder / "badname.wav")]
+    assert {c.speaker for c in listing.clips} == {"s1", "s2", "s3"}
+
+
+def test_fsdd_holdout_and_takes_splits(wav_folder, tmp_path):
+    config = DataConfig(
+        source=f"fsdd:{wav_folder}", split="holdout", test_speakers=("s3",), val_speakers=("s2",)
+    )
+    clips = assign_splits(list_source(config, tmp_path, 0), config)
+    assert {c.speaker for c in clips if c.split == "test"} == {"s3"}
+    assert {c.speaker for c in clips if c.split == "validation"} == {"s2"}
+    takes = DataConfig(source=f"fsdd:{wav_folder}", split="takes", test_takes=1, val_percent=0)
+    clips = assign_splits(list_source(takes, tmp_path, 0), takes)
+    assert all((c.split == "test") == (c.take == "0") for c in clips)
+
+
+def test_unknown_speaker_is_an_error(wav_folder, tmp_path):
+    config = DataConfig(source=f"fsdd:{wav_folder}", split="holdout", test_speakers=("nobody",))
+    with pytest.raises(ValueError, match="speaker 'nobody' not found"):
+        assign_splits(list_source(config, tmp_path, 0), config)
+
+
+def test_fsdd_real_data_holdout():
+    folder = shared_path("fsdd", "recordings")
+    config = DataConfig(source=f"fsdd:{folder}", split="holdout", test_speakers=("george",))
+    clips = assign_splits(list_source(config, Path("/tmp"), 0), config)
+    assert len(clips) == 2500
+    test = [c for c in clips if c.split == "test"]
+    assert len(test) == 500 and {c.speaker for c in test} == {"george"}
+
+
+def test_speech_commands_uses_lists_and_folds_unknown():
+    folder = shared_path("speech_commands_subset")
+    config = DataConfig(
+        source=f"speech_commands:{folder}", commands=("yes", "no"), unknown_percent=50
+    )
+    listing = list_source(config, Path("/tmp"), 0)
+    assert len(listing.noise_files) == 6
+    clips = assign_splits(listing, config)
+    listed_test = set((folder / "testing_list.txt").read_text().split())
+    for clip in clips:
+        relative = "/".join(Path(clip.path).parts[-2:])
+        assert (clip.split == "test") == (relative in listed_test)
+    assert {c.label for c in clips} == {"yes", "no", UNKNOWN}
+    kept, left_out = balance(clips, config)
+    for split in ("train", "validation", "test"):
+        counts = Counter(c.label for c in kept if c.split == split)
+        assert counts[UNKNOWN] == round((counts["yes"] + counts["no"]) * 0.5)
+    assert left_out == len(clips) - len(kept) > 0
+
+
+def test_speech_commands_hash_split_is_by_speaker(tmp_path):
+    for word in ("yes", "no"):
+        (tmp_path / word).mkdir()
+        for speaker in ("aa11", "bb22", "cc33", "dd44"):
+            soundfile.write(tmp_path / word / f"{speaker}_nohash_0.wav", tone(seconds=0.2), 16000)
+    config = DataConfig(
+        source=f"speech_commands:{tmp_path}", split="hash", val_percent=30, test_percent=30
+    )
+    clips = assign_splits(list_source(config, tmp_path, 0), config)
+    for clip in clips:
+        assert clip.split == hash_split(clip.speaker, 30, 30)
+
+
+def test_manifest_source(tmp_path):
+    soundfile.write(tmp_path / "one.wav", tone(), 16000)
+    (tmp_path / "m.csv").write_text(
+        "path,label,speaker,split\none.wav,yes,s1,train\n,no,s2,test\none.wav,no,s3,holdout\n"
+    )
+    listing = list_source(DataConfig(source=f"manifest:{tmp_path / 'm.csv'}"), tmp_path, 0)
+    assert [c.path for c in listing.clips] == [str(tmp_path / "one.wav")]
+    reasons = sorted(r.reason for r in listing.rejected)
+    assert reasons[0] == "empty path or label" and "holdout" in reasons[1]
+    (tmp_path / "bad.csv").write_text("file,label\nx,y\n")
+    with pytest.raises(ValueError, match=r"missing \['path'\]"):
+        list_source(DataConfig(source=f"manifest:{tmp_path / 'bad.csv'}"), tmp_path, 0)
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="folder not found"):
+        list_source(DataConfig(source="fsdd:/no/such/dir"), tmp_path, 0)
+    with pytest.raises(ValueError, match="needs a folder"):
+        list_source(DataConfig(source="fsdd"), tmp_path, 0)
+
+
+def test_tfds_speech_commands_with_mock_data(tmp_path):
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=6):
+        listing = list_source(DataConfig(source="tfds:speech_commands"), tmp_path, 0)
+    assert Counter(c.split for c in listing.clips) == {"train": 6, "validation": 6, "test": 6}
+    y, sr = soundfile.read(listing.clips[0].path)
+    assert sr == 16000 and y.size > 0
+
+
+def test_synthetic_is_deterministic_and_voice_disjoint(tmp_path):
+    config = DataConfig(
+        synthetic=SyntheticConfig(words=("yes", "no"), voices=6, takes=1, unknown_takes=1)
+    )
+    first = list_source(config, tmp_path, seed=3)
+    again = list_source(config, tmp_path / "other", seed=3)
+    assert [Path(c.path).name for c in first.clips] == [Path(c.path).name for c in again.clips]
+    assert np.array_equal(
+        soundfile.read(first.clips[0].path)[0], soundfile.read(again.clips[0].path)[0]
+    )
+    voices = {
+        split: {c.speaker for c in first.clips if c.split == split}
+        for split in ("train", "validation", "test")
+    }
+    assert all(voices.values())
+    assert not (voices["train"] & voices["test"]) and not (voices["train"] & voices["validation"])
+    assert Counter(c.label for c in first.clips) == {"yes": 6, "no": 6, UNKNOWN: 6}
+    assert len(first.noise_files) == 4
+    y, sr = soundfile.read(first.clips[0].path)
+    assert sr == 16000 and y.shape == (16000,)
+
+
+def test_balance_caps_labels():
+    listing = SourceListing()
+    from data.clips import Clip
+
+    listing.clips = [
+        Clip(f"/x/{i}.wav", "a" if i % 2 else "b", f"s{i}", "train") for i in range(20)
+    ]
+    kept, left_out = balance(listing.clips, DataConfig(max_per_label=3))
+    assert Counter(c.label for c in kept) == {"a": 3, "b": 3} and left_out == 14
