@@ -78,3 +78,14 @@ def test_unknown_pipeline_and_missing_file():
 def test_every_preset_builds():
     for name in cfg.preset_names():
         resolve_config(name)
+
+
+def test_command_words_are_not_booleans(tmp_path):
+    """YAML 1.1 reads yes/no/on/off as booleans; the config keeps them as words."""
+    path = tmp_path / "words.yaml"
+    path.write_text("data:\n  commands: [yes, no, on, off]\n")
+    _, config = resolve_config(
+        "speech_commands", config_files=[str(path)], overrides=["data.synthetic.words=[up, on]"]
+    )
+    assert config.data.commands == ("yes", "no", "on", "off")
+    assert config.data.synthetic.words == ("up", "on")

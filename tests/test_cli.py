@@ -1,0 +1,189 @@
+"""End to end through the real command line on tiny generated data, then the export and predict."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from tests.conftest import ROOT
+
+TINY = [
+    "data.synthetic.voices=6",
+    "data.synthetic.takes=2",
+    "data.synthetic.words=[yes, no, up]",
+    "data.synthetic.unknown_takes=1",
+    "augment.copies=1",
+    "model.units=16",
+    "model.pooling=mean",
+    "optimizer.learning_rate=0.005",
+    "train.epochs=3",
+    "train.batch_size=16",
+]
+
+
+def run_cli(
+    *args: str, check: bool = True, stdin: str | None = None
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "run.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        input=stdin,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=600,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"run.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def tiny_args(run_dir: Path, cache: Path) -> list[str]:
+    sets = [*TINY, f"runtime.cache_dir={cache}"]
+    return ["run", "speech_commands", "--run-dir", str(run_dir)] + [
+        a for s in sets for a in ("--set", s)
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    root = tmp_path_factory.mktemp("e2e")
+    run_dir, cache = root / "run", root / "cache"
+    return run_dir, cache, run_cli(*tiny_args(run_dir, cache))
+
+
+def test_run_writes_every_output(tiny_run):
+    run_dir, _, result = tiny_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert set(metrics["examples"]) == {"train", "validation", "test"}
+    assert metrics["rejected"] == {"ingest": 0, "features": 0}
+    assert set(metrics["stage_seconds"]) == {"ingest", "features", "train", "evaluate", "export"}
+    assert set(metrics["per_class"]) == {"yes", "no", "up", "_unknown_", "_silence_"}
+    for path in (
+        "config.yaml",
+        "plots/training.png",
+        "plots/confusion_matrix.png",
+        "export/saved_model.pb",
+        "export/assets.extra/metadata.json",
+    ):
+        assert (run_dir / path).is_file(), path
+    assert any((run_dir / "logs").rglob("events.out.tfevents*"))
+    assert "test accuracy" in result.stdout and str(run_dir) in result.stdout
+    with open(next((run_dir / "checkpoints").glob("*/history.csv")), newline="") as handle:
+        losses = [float(row["loss"]) for row in csv.DictReader(handle)]
+    assert len(losses) == 3 and losses[-1] < losses[0]  # it learns
+
+
+def test_rerun_reuses_every_stage(tiny_run):
+    run_dir, cache, _ = tiny_run
+    result = run_cli(*tiny_args(run_dir, cache))
+    assert result.stderr.count("reusing stage") == 5, result.stderr
+    assert "running stage" not in result.stderr
+
+
+def test_predict_prints_one_json_line_per_file(tiny_run, tmp_path):
+    run_dir, _, _ = tiny_run
+    clips = json.loads((run_dir / "stages" / "ingest" / "clips.json").read_text())
+    clip = next(c for c in clips if c["split"] == "test" and c["label"] == "yes")
+    y, sr = soundfile.read(clip["path"], dtype="float32")
+    import librosa
+
+    resampled = tmp_path / "at_8k.wav"
+    soundfile.write(resampled, librosa.resample(y, orig_sr=sr, target_sr=8000), 8000)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"nope")
+    result = run_cli(
+        "predict", str(run_dir / "export"), clip["path"], str(resampled), str(broken), check=False
+    )
+    assert result.returncode == 1  # one input failed
+    lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert len(lines) == 3
+    labels = {"yes", "no", "up", "_unknown_", "_silence_"}
+    for line in lines[:2]:
+        assert line["label"] in labels and len(line["top_k"]) == 3
+        assert line["top_k"][0]["label"] == line["label"]
+        assert 0 <= line["probability"] <= 1
+    assert lines[2]["input"] == str(broken) and "unreadable" in lines[2]["error"]
+
+
+def test_export_runs_in_plain_tensorflow(tiny_run, tmp_path):
+    """Load and serve with only TensorFlow: a fresh interpreter that never imports the project."""
+    run_dir, _, _ = tiny_run
+    script = textwrap.dedent(f"""
+        import json, sys
+        import numpy as np
+        import tensorflow as tf
+        tf.config.set_visible_devices([], "GPU")
+        model = tf.saved_model.load({str(run_dir / "export")!r})
+        serve = model.signatures["serving_default"]
+        out = {{}}
+        for n in (4000, 16000, 40000):
+            wave = tf.constant(np.random.default_rng(0).normal(0, 0.1, (2, n)).astype("float32"))
+            result = serve(waveform=wave)
+            out[n] = [result["label"].dtype.name, result["label"].shape.as_list(),
+                      result["probabilities"].shape.as_list()]
+        project = [m for m in sys.modules if m.split(".")[0] in ("pipelines", "models", "data")]
+        print(json.dumps({{"out": out, "project_modules": project}}))
+    """)
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": os.environ.get("PATH", ""), "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["project_modules"] == []
+    for shape in report["out"].values():
+        assert shape == ["string", [2], [2, 5]]
+
+
+def test_export_matches_training_features(tiny_run):
+    """Served probabilities on a raw clip equal the trained model's on the librosa features."""
+    import keras
+    import tensorflow as tf
+
+    import models.features  # noqa: F401
+    from data.audio import FeatureConfig, load_audio, mfcc
+
+    run_dir, _, _ = tiny_run
+    meta = json.loads((run_dir / "export" / "assets.extra" / "metadata.json").read_text())
+    features = FeatureConfig(**meta["features"])
+    model = keras.models.load_model(run_dir / "stages" / "train" / "model.keras")
+    serve = tf.saved_model.load(str(run_dir / "export")).signatures["serving_default"]
+    clips = json.loads((run_dir / "stages" / "ingest" / "clips.json").read_text())
+    for clip in [c for c in clips if c["split"] == "test"][:5]:
+        y = load_audio(clip["path"], features.sample_rate)
+        expected = model(mfcc(y, features)[None]).numpy()
+        served = serve(waveform=tf.constant(y[None]))["probabilities"].numpy()
+        np.testing.assert_allclose(served, expected, atol=1e-3)
+
+
+def test_export_command_rewrites_export(tiny_run):
+    run_dir, _, _ = tiny_run
+    before = (run_dir / "export" / "saved_model.pb").stat().st_mtime_ns
+    result = run_cli("export", str(run_dir))
+    assert (run_dir / "export" / "saved_model.pb").stat().st_mtime_ns != before
+    assert result.stderr.count("reusing stage") == 4
+
+
+def test_help_list_and_config_errors():
+    assert "predict" in run_cli("--help").stdout
+    listing = run_cli("list").stdout
+    assert "speech_commands" in listing and "fsdd" in listing and "lstm" in listing
+    bad = run_cli("run", "speech_commands", "--set", "train.epoch=2", check=False)
+    assert bad.returncode == 2 and "Unknown config key 'train.epoch'" in bad.stderr
+    bad = run_cli("run", "nope", check=False)
+    assert bad.returncode == 2 and "Unknown pipeline or preset 'nope'" in bad.stderr
