@@ -25,8 +25,9 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.2 booleans: only true/false. YAML 1.1 would read the command words yes, no, on and
-    off as booleans.
+    """A safe loader with YAML 1.2 booleans.
+
+    YAML 1.1 would read the command words yes, no, on and off as booleans.
     """
 
 
