@@ -1,0 +1,93 @@
+"""The speech pipeline's stages in process: resume after a kill, bad files counted, refusals."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+import soundfile
+
+import models.training
+from pipelines.cli import resolve_config
+from pipelines.runner import run_pipeline
+from tests.conftest import tone
+from tests.test_cli import TINY
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAfterEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.kill_epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.kill_epoch:
+            raise Killed(f"killed after epoch {epoch + 1}")
+
+
+def test_killed_training_resumes_where_it_stopped(tmp_path, monkeypatch):
+    pipeline, config = resolve_config(
+        "speech_commands", overrides=[*TINY, "train.epochs=4", f"runtime.cache_dir={tmp_path / 'cache'}",
+                                      "export.enabled=false", "train.early_stopping=0"]
+    )
+    real = models.training.build_callbacks
+
+    def with_kill(*args, **kwargs):
+        callbacks, best = real(*args, **kwargs)
+        return [*callbacks, KillAfterEpoch(1)], best  # after BackupAndRestore has saved epoch 2
+
+    monkeypatch.setattr(models.training, "build_callbacks", with_kill)
+    with pytest.raises(Killed):
+        run_pipeline(pipeline, config, tmp_path / "run")
+    assert not (tmp_path / "run" / "stages" / "train").exists()  # not marked done
+    monkeypatch.setattr(models.training, "build_callbacks", real)
+    report = run_pipeline(pipeline, config, tmp_path / "run")
+    assert report.skipped == ["ingest", "features"]
+    history = next((tmp_path / "run" / "checkpoints").glob("*/history.csv"))
+    with history.open(newline="") as handle:
+        epochs = [int(row["epoch"]) for row in csv.DictReader(handle)]
+    assert epochs == [0, 1, 2, 3]  # epochs 1-2 were not redone
+    assert report.metrics["epochs_trained"] == 4
+
+
+def test_bad_files_are_counted_and_listed(tmp_path):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for label, freq in (("low", 300), ("high", 2000)):
+        for speaker in ("ann", "bob", "cid", "dan"):
+            for take in range(3):
+                y = tone(freq * (1 + 0.03 * rng.standard_normal()), 0.4, 8000)
+                soundfile.write(folder / f"{label}_{speaker}_{take}.wav", y, 8000)
+    (folder / "low_ann_7.wav").write_bytes(b"garbage")
+    soundfile.write(folder / "high_bob_8.wav", np.zeros(400, np.float32), 8000)  # silent
+    (folder / "README.txt").write_text("not audio")
+    pipeline, config = resolve_config(
+        "fsdd",
+        overrides=[f"data.source=fsdd:{folder}", "data.test_speakers=[dan]", "data.val_speakers=[cid]",
+                   f"runtime.cache_dir={tmp_path / 'cache'}", "augment.copies=0", "model.units=8"],
+    )
+    report = run_pipeline(pipeline, config, tmp_path / "run", until="features")
+    rejected = json.loads((tmp_path / "run" / "stages" / "ingest" / "rejected.json").read_text())
+    reasons = {r["item"].split("/")[-1]: r["reason"] for r in rejected}
+    assert "unreadable" in reasons["low_ann_7.wav"] and "name does not match" in reasons["README.txt"]
+    late = json.loads((tmp_path / "run" / "stages" / "features" / "rejected.json").read_text())
+    assert [r["item"].split("/")[-1] for r in late] == ["high_bob_8.wav"]
+    assert "all zeros" in late[0]["reason"]
+    assert report.metrics["rejected"] == {"ingest": 2, "features": 1}
+    assert report.metrics["examples"] == {"train": 12, "validation": 6, "test": 6}
+
+
+def test_empty_split_is_a_clear_error(tmp_path, wav_folder):
+    pipeline, config = resolve_config(
+        "fsdd", overrides=[f"data.source=fsdd:{wav_folder}", "data.test_speakers=[s1]",
+                           "data.val_speakers=[s2, s3]", f"runtime.cache_dir={tmp_path}"]
+    )
+    with pytest.raises(ValueError, match="The train split is empty"):
+        run_pipeline(pipeline, config, tmp_path / "run", until="ingest")
