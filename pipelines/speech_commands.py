@@ -106,7 +106,9 @@ def ingest(ctx: StageContext) -> dict[str, Any]:
     listing = list_source(data, Path(config.runtime.cache_dir), config.runtime.seed)
     rejected = list(listing.rejected)
     usable = []
-    for clip in listing.clips:
+    from rich.progress import track
+
+    for clip in track(listing.clips, description="Checking audio", transient=True):
         reason = _check_header(clip.path)
         if reason:
             rejected.append(Rejected(clip.path, reason))

@@ -33,8 +33,14 @@ class KillAfterEpoch(keras.callbacks.Callback):
 
 def test_killed_training_resumes_where_it_stopped(tmp_path, monkeypatch):
     pipeline, config = resolve_config(
-        "speech_commands", overrides=[*TINY, "train.epochs=4", f"runtime.cache_dir={tmp_path / 'cache'}",
-                                      "export.enabled=false", "train.early_stopping=0"]
+        "speech_commands",
+        overrides=[
+            *TINY,
+            "train.epochs=4",
+            f"runtime.cache_dir={tmp_path / 'cache'}",
+            "export.enabled=false",
+            "train.early_stopping=0",
+        ],
     )
     real = models.training.build_callbacks
 
@@ -70,13 +76,21 @@ def test_bad_files_are_counted_and_listed(tmp_path):
     (folder / "README.txt").write_text("not audio")
     pipeline, config = resolve_config(
         "fsdd",
-        overrides=[f"data.source=fsdd:{folder}", "data.test_speakers=[dan]", "data.val_speakers=[cid]",
-                   f"runtime.cache_dir={tmp_path / 'cache'}", "augment.copies=0", "model.units=8"],
+        overrides=[
+            f"data.source=fsdd:{folder}",
+            "data.test_speakers=[dan]",
+            "data.val_speakers=[cid]",
+            f"runtime.cache_dir={tmp_path / 'cache'}",
+            "augment.copies=0",
+            "model.units=8",
+        ],
     )
     report = run_pipeline(pipeline, config, tmp_path / "run", until="features")
     rejected = json.loads((tmp_path / "run" / "stages" / "ingest" / "rejected.json").read_text())
     reasons = {r["item"].split("/")[-1]: r["reason"] for r in rejected}
-    assert "unreadable" in reasons["low_ann_7.wav"] and "name does not match" in reasons["README.txt"]
+    assert (
+        "unreadable" in reasons["low_ann_7.wav"] and "name does not match" in reasons["README.txt"]
+    )
     late = json.loads((tmp_path / "run" / "stages" / "features" / "rejected.json").read_text())
     assert [r["item"].split("/")[-1] for r in late] == ["high_bob_8.wav"]
     assert "all zeros" in late[0]["reason"]
@@ -86,8 +100,13 @@ def test_bad_files_are_counted_and_listed(tmp_path):
 
 def test_empty_split_is_a_clear_error(tmp_path, wav_folder):
     pipeline, config = resolve_config(
-        "fsdd", overrides=[f"data.source=fsdd:{wav_folder}", "data.test_speakers=[s1]",
-                           "data.val_speakers=[s2, s3]", f"runtime.cache_dir={tmp_path}"]
+        "fsdd",
+        overrides=[
+            f"data.source=fsdd:{wav_folder}",
+            "data.test_speakers=[s1]",
+            "data.val_speakers=[s2, s3]",
+            f"runtime.cache_dir={tmp_path}",
+        ],
     )
     with pytest.raises(ValueError, match="The train split is empty"):
         run_pipeline(pipeline, config, tmp_path / "run", until="ingest")
