@@ -46,7 +46,7 @@ def main() -> None:
     source = f"data.source=fsdd:{args.data}"
     rows = [run(f"preset-seed{s}", [source, f"runtime.seed={s}"]) for s in args.seeds]
     if not args.skip_loso:
-        for i, speaker in enumerate(SPEAKERS):
+        for speaker in SPEAKERS:
             rows.append(run(f"loso-{speaker}", [source, f"data.test_speakers=[{speaker}]"]))
     if not args.skip_takes:
         rows.append(

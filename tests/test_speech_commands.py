@@ -17,7 +17,7 @@ from tests.conftest import tone
 from tests.test_cli import TINY
 
 
-class Killed(Exception):
+class KilledError(Exception):
     pass
 
 
@@ -28,7 +28,7 @@ class KillAfterEpoch(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch == self.kill_epoch:
-            raise Killed(f"killed after epoch {epoch + 1}")
+            raise KilledError(f"killed after epoch {epoch + 1}")
 
 
 def test_killed_training_resumes_where_it_stopped(tmp_path, monkeypatch):
@@ -49,7 +49,7 @@ def test_killed_training_resumes_where_it_stopped(tmp_path, monkeypatch):
         return [*callbacks, KillAfterEpoch(1)], best  # after BackupAndRestore has saved epoch 2
 
     monkeypatch.setattr(models.training, "build_callbacks", with_kill)
-    with pytest.raises(Killed):
+    with pytest.raises(KilledError):
         run_pipeline(pipeline, config, tmp_path / "run")
     assert not (tmp_path / "run" / "stages" / "train").exists()  # not marked done
     monkeypatch.setattr(models.training, "build_callbacks", real)
