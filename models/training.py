@@ -128,6 +128,9 @@ class TrainConfig:
         steps_per_epoch: cap on steps per epoch (0 = one pass over the training data).
         early_stopping: patience in epochs on ``monitor`` (0 disables early stopping).
         monitor: metric watched by early stopping and the best checkpoint.
+        restore_best: keep the weights of the best epoch on ``monitor`` (true), or the last
+            epoch's (false: for a validation split that cannot rank epochs well, e.g. one drawn
+            from the training speakers when the test is on an unheard speaker).
         bucket_by_length: batch clips of similar length together (less padding, faster).
         verbose: Keras ``fit`` verbosity (0 silent, 1 progress bar, 2 one line per epoch).
     """
@@ -137,6 +140,7 @@ class TrainConfig:
     steps_per_epoch: int = 0
     early_stopping: int = 8
     monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    restore_best: bool = True
     bucket_by_length: bool = True
     verbose: int = 2
 
@@ -166,12 +170,14 @@ def build_callbacks(
     """Callbacks for resumable, logged training.
 
     Returns:
-        The callbacks and the path of the best-weights file. ``BackupAndRestore`` lets a killed
+        The callbacks and the weights file to keep: the best epoch's, or with
+        ``restore_best: false`` the last epoch's. ``BackupAndRestore`` lets a killed
         run resume at the epoch where it stopped; the best checkpoint's threshold is restored
         from the CSV log so a resume never overwrites a better earlier epoch.
     """
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     best = checkpoint_dir / "best.weights.h5"
+    last = checkpoint_dir / "last.weights.h5"
     mode = "min" if config.monitor.endswith("loss") else "max"
     callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.BackupAndRestore(str(checkpoint_dir / "backup")),
@@ -186,6 +192,7 @@ def build_callbacks(
             if best.exists()
             else None,
         ),
+        keras.callbacks.ModelCheckpoint(str(last), save_weights_only=True),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         keras.callbacks.TensorBoard(str(log_dir), write_graph=False, profile_batch=0),
     ]
@@ -195,4 +202,4 @@ def build_callbacks(
                 monitor=config.monitor, mode=mode, patience=config.early_stopping
             )
         )
-    return callbacks, best
+    return callbacks, best if config.restore_best else last

@@ -307,6 +307,8 @@ def train(ctx: StageContext) -> dict[str, Any]:
             f"Training produced no usable checkpoint (loss not finite?). See {history_csv}"
         )
     model.load_weights(best)
+    if not all(np.all(np.isfinite(w)) for w in model.get_weights()):
+        raise RuntimeError(f"Training diverged: the kept weights are not finite. See {history_csv}")
     model.save(ctx.out_dir / "model.keras")
     shutil.copy(history_csv, ctx.out_dir / "history.csv")
     plot_history(history_csv, ctx.run_dir / "plots" / "training.png")
