@@ -40,13 +40,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", default=str(ROOT.parent / "shared/data/fsdd/recordings"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--speakers", nargs="+", default=list(SPEAKERS), help="LOSO speakers")
     parser.add_argument("--skip-loso", action="store_true")
     parser.add_argument("--skip-takes", action="store_true")
     args = parser.parse_args()
     source = f"data.source=fsdd:{args.data}"
     rows = [run(f"preset-seed{s}", [source, f"runtime.seed={s}"]) for s in args.seeds]
     if not args.skip_loso:
-        for speaker in SPEAKERS:
+        for speaker in args.speakers:
             rows.append(run(f"loso-{speaker}", [source, f"data.test_speakers=[{speaker}]"]))
     if not args.skip_takes:
         rows.append(

@@ -58,3 +58,10 @@ def test_callbacks_include_resume_and_logs(tmp_path):
         keras.callbacks.TerminateOnNaN,
     } <= kinds
     assert best.name == "best.weights.h5"
+
+
+def test_restore_best_false_keeps_last_epoch(tmp_path):
+    _, kept = build_callbacks(
+        TrainConfig(restore_best=False), tmp_path / "ck", tmp_path / "logs", tmp_path / "h.csv"
+    )
+    assert kept.name == "last.weights.h5"
