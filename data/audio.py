@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -187,8 +186,3 @@ def mfcc(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     log_mel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=config.top_db)
     coeffs = librosa.feature.mfcc(S=log_mel, n_mfcc=config.n_mfcc, dct_type=2, norm="ortho")
     return coeffs.T.astype(np.float32)
-
-
-def config_key(config: FeatureConfig) -> dict:
-    """The settings as a plain dict, for cache keys and export metadata."""
-    return dataclasses.asdict(config)

@@ -35,10 +35,6 @@ class FeatureSet:
     paths: np.ndarray  # [n] str
     copies: np.ndarray  # [n] int32, 0 for clean clips
 
-    def sequence(self, index: int) -> np.ndarray:
-        start = int(self.lengths[:index].sum())
-        return self.frames[start : start + int(self.lengths[index])]
-
     def save(self, path: Path) -> None:
         np.savez(
             path,

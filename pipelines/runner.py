@@ -67,6 +67,7 @@ class StageContext:
     results: dict[str, dict[str, Any]]
     fingerprint: str = ""
     force: bool = False
+    final_dir: Path | None = None  # where out_dir is renamed to once the stage succeeds
 
     def input(self, name: str) -> Path:
         return self.inputs[name]
@@ -170,6 +171,7 @@ def run_pipeline(
                 results=report.results,
                 fingerprint=fp,
                 force=force,
+                final_dir=final,
             )
             start = time.perf_counter()
             summary = stage.run(ctx) or {}

@@ -14,7 +14,7 @@ import numpy as np
 from data.audio import FeatureConfig, load_audio
 from data.augment import AugmentConfig, silence_clip
 from data.checks import check
-from data.clips import SILENCE, SPLITS, Clip, Rejected
+from data.clips import SILENCE, SPLITS, Clip, Rejected, SourceListing
 from data.feature_store import FeatureSet, FeatureTask, compute_many
 from data.speech_sources import DataConfig, assign_splits, balance, list_source
 from models.classifier import ModelConfig
@@ -114,7 +114,7 @@ def ingest(ctx: StageContext) -> dict[str, Any]:
             rejected.append(Rejected(clip.path, reason))
         else:
             usable.append(clip)
-    clips, left_out = balance(assign_splits(listing.__class__(usable), data), data)
+    clips, left_out = balance(assign_splits(SourceListing(clips=usable), data), data)
 
     if data.silence_percent:
         rng = np.random.default_rng(config.runtime.seed)
@@ -127,12 +127,12 @@ def ingest(ctx: StageContext) -> dict[str, Any]:
         for split in SPLITS:
             count = int(round(sum(c.split == split for c in clips) * data.silence_percent / 100))
             for i in range(count):
-                # written into the final stage folder's path: the runner renames out_dir there
                 path = silence_dir / f"{split}_{i:05d}.wav"
                 soundfile.write(
                     path, silence_clip(noises, n_samples, rng), config.features.sample_rate
                 )
-                final = ctx.run_dir / "stages" / "ingest" / "silence" / path.name
+                # listed at the path it will have once the runner renames out_dir to final_dir
+                final = ctx.final_dir / "silence" / path.name
                 clips.append(Clip(str(final), SILENCE, f"silence-{split}", split))
 
     train_labels = sorted({c.label for c in clips if c.split == "train"})
