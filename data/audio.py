@@ -33,7 +33,8 @@ class FeatureConfig:
         deltas: 0 (none), 1 (add deltas) or 2 (add deltas and delta-deltas), computed in the model.
         normalize: ``global`` standardizes each coefficient with training-set statistics;
             ``utterance`` first subtracts each clip's own mean (cepstral mean normalization, which
-            removes much of the speaker and channel), then standardizes.
+            removes much of the speaker and channel), then standardizes; ``utterance_var`` also divides
+            by each clip's own standard deviation (cepstral mean and variance normalization).
     """
 
     sample_rate: int = 16000
@@ -47,7 +48,7 @@ class FeatureConfig:
     fmax: float = 0.0
     top_db: float = 80.0
     deltas: int = 0
-    normalize: Literal["global", "utterance"] = "global"
+    normalize: Literal["global", "utterance", "utterance_var"] = "global"
 
     def __post_init__(self) -> None:
         check(self.sample_rate >= 1000, "features.sample_rate", self.sample_rate, ">= 1000 Hz")

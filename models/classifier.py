@@ -98,6 +98,7 @@ def build_classifier(
     n_mfcc: int,
     deltas: int = 0,
     utterance_mean: bool = False,
+    utterance_var: bool = False,
     use_cudnn: bool | str = "auto",
     seed: int | None = None,
 ) -> keras.Model:
@@ -109,6 +110,7 @@ def build_classifier(
         n_mfcc: coefficients per frame.
         deltas: delta orders added in-model (see ``FeatureNormalization``).
         utterance_mean: subtract each clip's mean before standardization.
+        utterance_var: also divide by each clip's standard deviation (per coefficient).
         use_cudnn: passed to LSTM/GRU; ``False`` builds the portable kernel used for export.
         seed: seed of the SpecAugment masks.
 
@@ -119,7 +121,11 @@ def build_classifier(
     inputs = keras.Input(shape=(None, n_mfcc), name="mfcc")
     x = keras.layers.Masking(mask_value=0.0, name="padding_mask")(inputs)
     x = FeatureNormalization(
-        n_mfcc, deltas=deltas, utterance_mean=utterance_mean, name="normalization"
+        n_mfcc,
+        deltas=deltas,
+        utterance_mean=utterance_mean,
+        utterance_var=utterance_var,
+        name="normalization",
     )(x)
     if config.spec_augment:
         x = SpecAugment(

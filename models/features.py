@@ -94,18 +94,26 @@ def _deltas(x: tf.Tensor, width: int = 2) -> tf.Tensor:
 
 @keras.saving.register_keras_serializable("rnn_speech")
 class FeatureNormalization(keras.layers.Layer):
-    """Raw MFCC -> model features: optional utterance mean removal, deltas, standardization.
+    """Raw MFCC -> model features: optional utterance mean (and variance) removal, deltas, standardization.
 
     The mean and variance are non-trainable weights set by ``adapt`` from training data, so they
     travel with the model into the export. Padded frames (masked) stay zero.
     """
 
-    def __init__(self, n_mfcc: int, deltas: int = 0, utterance_mean: bool = False, **kwargs):
+    def __init__(
+        self,
+        n_mfcc: int,
+        deltas: int = 0,
+        utterance_mean: bool = False,
+        utterance_var: bool = False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.supports_masking = True
         self.n_mfcc = n_mfcc
         self.deltas = deltas
         self.utterance_mean = utterance_mean
+        self.utterance_var = utterance_var
         size = n_mfcc * (1 + deltas)
         self.mean = self.add_weight(
             shape=(size,), initializer="zeros", trainable=False, name="mean"
@@ -117,8 +125,10 @@ class FeatureNormalization(keras.layers.Layer):
     def transform(self, x: tf.Tensor, mask: tf.Tensor | None = None) -> tf.Tensor:
         """Mean removal and deltas, before standardization."""
         x = tf.convert_to_tensor(x, tf.float32)
-        if self.utterance_mean:
+        if self.utterance_mean or self.utterance_var:
             x = x - _masked_mean(x, mask)
+        if self.utterance_var:
+            x = x / tf.sqrt(_masked_mean(x**2, mask) + 1e-6)
         if self.deltas and mask is not None:
             # Repeat each clip's last real frame over its padding, so deltas at the end of a clip
             # see edge replication (as for an unpadded clip) rather than the zeros of padding.
@@ -162,6 +172,7 @@ class FeatureNormalization(keras.layers.Layer):
             "n_mfcc": self.n_mfcc,
             "deltas": self.deltas,
             "utterance_mean": self.utterance_mean,
+            "utterance_var": self.utterance_var,
         }
 
 

@@ -263,7 +263,8 @@ def build_model(config: SpeechConfig, n_classes: int, use_cudnn: bool | str = "a
         n_classes,
         config.features.n_mfcc,
         deltas=config.features.deltas,
-        utterance_mean=config.features.normalize == "utterance",
+        utterance_mean=config.features.normalize in ("utterance", "utterance_var"),
+        utterance_var=config.features.normalize == "utterance_var",
         use_cudnn=use_cudnn,
         seed=config.runtime.seed,
     )

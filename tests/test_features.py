@@ -85,3 +85,13 @@ def test_spec_augment_only_in_training():
     assert np.array_equal(layer(x, training=False).numpy(), x.numpy())
     out = layer(x, training=True).numpy()
     assert 0 < (out == 0).mean() < 0.5
+
+
+def test_utterance_variance_normalization():
+    rng = np.random.default_rng(2)
+    x = rng.normal(3.0, 5.0, size=(2, 30, 4)).astype(np.float32)
+    x[1, 20:] = 0.0
+    mask = tf.constant(np.any(x != 0, axis=-1))
+    out = FeatureNormalization(4, utterance_var=True).transform(x, mask).numpy()
+    np.testing.assert_allclose(out[1, :20].std(0), 1.0, atol=1e-3)  # padding not counted
+    np.testing.assert_allclose(out[0].mean(0), 0.0, atol=1e-4)
