@@ -14,13 +14,17 @@ MAX_NUM_WAVS_PER_CLASS = 2**27 - 1  # as in the Speech Commands reference code
 
 @dataclass(frozen=True)
 class Clip:
-    """One audio clip: where it is, its label, who spoke it and (if known) its split."""
+    """One audio clip: where it is, its label, who spoke it and (if known) its split.
+
+    ``origin`` is ``"extra"`` for clips of ``data.train_extra`` sources, which only ever train.
+    """
 
     path: str
     label: str
     speaker: str = ""
     split: str = ""
     take: str = ""
+    origin: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)

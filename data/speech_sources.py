@@ -27,7 +27,8 @@ class SyntheticConfig:
     """Settings of the built-in ``synthetic`` source (eSpeak NG voices).
 
     Attributes:
-        words: the command words.
+        words: the command words (what eSpeak says).
+        labels: the class name of each word (e.g. ``"2"`` for ``"two"``); empty means the words.
         unknown_words: other words, spoken as examples of ``_unknown_``.
         voices: number of eSpeak voice variants used; each is one "speaker". Variants are split
             between train, validation and test, so test voices are never heard in training.
@@ -65,6 +66,7 @@ class SyntheticConfig:
         "backward",
         "visual",
     )
+    labels: tuple[str, ...] = ()
     voices: int = 100
     takes: int = 2
     unknown_takes: int = 3
@@ -73,6 +75,12 @@ class SyntheticConfig:
 
     def __post_init__(self) -> None:
         check(len(self.words) >= 2, "data.synthetic.words", self.words, "at least 2 words")
+        check(
+            not self.labels or len(self.labels) == len(self.words),
+            "data.synthetic.labels",
+            self.labels,
+            f"empty or one label per word ({len(self.words)})",
+        )
         check(self.voices >= 3, "data.synthetic.voices", self.voices, ">= 3 (train/val/test)")
         check(self.takes >= 1, "data.synthetic.takes", self.takes, ">= 1")
         check(self.unknown_takes >= 0, "data.synthetic.unknown_takes", self.unknown_takes, ">= 0")
@@ -105,6 +113,9 @@ class DataConfig:
             clip name picks ``val_percent`` of the remaining training clips.
         test_takes: with ``split: takes``, takes numbered below this are test.
         max_per_label: cap on clips per label and split (0 = no cap), for quick runs.
+        train_extra: more source URIs whose clips are added to the TRAINING split only, e.g.
+            ``[synthetic]`` to add eSpeak voices to real recordings for speaker diversity; the
+            validation and test splits stay those of ``source``.
         synthetic: settings of the ``synthetic`` source.
     """
 
@@ -119,6 +130,7 @@ class DataConfig:
     val_speakers: tuple[str, ...] = ()
     test_takes: int = 5
     max_per_label: int = 0
+    train_extra: tuple[str, ...] = ()
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def __post_init__(self) -> None:
@@ -145,6 +157,13 @@ class DataConfig:
             "at least one speaker when data.split is 'holdout'",
         )
         check(self.max_per_label >= 0, "data.max_per_label", self.max_per_label, ">= 0")
+        for uri in self.train_extra:
+            check(
+                uri.split(":", 1)[0] in SOURCES,
+                "data.train_extra",
+                uri,
+                f"URIs starting with one of {SOURCES.names()}",
+            )
 
 
 def parse_source(uri: str) -> tuple[str, str]:
@@ -154,9 +173,22 @@ def parse_source(uri: str) -> tuple[str, str]:
 
 
 def list_source(config: DataConfig, cache_dir: Path, seed: int) -> SourceListing:
-    """Lists the clips of ``config.source`` (generating or materializing them if needed)."""
+    """Lists the clips of ``config.source`` (generating or materializing them if needed).
+
+    Clips of ``config.train_extra`` sources are appended with their split set to ``train``.
+    """
     name, argument = parse_source(config.source)
-    return SOURCES.get(name)(argument, config=config, cache_dir=cache_dir, seed=seed)
+    listing = SOURCES.get(name)(argument, config=config, cache_dir=cache_dir, seed=seed)
+    for uri in config.train_extra:
+        name, argument = parse_source(uri)
+        extra = SOURCES.get(name)(argument, config=config, cache_dir=cache_dir, seed=seed)
+        listing.clips += [
+            Clip(c.path, c.label, f"{name}:{c.speaker}", "train", c.take, origin="extra")
+            for c in extra.clips
+        ]
+        listing.rejected += extra.rejected
+        listing.noise_files += [p for p in extra.noise_files if p not in listing.noise_files]
+    return listing
 
 
 def _require_dir(argument: str, source: str, layout: str) -> Path:
@@ -319,7 +351,9 @@ def assign_splits(listing: SourceListing, config: DataConfig) -> list[Clip]:
     out = []
     for clip in listing.clips:
         key = clip.speaker or Path(clip.path).stem
-        if config.split == "auto" and clip.split:
+        if clip.origin == "extra":
+            split = "train"
+        elif config.split == "auto" and clip.split:
             split = clip.split
         elif config.split in ("auto", "hash"):
             split = hash_split(key, config.val_percent, config.test_percent)
@@ -347,7 +381,7 @@ def assign_splits(listing: SourceListing, config: DataConfig) -> list[Clip]:
         label = clip.label
         if config.commands and label not in config.commands:
             label = UNKNOWN
-        out.append(Clip(clip.path, label, clip.speaker, split, clip.take))
+        out.append(Clip(clip.path, label, clip.speaker, split, clip.take, clip.origin))
     return out
 
 

@@ -21,7 +21,7 @@ from data.clips import UNKNOWN, Clip, SourceListing, hash_percent
 
 SAMPLE_RATE = 16000
 CLIP_SECONDS = 1.0
-VERSION = 1  # bump when the generator's output changes, to invalidate caches
+VERSION = 2  # bump when the generator's output changes, to invalidate caches
 SPLIT_FRACTIONS = {"test": 0.15, "validation": 0.15}
 
 
@@ -100,8 +100,8 @@ def generate(config, out_root: Path, seed: int) -> SourceListing:  # noqa: ANN00
 
     jobs = []
     for variant in chosen:
-        for word in config.words:
-            jobs += [(variant, word, word, take) for take in range(config.takes)]
+        for word, label in zip(config.words, config.labels or config.words, strict=True):
+            jobs += [(variant, word, label, take) for take in range(config.takes)]
         picks = (
             rng.choice(len(config.unknown_words), size=config.unknown_takes, replace=False)
             if config.unknown_words and config.unknown_takes

@@ -147,3 +147,27 @@ def test_balance_caps_labels():
     ]
     kept, left_out = balance(listing.clips, DataConfig(max_per_label=3))
     assert Counter(c.label for c in kept) == {"a": 3, "b": 3} and left_out == 14
+
+
+def test_train_extra_adds_synthetic_voices_to_training_only(wav_folder, tmp_path):
+    config = DataConfig(
+        source=f"fsdd:{wav_folder}",
+        split="holdout",
+        test_speakers=("s3",),
+        val_percent=50,
+        train_extra=("synthetic",),
+        synthetic=SyntheticConfig(words=("one", "two"), labels=("a", "b"), voices=4, takes=1, unknown_takes=0),
+    )
+    clips = assign_splits(list_source(config, tmp_path, 0), config)
+    extra = [c for c in clips if c.origin == "extra"]
+    assert len(extra) == 8 and {c.split for c in extra} == {"train"}
+    assert {c.label for c in extra} == {"a", "b"}
+    assert all(c.speaker.startswith("synthetic:") for c in extra)
+    assert {c.speaker for c in clips if c.split == "test"} == {"s3"}
+
+
+def test_synthetic_labels_must_match_words():
+    from data.checks import ConfigError
+
+    with pytest.raises(ConfigError, match="data.synthetic.labels"):
+        SyntheticConfig(words=("one", "two"), labels=("1",))
