@@ -156,7 +156,9 @@ def test_train_extra_adds_synthetic_voices_to_training_only(wav_folder, tmp_path
         test_speakers=("s3",),
         val_percent=50,
         train_extra=("synthetic",),
-        synthetic=SyntheticConfig(words=("one", "two"), labels=("a", "b"), voices=4, takes=1, unknown_takes=0),
+        synthetic=SyntheticConfig(
+            words=("one", "two"), labels=("a", "b"), voices=4, takes=1, unknown_takes=0
+        ),
     )
     clips = assign_splits(list_source(config, tmp_path, 0), config)
     extra = [c for c in clips if c.origin == "extra"]

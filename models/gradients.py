@@ -1,0 +1,211 @@
+"""Gradient monitoring: per-layer norms before clipping, global norms before and after clipping.
+
+The monitor wraps the optimizer's ``apply`` of one compiled model (an instance attribute, so the
+optimizer's class and saved config do not change). Inside the traced train step it writes the
+norms of the step into a few non-trainable variables; a callback reads them every ``every`` steps
+and appends them to a CSV file and TensorBoard. Reading small variables every N steps keeps the
+cost low (see ``benchmarks/gradient_monitor.py``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from data.checks import check
+
+
+@dataclass(frozen=True)
+class GradientConfig:
+    """The ``gradients`` config section.
+
+    Attributes:
+        every: record the norms every this many training steps.
+        histogram_every: write gradient histograms to TensorBoard every this many steps (0: never).
+        vanish_threshold: a layer whose median gradient norm stays below this is reported as
+            vanishing.
+        vanish_ratio: also reported when the first recurrent layer's median norm is this many
+            times smaller than the last layer's.
+        explode_threshold: a global norm (before clipping) above this is reported as exploding.
+    """
+
+    every: int = 10
+    histogram_every: int = 0
+    vanish_threshold: float = 1e-5
+    vanish_ratio: float = 1e3
+    explode_threshold: float = 1e3
+
+    def __post_init__(self) -> None:
+        check(self.every >= 1, "gradients.every", self.every, ">= 1")
+        check(self.histogram_every >= 0, "gradients.histogram_every", self.histogram_every, ">= 0")
+        check(self.vanish_threshold > 0, "gradients.vanish_threshold", self.vanish_threshold, "> 0")
+        check(self.vanish_ratio > 1, "gradients.vanish_ratio", self.vanish_ratio, "> 1")
+        check(
+            self.explode_threshold > 0, "gradients.explode_threshold", self.explode_threshold, "> 0"
+        )
+
+
+def layer_of(variable: keras.Variable) -> str:
+    """The top-level layer a variable belongs to (its path's first part)."""
+    return variable.path.split("/")[0]
+
+
+def clip_threshold(optimizer: keras.optimizers.Optimizer) -> tuple[str, float] | None:
+    """The optimizer's clipping mode and value, or None when it does not clip."""
+    for mode in ("clipnorm", "global_clipnorm", "clipvalue"):
+        value = getattr(optimizer, mode, None)
+        if value:
+            return mode, float(value)
+    return None
+
+
+class GradientMonitor(keras.callbacks.Callback):
+    """Records gradient norms of a compiled model's training steps.
+
+    Call ``install(model)`` after ``model.compile`` and before ``fit``; pass the monitor to ``fit``
+    as a callback. Rows go to ``csv_path``: ``step``, ``loss``, ``global_norm`` (before clipping),
+    ``clipped_norm`` (after), ``clipped`` (1 if clipping changed the update) and one
+    ``norm/LAYER`` column per trainable layer (before clipping).
+    """
+
+    def __init__(self, config: GradientConfig, csv_path: Path, log_dir: Path | None = None):
+        super().__init__()
+        self.config = config
+        self.csv_path = Path(csv_path)
+        self.log_dir = log_dir
+        self.layers: list[str] = []
+        self.rows: list[dict[str, float]] = []
+        self._writer = None
+        self._installed_on = None
+
+    def install(self, model: keras.Model) -> None:
+        """Wraps ``model.optimizer.apply`` so each step stores its gradient norms."""
+        optimizer = model.optimizer
+        variables = model.trainable_variables
+        self.layers = list(dict.fromkeys(layer_of(v) for v in variables))
+        groups = [self.layers.index(layer_of(v)) for v in variables]
+        n = len(self.layers)
+        self._layer_norms = tf.Variable(tf.zeros([n]), trainable=False, name="grad_layer_norms")
+        self._global = tf.Variable(0.0, trainable=False, name="grad_global_norm")
+        self._clipped_global = tf.Variable(0.0, trainable=False, name="grad_clipped_norm")
+        self._snapshot = None
+        if self.config.histogram_every:
+            self._snapshot = [
+                tf.Variable(tf.zeros_like(v), trainable=False, name=f"grad_snapshot_{i}")
+                for i, v in enumerate(variables)
+            ]
+        original = optimizer.apply
+        monitor = self
+
+        def apply(grads, trainable_variables=None):  # noqa: ANN001, ANN202 - Keras signature
+            grads = list(grads)
+            squares = [
+                tf.reduce_sum(tf.square(tf.cast(g, tf.float32)))
+                if g is not None
+                else tf.constant(0.0)
+                for g in grads
+            ]
+            per_layer = tf.math.unsorted_segment_sum(tf.stack(squares), groups, n)
+            monitor._layer_norms.assign(tf.sqrt(per_layer))
+            monitor._global.assign(tf.sqrt(tf.add_n(squares)))
+            clipped = optimizer._clip_gradients(grads)  # what the optimizer is about to apply
+            monitor._clipped_global.assign(
+                tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(g)) for g in clipped if g is not None]))
+            )
+            if monitor._snapshot is not None:
+                for slot, g in zip(monitor._snapshot, grads, strict=True):
+                    if g is not None:
+                        slot.assign(g)
+            return original(grads, trainable_variables)
+
+        optimizer.apply = apply
+        model.train_function = None  # retrace with the wrapped apply
+        self._installed_on = model
+
+    # -- callback side -------------------------------------------------------------------------
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self._installed_on is None:
+            raise RuntimeError("GradientMonitor.install(model) must be called before fit")
+        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.log_dir is not None:
+            self._writer = tf.summary.create_file_writer(str(Path(self.log_dir) / "gradients"))
+        if self.csv_path.is_file():  # a resumed run appends
+            with self.csv_path.open(newline="") as handle:
+                self.rows = [
+                    {k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)
+                ]
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.config.every and step != 1:
+            return
+        norms = self._layer_norms.numpy()
+        before = float(self._global.numpy())
+        after = float(self._clipped_global.numpy())
+        row = {
+            "step": step,
+            "loss": float((logs or {}).get("loss", math.nan)),
+            "global_norm": before,
+            "clipped_norm": after,
+            "clipped": float(not math.isclose(before, after, rel_tol=1e-5)),
+        }
+        row.update({f"norm/{name}": float(v) for name, v in zip(self.layers, norms, strict=True)})
+        self.rows.append(row)
+        self._append_csv(row)
+        if self._writer is not None:
+            with self._writer.as_default(step=step):
+                tf.summary.scalar("global_norm/before_clipping", before)
+                tf.summary.scalar("global_norm/after_clipping", after)
+                for name, value in zip(self.layers, norms, strict=True):
+                    tf.summary.scalar(f"layer_norm/{name}", float(value))
+                every = self.config.histogram_every
+                if self._snapshot is not None and every and step % every == 0:
+                    for slot, var in zip(
+                        self._snapshot, self._installed_on.trainable_variables, strict=True
+                    ):
+                        tf.summary.histogram(f"gradient/{var.path}", slot)
+
+    def _append_csv(self, row: dict[str, float]) -> None:
+        new = not self.csv_path.is_file()
+        with self.csv_path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+    # -- summary -------------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        """Per-layer median/max norms, fraction of steps clipped, first non-finite step."""
+        if not self.rows:
+            return {"steps_recorded": 0}
+        layers = {}
+        for name in self.layers:
+            values = np.array([r[f"norm/{name}"] for r in self.rows], dtype=np.float64)
+            finite = values[np.isfinite(values)]
+            layers[name] = {
+                "median": float(np.median(finite)) if finite.size else math.nan,
+                "max": float(finite.max()) if finite.size else math.nan,
+            }
+        bad = [r["step"] for r in self.rows if not math.isfinite(r["global_norm"])]
+        return {
+            "steps_recorded": len(self.rows),
+            "every": self.config.every,
+            "layers": layers,
+            "fraction_clipped": float(np.mean([r["clipped"] for r in self.rows])),
+            "global_norm_median": float(np.nanmedian([r["global_norm"] for r in self.rows])),
+            "global_norm_max": float(np.nanmax([r["global_norm"] for r in self.rows])),
+            "first_nonfinite_step": int(bad[0]) if bad else None,
+        }
