@@ -84,6 +84,8 @@ class GradientMonitor(keras.callbacks.Callback):
         self.rows: list[dict[str, float]] = []
         self._writer = None
         self._installed_on = None
+        self.diverged_step: int | None = None
+        self.warned: set[str] = set()
 
     def install(self, model: keras.Model) -> None:
         """Wraps ``model.optimizer.apply`` so each step stores its gradient norms."""
@@ -145,7 +147,17 @@ class GradientMonitor(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         step = int(self.model.optimizer.iterations.numpy())
-        if step % self.config.every and step != 1:
+        loss = float((logs or {}).get("loss", 0.0))
+        diverged = not math.isfinite(loss) or not math.isfinite(float(self._global.numpy()))
+        if diverged and self.diverged_step is None:
+            self.diverged_step = step
+            self.model.stop_training = True
+            self._warn(
+                "nan",
+                f"Training stopped: the loss or gradient became NaN/Inf at step {step}. "
+                f"Gradient log: {self.csv_path}. {ADVICE_EXPLODE[0].upper()}{ADVICE_EXPLODE[1:]}.",
+            )
+        elif step % self.config.every and step != 1:
             return
         norms = self._layer_norms.numpy()
         before = float(self._global.numpy())
@@ -158,6 +170,12 @@ class GradientMonitor(keras.callbacks.Callback):
             "clipped": float(not math.isclose(before, after, rel_tol=1e-5)),
         }
         row.update({f"norm/{name}": float(v) for name, v in zip(self.layers, norms, strict=True)})
+        if before > self.config.explode_threshold:
+            self._warn(
+                "explode",
+                f"Exploding gradients: global norm {before:.3g} at step {step} (threshold "
+                f"{self.config.explode_threshold:g}); {ADVICE_EXPLODE}.",
+            )
         self.rows.append(row)
         self._append_csv(row)
         if self._writer is not None:
@@ -172,6 +190,12 @@ class GradientMonitor(keras.callbacks.Callback):
                         self._snapshot, self._installed_on.trainable_variables, strict=True
                     ):
                         tf.summary.histogram(f"gradient/{var.path}", slot)
+
+    def _warn(self, key: str, message: str) -> None:
+        """Prints a warning once per kind during training."""
+        if key not in self.warned:
+            self.warned.add(key)
+            print(f"WARNING: {message}", flush=True)
 
     def _append_csv(self, row: dict[str, float]) -> None:
         new = not self.csv_path.is_file()
@@ -209,3 +233,75 @@ class GradientMonitor(keras.callbacks.Callback):
             "global_norm_max": float(np.nanmax([r["global_norm"] for r in self.rows])),
             "first_nonfinite_step": int(bad[0]) if bad else None,
         }
+
+
+ADVICE_VANISH = (
+    "try an LSTM or GRU instead of a simple RNN, mean pooling over time, shorter sequences, "
+    "or tanh instead of sigmoid activations"
+)
+ADVICE_EXPLODE = (
+    "try a lower learning rate, clipping (optimizer.clipnorm or global_clipnorm), "
+    "tanh instead of relu, or an LSTM/GRU"
+)
+
+
+def diagnose(
+    summary: dict[str, Any],
+    rows: list[dict[str, float]],
+    recurrent_layers: list[str],
+    config: GradientConfig,
+) -> list[str]:
+    """Warnings about vanishing or exploding gradients, each with what to try.
+
+    Args:
+        summary: ``GradientMonitor.summary()``.
+        rows: the recorded rows (for trends).
+        recurrent_layers: names of the recurrent layers, input side first.
+        config: thresholds.
+
+    Returns:
+        Human-readable warnings; empty when the gradients look healthy.
+    """
+    warnings: list[str] = []
+    if not rows:
+        return warnings
+    if summary.get("first_nonfinite_step") is not None:
+        warnings.append(
+            f"Exploding gradients: the gradient norm became NaN/Inf at step "
+            f"{summary['first_nonfinite_step']}; {ADVICE_EXPLODE}."
+        )
+    if summary["global_norm_max"] > config.explode_threshold:
+        warnings.append(
+            f"Exploding gradients: the global gradient norm reached "
+            f"{summary['global_norm_max']:.3g} (threshold {config.explode_threshold:g}); "
+            f"{ADVICE_EXPLODE}."
+        )
+    norms = np.array([r["global_norm"] for r in rows], dtype=np.float64)
+    if norms.size >= 8 and np.all(np.isfinite(norms)):
+        quarter = norms.size // 4
+        early, late = np.median(norms[:quarter]), np.median(norms[-quarter:])
+        rising = np.mean(np.diff(np.log(norms + 1e-30)) > 0)
+        if late > 10 * early and rising > 0.6:
+            warnings.append(
+                f"Exploding gradients: the global norm grew steadily from {early:.3g} to "
+                f"{late:.3g}; {ADVICE_EXPLODE}."
+            )
+    layers = summary.get("layers", {})
+    for name, stats in layers.items():
+        if stats["median"] < config.vanish_threshold:
+            warnings.append(
+                f"Vanishing gradients: layer {name!r} has a median gradient norm of "
+                f"{stats['median']:.2e} (threshold {config.vanish_threshold:g}); {ADVICE_VANISH}."
+            )
+    present = [n for n in recurrent_layers if n in layers]
+    if len(present) >= 1:
+        first = layers[present[0]]["median"]
+        last_name = list(layers)[-1]
+        last = layers[last_name]["median"]
+        if first > 0 and last / first > config.vanish_ratio:
+            warnings.append(
+                f"Vanishing gradients: the first recurrent layer {present[0]!r} gets "
+                f"{last / first:.2g}x less gradient than the last layer {last_name!r}; "
+                f"{ADVICE_VANISH}."
+            )
+    return warnings

@@ -6,12 +6,13 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import keras
 
 from data.checks import check
 from data.registry import Registry
+from models.gradients import GradientConfig
 
 OPTIMIZERS: Registry = Registry("optimizer")
 SCHEDULES: Registry = Registry("learning-rate schedule")
@@ -150,6 +151,107 @@ class TrainConfig:
         check(self.steps_per_epoch >= 0, "train.steps_per_epoch", self.steps_per_epoch, ">= 0")
         check(self.early_stopping >= 0, "train.early_stopping", self.early_stopping, ">= 0")
         check(self.verbose in (0, 1, 2), "train.verbose", self.verbose, "0, 1 or 2")
+
+
+class TrainingDivergedError(RuntimeError):
+    """Raised when the loss became NaN/Inf and no finite checkpoint from before exists."""
+
+
+@dataclass
+class FitResult:
+    """What ``fit_resumable`` did."""
+
+    history: list[dict[str, str]]
+    kept_weights: Path
+    gradient_summary: dict
+    gradient_warnings: list[str]
+    gradient_rows: list[dict[str, float]]
+    gradient_layers: list[str]
+    diverged_step: int | None
+
+
+def fit_resumable(
+    model: keras.Model,
+    train_ds,  # noqa: ANN001 - a tf.data.Dataset
+    val_ds,  # noqa: ANN001
+    train: TrainConfig,
+    optimizer: OptimizerConfig,
+    gradients: GradientConfig,
+    steps_per_epoch: int,
+    checkpoint_dir: Path,
+    log_dir: Path,
+    recurrent_layers: list[str],
+    loss: Any = "sparse_categorical_crossentropy",
+    metrics: list | None = None,
+) -> FitResult:
+    """Compiles and fits ``model`` the project's way, shared by every pipeline.
+
+    Clipping from ``optimizer``; the gradient monitor; early stopping; best and last checkpoints;
+    ``BackupAndRestore`` so a killed run resumes at its last finished epoch; CSV and TensorBoard
+    logs. A NaN/Inf loss stops training at once; checkpoints written after it are deleted, and
+    the best finite checkpoint from before is kept (or ``TrainingDivergedError`` is raised).
+
+    Returns:
+        The history rows, the weights file that was loaded into ``model``, and the gradients'
+        summary and warnings.
+    """
+    import shutil
+
+    from models.gradients import GradientMonitor, diagnose
+
+    model.compile(
+        optimizer=build_optimizer(optimizer, steps_per_epoch, train.epochs),
+        loss=loss,
+        metrics=metrics if metrics is not None else ["accuracy"],
+    )
+    history_csv = checkpoint_dir / "history.csv"
+    callbacks, kept = build_callbacks(train, checkpoint_dir, log_dir, history_csv)
+    monitor = GradientMonitor(gradients, checkpoint_dir / "gradients.csv", log_dir)
+    monitor.install(model)
+    model.fit(
+        train_ds.repeat() if train.steps_per_epoch else train_ds,
+        validation_data=val_ds,
+        epochs=train.epochs,
+        steps_per_epoch=train.steps_per_epoch or None,
+        callbacks=[*callbacks, monitor],
+        verbose=train.verbose,
+    )
+    gradient_summary = monitor.summary()
+    warnings = diagnose(gradient_summary, monitor.rows, recurrent_layers, gradients)
+    if monitor.diverged_step is not None:
+        # Whatever was saved at the end of the diverged epoch holds NaN weights: drop it.
+        shutil.rmtree(checkpoint_dir / "backup", ignore_errors=True)
+        for path in (checkpoint_dir / "last.weights.h5", checkpoint_dir / "best.weights.h5"):
+            if path.is_file() and not _finite_weights_file(model, path):
+                path.unlink()
+        kept = checkpoint_dir / "best.weights.h5"
+        if not kept.is_file():
+            raise TrainingDivergedError(
+                f"Training diverged: the loss became NaN/Inf at step {monitor.diverged_step} "
+                f"and no finite checkpoint exists. Gradient log: {checkpoint_dir / 'gradients.csv'}"
+                f". {warnings[0] if warnings else ''}"
+            )
+    if not kept.is_file():
+        raise RuntimeError(f"Training produced no checkpoint. See {history_csv}")
+    model.load_weights(kept)
+    with history_csv.open(newline="") as handle:
+        history = list(csv.DictReader(handle))
+    return FitResult(
+        history=history,
+        kept_weights=kept,
+        gradient_summary=gradient_summary,
+        gradient_warnings=warnings,
+        gradient_rows=monitor.rows,
+        gradient_layers=monitor.layers,
+        diverged_step=monitor.diverged_step,
+    )
+
+
+def _finite_weights_file(model: keras.Model, path: Path) -> bool:
+    model.load_weights(path)
+    import numpy as np
+
+    return all(np.all(np.isfinite(w)) for w in model.get_weights())
 
 
 def best_logged_value(csv_path: Path, monitor: str) -> float | None:

@@ -46,6 +46,45 @@ def plot_history(history_csv: Path, out: Path) -> Path | None:
     return out
 
 
+def plot_gradients(
+    rows: list[dict[str, float]], layers: list[str], clip: tuple[str, float] | None, out: Path
+) -> Path | None:
+    """Per-layer gradient norm (before clipping) over steps, log scale, with the clip threshold."""
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    steps = [r["step"] for r in rows]
+    for name in layers:
+        ax.plot(steps, [max(r[f"norm/{name}"], 1e-30) for r in rows], label=name, lw=1)
+    ax.plot(
+        steps,
+        [max(r["global_norm"], 1e-30) for r in rows],
+        "k--",
+        lw=1.5,
+        label="global (before clip)",
+    )
+    if clip:
+        mode, value = clip
+        what = {
+            "clipnorm": "per-variable",
+            "global_clipnorm": "global",
+            "clipvalue": "per-element",
+        }[mode]
+        ax.axhline(value, color="red", lw=1, ls=":", label=f"{mode} = {value:g} ({what})")
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("L2 norm of the gradient")
+    ax.set_title("Gradient norms per layer (before clipping)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 def plot_confusion(matrix: np.ndarray, labels: list[str], out: Path, title: str) -> Path:
     """Draws a confusion matrix (rows: true label, columns: predicted) with counts."""
     plt = _pyplot()

@@ -18,6 +18,7 @@ from data.clips import SILENCE, SPLITS, Clip, Rejected, SourceListing
 from data.feature_store import FeatureSet, FeatureTask, compute_many
 from data.speech_sources import DataConfig, assign_splits, balance, list_source
 from models.classifier import ModelConfig
+from models.gradients import GradientConfig
 from models.training import OptimizerConfig, TrainConfig
 from pipelines.reporting import plot_confusion, plot_history, summary_rows
 from pipelines.runner import PIPELINES, Pipeline, Stage, StageContext
@@ -67,6 +68,7 @@ class SpeechConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    gradients: GradientConfig = field(default_factory=GradientConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
@@ -271,10 +273,8 @@ def build_model(config: SpeechConfig, n_classes: int, use_cudnn: bool | str = "a
 
 
 def train(ctx: StageContext) -> dict[str, Any]:
-    """Fits the classifier with clipping, early stopping, checkpoints and resumable backups."""
-    import keras
-
-    from models.training import build_callbacks, build_optimizer
+    """Fits the classifier with clipping, gradient monitoring, checkpoints and resumable backups."""
+    from models.training import fit_resumable
 
     config: SpeechConfig = ctx.config
     set_seed(config.runtime.seed)
@@ -284,50 +284,73 @@ def train(ctx: StageContext) -> dict[str, Any]:
     model = build_model(config, len(labels))
     model.get_layer("normalization").adapt(train_ds)
     steps = config.train.steps_per_epoch or int(np.ceil(len(train_set) / config.train.batch_size))
-    model.compile(
-        optimizer=build_optimizer(config.optimizer, steps, config.train.epochs),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
     # Checkpoints are keyed by the stage fingerprint: a changed config never resumes a stale run.
     ckpt_dir = ctx.run_dir / "checkpoints" / ctx.fingerprint
     if ctx.force:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-    history_csv = ckpt_dir / "history.csv"
-    callbacks, best = build_callbacks(config.train, ckpt_dir, ctx.run_dir / "logs", history_csv)
-    model.fit(
-        train_ds.repeat() if config.train.steps_per_epoch else train_ds,
-        validation_data=val_ds,
-        epochs=config.train.epochs,
-        steps_per_epoch=config.train.steps_per_epoch or None,
-        callbacks=callbacks,
-        verbose=config.train.verbose,
+    result = fit_resumable(
+        model,
+        train_ds,
+        val_ds,
+        config.train,
+        config.optimizer,
+        config.gradients,
+        steps,
+        ckpt_dir,
+        ctx.run_dir / "logs",
+        recurrent_layer_names(model),
     )
-    if not best.is_file():
-        raise RuntimeError(
-            f"Training produced no usable checkpoint (loss not finite?). See {history_csv}"
-        )
-    model.load_weights(best)
-    if not all(np.all(np.isfinite(w)) for w in model.get_weights()):
-        raise RuntimeError(f"Training diverged: the kept weights are not finite. See {history_csv}")
-    model.save(ctx.out_dir / "model.keras")
-    shutil.copy(history_csv, ctx.out_dir / "history.csv")
-    plot_history(history_csv, ctx.run_dir / "plots" / "training.png")
-    import csv
+    return finish_training(ctx, model, result, config.train.monitor)
 
-    with history_csv.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    monitor = config.train.monitor
+
+def recurrent_layer_names(model) -> list[str]:  # noqa: ANN001 - a keras.Model
+    """Names of the model's recurrent layers, input side first."""
+    import keras
+
+    return [
+        layer.name
+        for layer in model.layers
+        if isinstance(layer, keras.layers.RNN | keras.layers.Bidirectional)
+    ]
+
+
+def finish_training(ctx: StageContext, model, result, monitor: str) -> dict[str, Any]:  # noqa: ANN001
+    """Saves the kept model, logs and plots of a fit; returns the train stage's summary."""
+    import keras
+
+    from models.gradients import clip_threshold
+    from pipelines.reporting import plot_gradients
+
+    model.save(ctx.out_dir / "model.keras")
+    ckpt_dir = result.kept_weights.parent
+    for name in ("history.csv", "gradients.csv"):
+        if (ckpt_dir / name).is_file():
+            shutil.copy(ckpt_dir / name, ctx.out_dir / name)
+    if (ckpt_dir / "gradients.csv").is_file():
+        shutil.copy(ckpt_dir / "gradients.csv", ctx.run_dir / "gradients.csv")
+    plot_history(ckpt_dir / "history.csv", ctx.run_dir / "plots" / "training.png")
+    plot_gradients(
+        result.gradient_rows,
+        result.gradient_layers,
+        clip_threshold(model.optimizer),
+        ctx.run_dir / "plots" / "gradients.png",
+    )
+    for warning in result.gradient_warnings:
+        print(f"WARNING: {warning}", flush=True)
+    rows = [r for r in result.history if r.get(monitor) not in (None, "", "nan")]
     best_row = (min if monitor.endswith("loss") else max)(rows, key=lambda r: float(r[monitor]))
     return {
-        "epochs": len(rows),
+        "epochs": len(result.history),
         "parameters": int(model.count_params()),
         "metrics": {
-            "epochs_trained": len(rows),
+            "epochs_trained": len(result.history),
             "best_epoch": int(best_row["epoch"]) + 1,
             "val_accuracy": float(best_row["val_accuracy"]),
             "parameters": int(model.count_params()),
             "keras_version": keras.__version__,
+            "gradients": result.gradient_summary,
+            "gradient_warnings": result.gradient_warnings,
+            "diverged_at_step": result.diverged_step,
         },
     }
 
@@ -463,6 +486,17 @@ def summarize(metrics: dict[str, Any]) -> list[tuple[str, str]]:
                 f"{Path(item['path']).name}: {item['true']} -> {item['predicted']} ({item['probability']:.2f})",
             )
         )
+    for warning in metrics.get("gradient_warnings", []):
+        rows.append(("gradient warning", warning))
+    grads = metrics.get("gradients", {})
+    if grads.get("steps_recorded"):
+        rows.append(
+            (
+                "gradients",
+                f"median global norm {grads['global_norm_median']:.3g}, max "
+                f"{grads['global_norm_max']:.3g}, clipped {grads['fraction_clipped']:.0%} of steps",
+            )
+        )
     if "export_dir" in metrics:
         rows.append(("export", metrics["export_dir"]))
     return rows
@@ -488,7 +522,7 @@ PIPELINE = PIPELINES.register("speech_commands")(
                 "train",
                 train,
                 reads=("ingest", "features"),
-                sections=("model", "optimizer", "train", "runtime.seed"),
+                sections=("model", "optimizer", "gradients", "train", "runtime.seed"),
             ),
             Stage("evaluate", evaluate, reads=("ingest", "features", "train"), sections=("eval",)),
             Stage(

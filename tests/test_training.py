@@ -65,3 +65,123 @@ def test_restore_best_false_keeps_last_epoch(tmp_path):
         TrainConfig(restore_best=False), tmp_path / "ck", tmp_path / "logs", tmp_path / "h.csv"
     )
     assert kept.name == "last.weights.h5"
+
+
+def _tiny(activation="tanh", cell="simple_rnn", init=None):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((20, 2))
+    layer_kwargs = {"recurrent_initializer": init} if init else {}
+    x = keras.layers.SimpleRNN(16, activation=activation, name="rnn", **layer_kwargs)(inputs)
+    outputs = keras.layers.Dense(2, activation="softmax", name="out")(x)
+    return keras.Model(inputs, outputs)
+
+
+def _data(n=64, nan_from=None):
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 20, 2)).astype("float32")
+    y = (x[:, 0, 0] > 0).astype("int32")
+    if nan_from is not None:
+        x[nan_from:] = np.nan
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(8), tf.data.Dataset.from_tensor_slices(
+        (x[:16], y[:16])
+    ).batch(8)
+
+
+def test_planted_explosion_is_diagnosed(tmp_path):
+    from models.gradients import GradientConfig
+    from models.training import fit_resumable
+
+    train_ds, val_ds = _data()
+    model = _tiny(activation="relu", init=keras.initializers.Orthogonal(gain=2.0))
+    result = fit_resumable(
+        model,
+        train_ds,
+        val_ds,
+        TrainConfig(epochs=2, verbose=0, early_stopping=0),
+        OptimizerConfig(name="sgd", learning_rate=0.001, clipnorm=None),
+        GradientConfig(every=1, explode_threshold=20),
+        8,
+        tmp_path / "ck",
+        tmp_path / "logs",
+        ["rnn"],
+    )
+    assert any("Exploding gradients" in w and "clipnorm" in w for w in result.gradient_warnings)
+    assert (tmp_path / "ck" / "gradients.csv").is_file()
+
+
+def test_planted_nan_stops_cleanly_and_keeps_finite_best(tmp_path):
+    import numpy as np
+
+    from models.gradients import GradientConfig
+    from models.training import TrainingDivergedError, fit_resumable
+
+    # NaN from the very first batch: no finite checkpoint can exist -> a clear error.
+    train_ds, val_ds = _data(nan_from=0)
+    with pytest.raises(TrainingDivergedError, match=r"NaN/Inf at step 1 .*gradients.csv"):
+        fit_resumable(
+            _tiny(),
+            train_ds,
+            val_ds,
+            TrainConfig(epochs=3, verbose=0),
+            OptimizerConfig(),
+            GradientConfig(every=5),
+            8,
+            tmp_path / "a",
+            tmp_path / "la",
+            ["rnn"],
+        )
+    assert not (tmp_path / "a" / "backup").exists()
+
+    # A good first epoch, then the poisoned data of epoch 2: stop at once, keep epoch 1's weights.
+    _, val_ds = _data()
+    import tensorflow as tf
+
+    flag = tf.Variable(0)
+
+    class Poison(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            flag.assign(1)
+
+    x = np.random.default_rng(0).normal(size=(64, 20, 2)).astype("float32")
+    y = (x[:, 0, 0] > 0).astype("int32")
+    ds = (
+        tf.data.Dataset.from_tensor_slices((x, y))
+        .batch(8)
+        .map(lambda a, b: (tf.where(flag > 0, a * np.nan, a), b))
+    )
+    import models.training as training
+
+    real = training.build_callbacks
+
+    def with_poison(*args, **kwargs):
+        callbacks, kept = real(*args, **kwargs)
+        return [*callbacks, Poison()], kept
+
+    training.build_callbacks = with_poison
+    try:
+        result = fit_resumable(
+            _tiny(),
+            ds,
+            val_ds,
+            TrainConfig(epochs=4, verbose=0, early_stopping=0),
+            OptimizerConfig(),
+            GradientConfig(every=5),
+            8,
+            tmp_path / "b",
+            tmp_path / "lb",
+            ["rnn"],
+        )
+    finally:
+        training.build_callbacks = real
+    assert result.diverged_step == 9  # first step of epoch 2
+    assert result.kept_weights.name == "best.weights.h5"
+    assert len(result.history) == 1 or all(
+        np.isfinite(float(r["loss"])) for r in result.history[:1]
+    )
+    assert (
+        not (tmp_path / "b" / "backup").exists()
+        and not (tmp_path / "b" / "last.weights.h5").exists()
+    )
