@@ -75,10 +75,17 @@ class GradientMonitor(keras.callbacks.Callback):
     ``norm/LAYER`` column per trainable layer (before clipping).
     """
 
-    def __init__(self, config: GradientConfig, csv_path: Path, log_dir: Path | None = None):
+    def __init__(
+        self,
+        config: GradientConfig,
+        csv_path: Path | None,
+        log_dir: Path | None = None,
+        print_warnings: bool = True,
+    ) -> None:
         super().__init__()
+        self.print_warnings = print_warnings
         self.config = config
-        self.csv_path = Path(csv_path)
+        self.csv_path = Path(csv_path) if csv_path else None  # None: keep rows in memory only
         self.log_dir = log_dir
         self.layers: list[str] = []
         self.rows: list[dict[str, float]] = []
@@ -136,10 +143,9 @@ class GradientMonitor(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         if self._installed_on is None:
             raise RuntimeError("GradientMonitor.install(model) must be called before fit")
-        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
         if self.log_dir is not None:
             self._writer = tf.summary.create_file_writer(str(Path(self.log_dir) / "gradients"))
-        if self.csv_path.is_file():  # a resumed run appends
+        if self.csv_path is not None and self.csv_path.is_file():  # a resumed run appends
             with self.csv_path.open(newline="") as handle:
                 self.rows = [
                     {k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)
@@ -155,7 +161,8 @@ class GradientMonitor(keras.callbacks.Callback):
             self._warn(
                 "nan",
                 f"Training stopped: the loss or gradient became NaN/Inf at step {step}. "
-                f"Gradient log: {self.csv_path}. {ADVICE_EXPLODE[0].upper()}{ADVICE_EXPLODE[1:]}.",
+                + (f"Gradient log: {self.csv_path}. " if self.csv_path else "")
+                + f"{ADVICE_EXPLODE[0].upper()}{ADVICE_EXPLODE[1:]}.",
             )
         elif step % self.config.every and step != 1:
             return
@@ -195,9 +202,13 @@ class GradientMonitor(keras.callbacks.Callback):
         """Prints a warning once per kind during training."""
         if key not in self.warned:
             self.warned.add(key)
-            print(f"WARNING: {message}", flush=True)
+            if self.print_warnings:
+                print(f"WARNING: {message}", flush=True)
 
     def _append_csv(self, row: dict[str, float]) -> None:
+        if self.csv_path is None:
+            return
+        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.csv_path.is_file()
         with self.csv_path.open("a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(row))

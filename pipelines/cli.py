@@ -17,6 +17,7 @@ EPILOG = """examples:
   python run.py run fsdd --set data.source=fsdd:../shared/data/fsdd/recordings
   python run.py predict runs/speech_commands-*/export clip.wav
   python run.py export runs/speech_commands-20260101-120000
+  python run.py study gradients --quick           vanishing/exploding gradients, measured
   python run.py list
 """
 
@@ -102,6 +103,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    """``study gradients``: the vanishing/exploding gradient experiment."""
+    from pipelines import config as cfg
+    from pipelines.reporting import print_summary
+    from pipelines.study_gradients import QUICK, GradientStudyConfig, run_study
+
+    overrides = [*(QUICK if args.quick else ()), *args.set]
+    config = cfg.build(GradientStudyConfig, cfg.load_raw("study_gradients", args.config, overrides))
+    run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir("study-gradients")
+    rows = run_study(config, run_dir)
+    print_summary(
+        "gradient study",
+        [
+            (
+                f"{r['variant']} len {r['seq_len']} clip {r['clipnorm'] or 'off'}",
+                f"acc {r['final_accuracy']:.2f}, dL/dh_1 / dL/dh_T "
+                f"{'-' if r['grad_first_over_last'] is None else format(r['grad_first_over_last'], '.1e')}"
+                f"{', DIVERGED' if r['diverged'] else ''}",
+            )
+            for r in rows
+        ]
+        + [("report", str(run_dir / "report.md")), ("results", str(run_dir / "results.json"))],
+    )
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from pipelines.predict import predict
 
@@ -178,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="(re)export the model of a finished run")
     export.add_argument("run_dir", help="a run directory holding config.yaml")
     export.set_defaults(func=cmd_export)
+
+    study = sub.add_parser("study", help="run a built-in experiment (gradients)")
+    study.add_argument("name", choices=["gradients"], help="which study")
+    study.add_argument("--quick", action="store_true", help="a small version (under 3 minutes)")
+    _add_config_options(study)
+    study.set_defaults(func=cmd_study)
 
     lister = sub.add_parser("list", help="list pipelines, presets, sources and model choices")
     lister.set_defaults(func=cmd_list)
