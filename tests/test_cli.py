@@ -69,8 +69,14 @@ def test_run_writes_every_output(tiny_run):
     assert metrics["rejected"] == {"ingest": 0, "features": 0}
     assert set(metrics["stage_seconds"]) == {"ingest", "features", "train", "evaluate", "export"}
     assert set(metrics["per_class"]) == {"yes", "no", "up", "_unknown_", "_silence_"}
+    grads = metrics["gradients"]
+    assert grads["steps_recorded"] > 0 and grads["first_nonfinite_step"] is None
+    assert set(grads["layers"]) == {"lstm_0", "lstm_1", "probabilities"}
+    assert isinstance(metrics["gradient_warnings"], list)
     for path in (
         "config.yaml",
+        "gradients.csv",
+        "plots/gradients.png",
         "plots/training.png",
         "plots/confusion_matrix.png",
         "export/saved_model.pb",
