@@ -222,10 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.config import ConfigError
 
     args = build_parser().parse_args(argv)
-    if args.command not in ("list",):
-        from pipelines.runtime import quiet_tensorflow
+    from pipelines.runtime import quiet_tensorflow
 
-        quiet_tensorflow()
+    quiet_tensorflow()
     func: Any = getattr(args, "func", cmd_default)
     try:
         return func(args)
