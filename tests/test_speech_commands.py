@@ -82,6 +82,7 @@ def test_bad_files_are_counted_and_listed(tmp_path):
             "data.val_speakers=[cid]",
             f"runtime.cache_dir={tmp_path / 'cache'}",
             "augment.copies=0",
+            "data.train_extra=[]",
             "model.units=8",
         ],
     )
@@ -105,6 +106,7 @@ def test_empty_split_is_a_clear_error(tmp_path, wav_folder):
             f"data.source=fsdd:{wav_folder}",
             "data.test_speakers=[s1]",
             "data.val_speakers=[s2, s3]",
+            "data.train_extra=[]",
             f"runtime.cache_dir={tmp_path}",
         ],
     )
