@@ -235,6 +235,10 @@ def features(ctx: StageContext) -> dict[str, Any]:
             "examples": counts,
             "augmented_train_examples": counts["train"] * config.augment.copies,
             "rejected": {**previous.get("rejected", {}), "features": len(rejected)},
+            # ingest rejects files before they have a split; decoding failures are counted per split
+            "rejected_by_split": {
+                split: sum(r["split"] == split for r in rejected) for split in SPLITS
+            },
         }
     }
 

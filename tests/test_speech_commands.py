@@ -96,6 +96,7 @@ def test_bad_files_are_counted_and_listed(tmp_path):
     assert [r["item"].split("/")[-1] for r in late] == ["high_bob_8.wav"]
     assert "all zeros" in late[0]["reason"]
     assert report.metrics["rejected"] == {"ingest": 2, "features": 1}
+    assert report.metrics["rejected_by_split"] == {"train": 1, "validation": 0, "test": 0}
     assert report.metrics["examples"] == {"train": 12, "validation": 6, "test": 6}
 
 
