@@ -43,15 +43,20 @@ def test_gradient_through_time_last_step_matches_keras(variant):
     assert curve[-1] == pytest.approx(expected, rel=1e-4)
 
 
-def test_study_quick_end_to_end(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "run.py", "study", "gradients", "--quick", "--run-dir", str(tmp_path)],
+def run_quick_study(run_dir) -> subprocess.CompletedProcess:
+    """``run.py study gradients --quick`` in a subprocess, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "run.py", "study", "gradients", "--quick", "--run-dir", str(run_dir)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+
+
+def test_study_quick_end_to_end(tmp_path):
+    result = run_quick_study(tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads((tmp_path / "results.json").read_text())
     assert len(rows) == 5 * 2 * 2
@@ -71,12 +76,5 @@ def test_study_quick_end_to_end(tmp_path):
     for plot in ("accuracy_vs_length.png", "grad_through_time.png"):
         assert (tmp_path / "plots" / plot).stat().st_size > 1000
     # resumable: a rerun finds every configuration done and only rewrites the report
-    again = subprocess.run(
-        [sys.executable, "run.py", "study", "gradients", "--quick", "--run-dir", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    again = run_quick_study(tmp_path)
     assert again.returncode == 0 and json.loads((tmp_path / "results.json").read_text()) == rows
