@@ -109,3 +109,105 @@ def export_speech_classifier(
             )
     replace_dir(tmp, out_dir)
     return out_dir
+
+
+def export_translator(
+    model: keras.Model,
+    text: Any,
+    decode: Any,
+    source_vocabulary: list[str],
+    target_vocabulary: list[str],
+    out_dir: Path,
+    metadata: dict[str, Any],
+    check_sentences: list[str] | None = None,
+) -> Path:
+    """Writes a SavedModel whose ``serving_default`` translates raw sentences.
+
+    Signature: ``text`` string ``[batch]`` -> ``translation`` string ``[batch]``. Standardization,
+    tokenization (Keras ``TextVectorization`` with the project's splitter), decoding (greedy or
+    beam, as ``decode`` says) and detokenization all run in the graph; the vocabularies are
+    shipped in ``assets.extra/``.
+
+    Args:
+        model: a trained ``models.seq2seq.Translator``.
+        text: the ``TextConfig`` the model was trained with.
+        decode: the ``DecodeConfig`` (beam width, length penalty, max length).
+        source_vocabulary: source tokens by id (id 0 padding, 1 unknown).
+        target_vocabulary: target tokens by id.
+        out_dir: final location; written to a sibling temporary folder first, then renamed.
+        metadata: extra fields for ``assets.extra/metadata.json``.
+        check_sentences: if given, the reloaded export must translate them exactly as the
+            in-process model does, or the export is refused.
+
+    Returns:
+        ``out_dir``.
+    """
+    import functools
+
+    from data.text import SPECIALS, join_tokens, split_tokens, standardize
+    from models.decoding import decode_ids, ids_to_tokens
+
+    vectorizer = keras.layers.TextVectorization(
+        standardize=functools.partial(standardize, config=text),
+        split=functools.partial(split_tokens, level=text.level),
+        vocabulary=source_vocabulary[2:],  # TextVectorization adds padding "" and "[UNK]" itself
+        ragged=True,
+        name="source_vectorizer",
+    )
+    vectorizer.build((None,))
+    if vectorizer.get_vocabulary()[:4] != list(SPECIALS):
+        raise RuntimeError(f"Unexpected vocabulary layout {vectorizer.get_vocabulary()[:4]}")
+    targets = tf.constant(target_vocabulary)
+
+    def serve(text_in: tf.Tensor) -> dict[str, tf.Tensor]:
+        ids = tf.cast(vectorizer(text_in).to_tensor(), tf.int32)
+        ids = tf.pad(ids, [[0, 0], [0, 1]])  # one padding column: an empty input stays valid
+        out = decode_ids(model, ids, decode)
+        return {"translation": join_tokens(ids_to_tokens(out, targets), text.level)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.track(vectorizer)
+    archive.add_endpoint(
+        name="serving_default",
+        fn=lambda text: serve(text),
+        input_signature=[tf.TensorSpec([None], tf.string, name="text")],
+    )
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    archive.write_out(str(tmp), verbose=False)
+    extra = tmp / METADATA.parent
+    extra.mkdir(parents=True, exist_ok=True)
+    for name, vocab in (
+        ("source_vocab.txt", source_vocabulary),
+        ("target_vocab.txt", target_vocabulary),
+    ):
+        (extra / name).write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    meta = {
+        "task": "translation",
+        "text": {k: getattr(text, k) for k in text.__dataclass_fields__},
+        "decode": {k: getattr(decode, k) for k in decode.__dataclass_fields__},
+        "signature": {
+            "inputs": {"text": "string [batch]"},
+            "outputs": {"translation": "string [batch]"},
+        },
+        "versions": versions(),
+        **metadata,
+    }
+    (tmp / METADATA).write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
+    if check_sentences:
+        served = tf.saved_model.load(str(tmp)).signatures["serving_default"](
+            text=tf.constant(check_sentences)
+        )["translation"]
+        expected = serve(tf.constant(check_sentences))["translation"]
+        got = [s.decode("utf-8") for s in served.numpy()]
+        want = [s.decode("utf-8") for s in expected.numpy()]
+        if got != want:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise RuntimeError(
+                f"Export check failed: the reloaded SavedModel translates {got!r}, the Keras "
+                f"model {want!r}"
+            )
+    replace_dir(tmp, out_dir)
+    return out_dir

@@ -52,9 +52,16 @@ class GradientConfig:
         )
 
 
-def layer_of(variable: keras.Variable) -> str:
-    """The top-level layer a variable belongs to (its path's first part)."""
-    return variable.path.split("/")[0]
+def layer_of(variable: keras.Variable, model_name: str = "") -> str:
+    """The top-level layer a variable belongs to (its path's first part).
+
+    Variables of a subclassed model's layers have paths ``MODEL/LAYER/...``; the model's own
+    name is skipped so they group by layer too.
+    """
+    parts = variable.path.split("/")
+    if model_name and parts[0] == model_name and len(parts) > 2:
+        return parts[1]
+    return parts[0]
 
 
 def clip_threshold(optimizer: keras.optimizers.Optimizer) -> tuple[str, float] | None:
@@ -98,8 +105,8 @@ class GradientMonitor(keras.callbacks.Callback):
         """Wraps ``model.optimizer.apply`` so each step stores its gradient norms."""
         optimizer = model.optimizer
         variables = model.trainable_variables
-        self.layers = list(dict.fromkeys(layer_of(v) for v in variables))
-        groups = [self.layers.index(layer_of(v)) for v in variables]
+        self.layers = list(dict.fromkeys(layer_of(v, model.name) for v in variables))
+        groups = [self.layers.index(layer_of(v, model.name)) for v in variables]
         n = len(self.layers)
         self._layer_norms = tf.Variable(tf.zeros([n]), trainable=False, name="grad_layer_norms")
         self._global = tf.Variable(0.0, trainable=False, name="grad_global_norm")

@@ -9,13 +9,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEFAULT_PIPELINES = ("speech_commands",)
+DEFAULT_PIPELINES = ("speech_commands", "translation")
 
 EPILOG = """examples:
   python run.py                                   run the default pipelines on built-in data
   python run.py run speech_commands --set train.epochs=5
   python run.py run fsdd --set data.source=fsdd:../shared/data/fsdd/recordings
   python run.py predict runs/speech_commands-*/export clip.wav
+  python run.py run tatoeba_spa_eng               Spanish -> English on Tatoeba pairs
+  python run.py predict runs/translation-*/export "the 3rd of March, 2021"
   python run.py export runs/speech_commands-20260101-120000
   python run.py study gradients --quick           vanishing/exploding gradients, measured
   python run.py list
@@ -23,7 +25,8 @@ EPILOG = """examples:
 
 
 def _load_pipelines() -> None:
-    import pipelines.speech_commands  # noqa: F401 - registers the pipeline
+    import pipelines.speech_commands  # noqa: F401 - registers the pipelines
+    import pipelines.translation  # noqa: F401
 
 
 def resolve_config(name: str, config_files=(), overrides=()):  # noqa: ANN001, ANN201
@@ -137,7 +140,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from data.speech_sources import SOURCES
+    from data.text import SPLITTERS
+    from data.text_sources import TEXT_SOURCES
     from models.classifier import CELLS
+    from models.seq2seq import ATTENTIONS
     from models.training import OPTIMIZERS, SCHEDULES
     from pipelines import config as cfg
     from pipelines.runner import PIPELINES
@@ -147,6 +153,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         ("pipelines", PIPELINES.names()),
         ("presets", cfg.preset_names()),
         ("speech sources", SOURCES.names()),
+        ("text sources", TEXT_SOURCES.names()),
+        ("attention", [*ATTENTIONS.names(), "none"]),
+        ("text levels", SPLITTERS.names()),
         ("cells", CELLS.names()),
         ("optimizers", OPTIMIZERS.names()),
         ("schedules", SCHEDULES.names()),
@@ -189,16 +198,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a pipeline or preset end to end")
     run.add_argument(
-        "pipeline", help="speech_commands, or a preset in pipelines/configs/ (e.g. fsdd)"
+        "pipeline",
+        help="speech_commands, translation, or a preset in pipelines/configs/ (e.g. fsdd, "
+        "tatoeba_spa_eng)",
     )
     _add_config_options(run)
     run.add_argument("--until", metavar="STAGE", help="stop after this stage")
     run.add_argument("--force", action="store_true", help="rerun stages even if up to date")
     run.set_defaults(func=cmd_run)
 
-    predict = sub.add_parser("predict", help="run an exported model on wav files")
+    predict = sub.add_parser("predict", help="run an exported model on wav files or sentences")
     predict.add_argument("export_dir", help="a RUN_DIR/export folder")
-    predict.add_argument("inputs", nargs="+", help="wav files (any sample rate)")
+    predict.add_argument(
+        "inputs",
+        nargs="+",
+        help="wav files (any sample rate) for speech; sentences for translation ('-' reads "
+        "one sentence per line from stdin)",
+    )
     predict.add_argument("--top-k", type=int, default=None, help="alternatives to print")
     predict.set_defaults(func=cmd_predict)
 

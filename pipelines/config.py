@@ -142,6 +142,12 @@ def build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
             raise ConfigError(
                 f"Unknown config key {path!r}. Expected one of {sorted(fields)}.{hint}"
             )
+        default = fields[key].default_factory
+        if isinstance(value, dict) and default is not dataclasses.MISSING:
+            # a section's defaults may differ from its class's (e.g. train.monitor)
+            base = default()
+            if dataclasses.is_dataclass(base):
+                value = deep_merge(to_dict(base), value)
         kwargs[key] = _coerce(value, hints[key], path)
     try:
         return cls(**kwargs)

@@ -138,3 +138,23 @@ def summary_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     if reused:
         rows.append(("reused stages", ", ".join(reused)))
     return rows
+
+
+def plot_attention(panels: list[tuple[list[str], list[str], np.ndarray]], out: Path) -> Path | None:
+    """Attention heat maps: one panel per sentence, output tokens down, source tokens across."""
+    if not panels:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.5), squeeze=False)
+    for ax, (source, output, weights) in zip(axes[0], panels, strict=True):
+        ax.imshow(weights, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+        ax.set_xticks(range(len(source)), source, rotation=70, fontsize=7)
+        ax.set_yticks(range(len(output)), output, fontsize=7)
+        ax.set_xlabel("source token")
+        ax.set_ylabel("output token")
+    fig.suptitle("Attention weights (greedy decoding; each row sums to 1)")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -318,14 +318,26 @@ def recurrent_layer_names(model) -> list[str]:  # noqa: ANN001 - a keras.Model
     ]
 
 
-def finish_training(ctx: StageContext, model, result, monitor: str) -> dict[str, Any]:  # noqa: ANN001
-    """Saves the kept model, logs and plots of a fit; returns the train stage's summary."""
+def finish_training(
+    ctx: StageContext,
+    model,  # noqa: ANN001 - a keras.Model
+    result,  # noqa: ANN001 - a FitResult
+    monitor: str,
+    save_as: str = "model.keras",
+) -> dict[str, Any]:
+    """Saves the kept model, logs and plots of a fit; returns the train stage's summary.
+
+    ``save_as`` ending in ``.weights.h5`` saves the weights only (models rebuilt from config).
+    """
     import keras
 
     from models.gradients import clip_threshold
     from pipelines.reporting import plot_gradients
 
-    model.save(ctx.out_dir / "model.keras")
+    if save_as.endswith(".weights.h5"):
+        model.save_weights(ctx.out_dir / save_as)
+    else:
+        model.save(ctx.out_dir / save_as)
     ckpt_dir = result.kept_weights.parent
     for name in ("history.csv", "gradients.csv"):
         if (ckpt_dir / name).is_file():

@@ -1,0 +1,260 @@
+"""Sentence-pair sources for the translation pipeline, chosen by ``data.source``.
+
+``synthetic`` (built-in dates task), ``tsv:FILE`` (Anki / Tatoeba: ``first<TAB>second[<TAB>...]``)
+and ``tfds:NAME`` (a TFDS translation set, e.g. ``ted_hrlr_translate/pt_to_en``). Each returns the
+pairs in ``(first, second)`` column order; ``data.direction`` then picks the source side. Lines
+that cannot be used are returned with the reason, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data.checks import check
+from data.registry import Registry
+from data.synthetic_text import WRITERS, generate_dates
+from data.text import TextConfig, clean
+
+TEXT_SOURCES: Registry[Callable[..., PairListing]] = Registry("text source")
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class SyntheticTextConfig:
+    """Settings of the built-in ``synthetic`` dates task.
+
+    Attributes:
+        examples: pairs generated (before de-duplication and splitting).
+        first_year: earliest year of a generated date.
+        last_year: latest year (the range must span less than 100 years).
+        styles: writing styles used: en, fr, es, de, numeric.
+    """
+
+    examples: int = 24000
+    first_year: int = 1950
+    last_year: int = 2049
+    styles: tuple[str, ...] = tuple(WRITERS)
+
+    def __post_init__(self) -> None:
+        check(self.examples >= 10, "data.synthetic.examples", self.examples, ">= 10")
+        check(
+            0 <= self.last_year - self.first_year < 100,
+            "data.synthetic.last_year",
+            (self.first_year, self.last_year),
+            "first_year <= last_year < first_year + 100",
+        )
+        unknown = sorted(set(self.styles) - set(WRITERS))
+        check(not unknown, "data.synthetic.styles", list(self.styles), f"some of {sorted(WRITERS)}")
+
+
+@dataclass(frozen=True)
+class TextDataConfig:
+    """The ``data`` section of the translation pipeline.
+
+    Attributes:
+        source: ``synthetic``, ``tsv:FILE`` or ``tfds:NAME``.
+        direction: ``forward`` translates the first column (or TFDS input) into the second;
+            ``reverse`` the second into the first (Tatoeba's spa.txt is English first, so
+            Spanish -> English is ``reverse``).
+        val_percent: share of source sentences in validation (by a hash of the source sentence).
+        test_percent: share in test.
+        max_pairs: keep at most this many pairs after cleaning (0 = all); a seeded sample.
+        tfds_split: the TFDS split(s) read for ``tfds:`` sources.
+        synthetic: settings of the built-in task.
+    """
+
+    source: str = "synthetic"
+    direction: str = "forward"
+    val_percent: float = 5.0
+    test_percent: float = 5.0
+    max_pairs: int = 0
+    tfds_split: str = "train+validation+test"
+    synthetic: SyntheticTextConfig = field(default_factory=SyntheticTextConfig)
+
+    def __post_init__(self) -> None:
+        name = self.source.split(":", 1)[0]
+        check(name in TEXT_SOURCES, "data.source", self.source, f"one of {TEXT_SOURCES.names()}")
+        check(
+            self.direction in ("forward", "reverse"),
+            "data.direction",
+            self.direction,
+            "forward or reverse",
+        )
+        for key in ("val_percent", "test_percent"):
+            value = getattr(self, key)
+            check(0 < value < 50, f"data.{key}", value, "a percentage in (0, 50)")
+        check(self.max_pairs >= 0, "data.max_pairs", self.max_pairs, ">= 0 (0 = all)")
+
+
+@dataclass
+class PairListing:
+    """Raw pairs in column order with where each came from, and the lines that were unusable."""
+
+    pairs: list[tuple[str, str, str]] = field(default_factory=list)  # (first, second, origin)
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # {"item", "kind", "reason"}
+
+
+@TEXT_SOURCES.register("synthetic")
+def _synthetic(argument: str, config: TextDataConfig, seed: int) -> PairListing:
+    s = config.synthetic
+    pairs = generate_dates(s.examples, seed, s.first_year, s.last_year, s.styles)
+    return PairListing([(a, b, f"synthetic:{i}") for i, (a, b) in enumerate(pairs)])
+
+
+@TEXT_SOURCES.register("tsv")
+def _tsv(argument: str, config: TextDataConfig, seed: int) -> PairListing:
+    path = Path(argument)
+    if not argument or not path.is_file():
+        raise FileNotFoundError(
+            f"data.source tsv:{argument}: no such file. Expected tsv:PATH to a file of "
+            "'first<TAB>second[<TAB>attribution]' lines (Anki / Tatoeba format)."
+        )
+    listing = PairListing()
+    raw = path.read_bytes()
+    for number, line_bytes in enumerate(raw.split(b"\n"), start=1):
+        origin = f"{path.name}:{number}"
+        try:
+            line = line_bytes.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError as err:
+            listing.rejected.append(
+                {"item": origin, "kind": "not UTF-8", "reason": f"not UTF-8 ({err.reason})"}
+            )
+            continue
+        if not line.strip():
+            continue  # blank lines (e.g. the final newline) are not data
+        columns = line.split("\t")
+        if len(columns) < 2:
+            listing.rejected.append(
+                {
+                    "item": origin,
+                    "kind": "malformed line",
+                    "reason": f"{len(columns)} column(s); expected 2 or 3 tab-separated",
+                }
+            )
+            continue
+        listing.pairs.append((columns[0], columns[1], origin))
+    return listing
+
+
+@TEXT_SOURCES.register("tfds")
+def _tfds(argument: str, config: TextDataConfig, seed: int) -> PairListing:
+    import tensorflow_datasets as tfds
+
+    if not argument:
+        raise ValueError(
+            "data.source tfds:NAME needs a dataset name, e.g. tfds:ted_hrlr_translate/pt_to_en"
+        )
+    ds, info = tfds.load(argument, split=config.tfds_split, as_supervised=True, with_info=True)
+    listing = PairListing()
+    for i, (first, second) in enumerate(tfds.as_numpy(ds)):
+        listing.pairs.append((first.decode("utf-8"), second.decode("utf-8"), f"{argument}:{i}"))
+    return listing
+
+
+def list_pairs(config: TextDataConfig, seed: int) -> PairListing:
+    """Reads the configured source."""
+    name, _, argument = config.source.partition(":")
+    return TEXT_SOURCES.get(name)(argument, config, seed)
+
+
+def split_of(source_sentence: str, val_percent: float, test_percent: float) -> str:
+    """Deterministic split from a hash of the source sentence (never two splits for one source)."""
+    digest = hashlib.sha1(source_sentence.encode("utf-8")).hexdigest()
+    bucket = int(digest[:8], 16) % 10000 / 100.0
+    if bucket < test_percent:
+        return "test"
+    if bucket < test_percent + val_percent:
+        return "validation"
+    return "train"
+
+
+def prepare_pairs(
+    listing: PairListing,
+    data: TextDataConfig,
+    text: TextConfig,
+    token_counts: Callable[[list[str]], list[int]],
+    seed: int,
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Cleans, orients, filters, de-duplicates, samples and splits pairs.
+
+    Args:
+        listing: raw pairs from a source.
+        data: direction, split percentages and sample size.
+        text: cleaning settings and length limits.
+        token_counts: number of tokens of each sentence (the model's own tokenizer).
+        seed: for the ``max_pairs`` sample.
+
+    Returns:
+        Kept pairs (``source``, ``target``, ``split``, ``origin``) and rejected items with reasons.
+    """
+    import random
+
+    rejected = list(listing.rejected)
+    oriented = []
+    for first, second, origin in listing.pairs:
+        a, b = clean(first, text), clean(second, text)
+        source, target = (a, b) if data.direction == "forward" else (b, a)
+        if not source or not target:
+            side = "source" if not source else "target"
+            rejected.append(
+                {"item": origin, "kind": f"empty {side}", "reason": f"empty {side} after cleaning"}
+            )
+            continue
+        oriented.append((source, target, origin))
+    lengths_src = token_counts([p[0] for p in oriented]) if oriented else []
+    lengths_tgt = token_counts([p[1] for p in oriented]) if oriented else []
+    kept, seen = [], set()
+    for (source, target, origin), n_src, n_tgt in zip(
+        oriented, lengths_src, lengths_tgt, strict=True
+    ):
+        if n_src > text.max_source_tokens:
+            rejected.append(
+                {
+                    "item": origin,
+                    "kind": "source too long",
+                    "reason": f"source has {n_src} tokens > "
+                    f"text.max_source_tokens={text.max_source_tokens}",
+                }
+            )
+            continue
+        if n_tgt > text.max_target_tokens:
+            rejected.append(
+                {
+                    "item": origin,
+                    "kind": "target too long",
+                    "reason": f"target has {n_tgt} tokens > "
+                    f"text.max_target_tokens={text.max_target_tokens}",
+                }
+            )
+            continue
+        if (source, target) in seen:
+            rejected.append({"item": origin, "kind": "duplicate pair", "reason": "duplicate pair"})
+            continue
+        seen.add((source, target))
+        kept.append(
+            {
+                "source": source,
+                "target": target,
+                "split": split_of(source, data.val_percent, data.test_percent),
+                "origin": origin,
+            }
+        )
+    if data.max_pairs and len(kept) > data.max_pairs:
+        order = list(range(len(kept)))
+        random.Random(seed).shuffle(order)
+        chosen = sorted(order[: data.max_pairs])
+        dropped = len(kept) - data.max_pairs
+        rejected.append(
+            {
+                "item": f"{dropped} pairs",
+                "kind": "over data.max_pairs",
+                "reason": f"left out by data.max_pairs={data.max_pairs} (a seeded sample is kept)",
+                "count": dropped,
+            }
+        )
+        kept = [kept[i] for i in chosen]
+    return kept, rejected
