@@ -20,6 +20,8 @@ EPILOG = """examples:
   python run.py predict runs/translation-*/export "the 3rd of March, 2021"
   python run.py export runs/speech_commands-20260101-120000
   python run.py study gradients --quick           vanishing/exploding gradients, measured
+  python run.py tune speech_commands --set tune.max_trials=4
+  python run.py tune translation --workers 2       a chief and two workers on this machine
   python run.py list
 """
 
@@ -132,6 +134,76 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _strip_workers(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--workers":
+            skip = True
+        elif not item.startswith("--workers="):
+            out.append(item)
+    return out
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """``tune PIPELINE``: keras-tuner search, then the best configuration retrained and exported."""
+    import os
+
+    from pipelines import config as cfg
+    from pipelines.reporting import print_summary
+
+    pipeline, config = resolve_config(args.pipeline, args.config, args.set)
+    run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(f"tune-{pipeline.name}")
+    if args.workers:
+        if "KERASTUNER_TUNER_ID" in os.environ:
+            raise cfg.ConfigError(
+                "--workers starts its own chief and workers; do not combine it with KERASTUNER_* variables"
+            )
+        from pipelines.tuning import launch_distributed
+
+        argv = _strip_workers(sys.argv[1:])
+        if not args.run_dir:
+            argv += ["--run-dir", str(run_dir)]
+        return launch_distributed(argv, args.workers)
+    from models.tuning import build_oracle
+
+    build_oracle(
+        config.tune, config.runtime.seed
+    )  # space, tuner and objective errors, before any work
+    from pipelines.tuning import tune_pipeline
+
+    result = tune_pipeline(pipeline, cfg.to_dict(config), config.tune, run_dir)
+    if result is None:  # a worker: the chief reports
+        return 0
+    rows, _, report = result
+    tune = config.tune
+    done = [r for r in rows if r["objective"] is not None]
+    done.sort(key=lambda r: r["objective"], reverse=tune.goal == "max")
+    table = [
+        (
+            f"#{rank} trial {r['trial']}",
+            f"{tune.objective} {r['objective']:.4f} ({r['epochs']} epochs, {r['seconds']} s): "
+            + ", ".join(f"{k}={v}" for k, v in r.items() if k in tune.space),
+        )
+        for rank, r in enumerate(done[:10], start=1)
+    ]
+    failed = [r for r in rows if r["status"] != "COMPLETED"]
+    table += [(f"trial {r['trial']} {r['status']}", r["error"] or "-") for r in failed]
+    tuning = run_dir / "tuning"
+    table += [
+        ("trials", str(tuning / "trials.csv")),
+        ("best config", f"{tuning / 'best.yaml'} (python run.py run {pipeline.name} --config ...)"),
+        ("plot", str(tuning / "tuning.png")),
+    ]
+    if report is not None:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        rows_summary = pipeline.summarize(metrics) if pipeline.summarize else []
+        table += [(f"best retrained: {k}", v) for k, v in rows_summary]
+    print_summary(f"tuning {pipeline.name} ({tune.tuner}, {len(rows)} trials)", table)
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from pipelines.predict import predict
 
@@ -207,6 +279,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="rerun stages even if up to date")
     run.set_defaults(func=cmd_run)
 
+    tune = sub.add_parser(
+        "tune", help="search hyperparameters with keras-tuner, then retrain the best"
+    )
+    tune.add_argument("pipeline", help="speech_commands, translation, or a preset")
+    _add_config_options(tune)
+    tune.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="start a chief and N workers on 127.0.0.1 (keras-tuner's distributed mode)",
+    )
+    tune.set_defaults(func=cmd_tune)
+
     predict = sub.add_parser("predict", help="run an exported model on wav files or sentences")
     predict.add_argument("export_dir", help="a RUN_DIR/export folder")
     predict.add_argument(
@@ -244,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     func: Any = getattr(args, "func", cmd_default)
     try:
         return func(args)
-    except (ConfigError, FileNotFoundError, KeyError) as err:
+    except (ConfigError, FileNotFoundError, KeyError) as err:  # the user's input, not a bug
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {message}", file=sys.stderr)
         return 2

@@ -41,13 +41,20 @@ _Loader.add_implicit_resolver(
     list("tTfF"),
 )
 
+# YAML 1.2 floats: 1e-4 is a number (YAML 1.1 wants 1.0e-4 and reads 1e-4 as a string).
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
 
 def load_yaml(text: str) -> Any:
     """Parses YAML text with 1.2-style booleans (``yes`` and ``on`` stay strings).
 
     Example:
-        >>> load_yaml("[yes, no, on, off, true]")
-        ['yes', 'no', 'on', 'off', True]
+        >>> load_yaml("[yes, no, on, off, true, 1e-4]")
+        ['yes', 'no', 'on', 'off', True, 0.0001]
     """
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
@@ -60,6 +67,8 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is tuple:
         return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return f"mapping of names to {_type_name(typing.get_args(tp)[1])}"
     if tp is type(None):
         return "null"
     return getattr(tp, "__name__", str(tp))
@@ -80,6 +89,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ConfigError:
                 continue
         raise bad
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        key_type, item = typing.get_args(tp)
+        return {  # a null entry removes what an earlier layer (preset, file) declared
+            _coerce(k, key_type, f"{key}.{k}"): _coerce(v, item, f"{key}.{k}")
+            for k, v in value.items()
+            if v is not None
+        }
     if origin is tuple:
         if isinstance(value, str | int | float):
             value = [value]
@@ -163,6 +181,8 @@ def to_dict(config: Any) -> dict[str, Any]:
             return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
         if isinstance(value, tuple | list):
             return [convert(v) for v in value]
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
         return value
 
     return convert(config)

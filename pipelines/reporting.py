@@ -158,3 +158,60 @@ def plot_attention(panels: list[tuple[list[str], list[str], np.ndarray]], out: P
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def _importance(values: list[Any], scores: np.ndarray) -> float:
+    """How strongly a hyperparameter moves the objective, from 0 to 1.
+
+    Numbers: the absolute rank correlation. Choices: the spread of the per-choice means relative
+    to the objective's range.
+    """
+    if len(set(map(str, values))) < 2 or np.ptp(scores) == 0:
+        return 0.0
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        ranks_x = np.argsort(np.argsort(values))
+        ranks_y = np.argsort(np.argsort(scores))
+        return float(abs(np.corrcoef(ranks_x, ranks_y)[0, 1]))
+    means = [scores[[str(v) == str(u) for v in values]].mean() for u in set(map(str, values))]
+    return float(np.ptp(means) / np.ptp(scores))
+
+
+def plot_tuning(rows: list[dict[str, Any]], tune: Any, out: Path, top: int = 3) -> Path | None:
+    """Objective per trial (with the best so far) and the effect of the top hyperparameters."""
+    done = [r for r in rows if r.get("objective") is not None]
+    if not done:
+        return None
+    plt = _pyplot()
+    scores = np.array([r["objective"] for r in done], dtype=float)
+    ranked = sorted(tune.space, key=lambda n: -_importance([r[n] for r in done], scores))[:top]
+    fig, axes = plt.subplots(
+        1, 1 + len(ranked), figsize=(4.5 * (1 + len(ranked)), 3.8), squeeze=False
+    )
+    ax = axes[0][0]
+    best = np.minimum.accumulate(scores) if tune.goal == "min" else np.maximum.accumulate(scores)
+    ax.plot(range(len(scores)), scores, "o", label="trial")
+    ax.plot(range(len(scores)), best, "-", label="best so far")
+    ax.set_xticks(range(len(scores)), [r["trial"] for r in done], rotation=60, fontsize=7)
+    ax.set_xlabel("trial")
+    ax.set_ylabel(tune.objective)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    for ax, name in zip(axes[0][1:], ranked, strict=True):
+        values = [r[name] for r in done]
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        if numeric:
+            ax.plot(values, scores, "o")
+            if tune.space[name].log:
+                ax.set_xscale("log")
+        else:
+            labels = sorted(set(map(str, values)))
+            ax.plot([labels.index(str(v)) for v in values], scores, "o")
+            ax.set_xticks(range(len(labels)), labels)
+        ax.set_xlabel(name)
+        ax.set_title(f"importance {_importance(values, scores):.2f}", fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -20,6 +20,7 @@ from data.speech_sources import DataConfig, assign_splits, balance, list_source
 from models.classifier import ModelConfig
 from models.gradients import GradientConfig
 from models.training import OptimizerConfig, TrainConfig
+from models.tuning import TuneConfig
 from pipelines.reporting import plot_confusion, plot_history, summary_rows
 from pipelines.runner import PIPELINES, Pipeline, Stage, StageContext
 from pipelines.runtime import RuntimeConfig, set_seed
@@ -73,6 +74,7 @@ class SpeechConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -19,6 +19,7 @@ from models.decoding import DecodeConfig
 from models.gradients import GradientConfig
 from models.seq2seq import Seq2SeqConfig
 from models.training import OptimizerConfig, TrainConfig
+from models.tuning import TuneConfig
 from pipelines.reporting import summary_rows
 from pipelines.runner import PIPELINES, Pipeline, Stage, StageContext
 from pipelines.runtime import RuntimeConfig, set_seed
@@ -67,6 +68,7 @@ class TranslationConfig:
     eval: TranslationEvalConfig = field(default_factory=TranslationEvalConfig)
     export: TextExportConfig = field(default_factory=TextExportConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    tune: TuneConfig = field(default_factory=lambda: TuneConfig(objective="val_loss"))
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -35,10 +35,7 @@ def test_tsv_reads_two_and_three_columns_and_lists_bad_lines(tmp_path):
         b"Go.\tVe.\tCC-BY 2.0 (France) Attribution: tatoeba.org\n"
         b"Hi.\tHola.\n"
         b"no tab here\n"
-        b"\n"
-        + b"bad \xff bytes\tmal\n"
-        + b"Hi.\tHola.\n"
-        + "  \tvacío\n".encode()
+        b"\n" + b"bad \xff bytes\tmal\n" + b"Hi.\tHola.\n" + "  \tvacío\n".encode()
     )
     listing = list_pairs(TextDataConfig(source=f"tsv:{path}"), 0)
     assert [p[:2] for p in listing.pairs] == [
