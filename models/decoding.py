@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from data.checks import check
-from data.text import END_ID, PAD_ID, START_ID
+from data.text import END_ID, PAD_ID, START_ID, UNK_ID
 from models.seq2seq import NEG, Translator
 
 
@@ -25,12 +25,15 @@ class DecodeConfig:
             log-probability / ((5 + length) / 6) ** alpha (0: no normalization, favours short).
         max_length: most target tokens generated (the end token included).
         batch_size: sentences decoded together during evaluation.
+        allow_unknown: let the decoder output ``[UNK]``; off by default, so it writes its best
+            real word instead (padding and ``[START]`` are never generated).
     """
 
     beam_width: int = 4
     length_penalty: float = 0.6
     max_length: int = 50
     batch_size: int = 128
+    allow_unknown: bool = False
 
     def __post_init__(self) -> None:
         check(self.beam_width >= 1, "decode.beam_width", self.beam_width, ">= 1")
@@ -39,7 +42,17 @@ class DecodeConfig:
         check(self.batch_size >= 1, "decode.batch_size", self.batch_size, ">= 1")
 
 
-def greedy_decode(model: Translator, source: tf.Tensor, max_length: int):  # noqa: ANN201
+def _ban(logits: tf.Tensor, allow_unknown: bool) -> tf.Tensor:
+    """Makes padding, ``[START]`` (and ``[UNK]`` unless allowed) impossible outputs."""
+    banned = [PAD_ID, START_ID] + ([] if allow_unknown else [UNK_ID])
+    vocab = tf.shape(logits)[-1]
+    mask = tf.reduce_sum(tf.one_hot(banned, vocab, dtype=logits.dtype), axis=0)
+    return logits + mask * NEG
+
+
+def greedy_decode(
+    model: Translator, source: tf.Tensor, max_length: int, allow_unknown: bool = False
+):  # noqa: ANN201
     """Most probable token at every step.
 
     Returns:
@@ -58,7 +71,7 @@ def greedy_decode(model: Translator, source: tf.Tensor, max_length: int):  # noq
 
     def body(t, token, state, finished, ids, attn):  # noqa: ANN001, ANN202
         logits, state, weights = model.decode_step(token, state, memory)
-        nxt = tf.cast(tf.argmax(logits, -1), tf.int32)
+        nxt = tf.cast(tf.argmax(_ban(logits, allow_unknown), -1), tf.int32)
         nxt = tf.where(finished, PAD_ID, nxt)
         if weights is None:
             weights = tf.zeros([batch, src_len])
@@ -87,6 +100,7 @@ def beam_decode(
     max_length: int,
     beam_width: int,
     length_penalty: float,
+    allow_unknown: bool = False,
 ) -> tf.Tensor:
     """Beam search; returns the best hypothesis' ids ``[b, t]`` under the length penalty.
 
@@ -110,7 +124,8 @@ def beam_decode(
     def body(t, token, state, scores, finished, lengths, seqs):  # noqa: ANN001, ANN202
         logits, state, _ = model.decode_step(token, state, memory)
         vocab = tf.shape(logits)[-1]
-        logp = tf.reshape(tf.nn.log_softmax(tf.cast(logits, tf.float32)), [batch, k, vocab])
+        logits = _ban(tf.cast(logits, tf.float32), allow_unknown)
+        logp = tf.reshape(tf.nn.log_softmax(logits), [batch, k, vocab])
         pad_only = tf.where(tf.range(vocab) == PAD_ID, 0.0, NEG)
         logp = tf.where(finished[..., None], pad_only[None, None], logp)
         total = tf.reshape(scores[..., None] + logp, [batch, k * vocab])
@@ -145,8 +160,15 @@ def beam_decode(
 def decode_ids(model: Translator, source: tf.Tensor, config: DecodeConfig) -> tf.Tensor:
     """Greedy when ``beam_width`` is 1, else beam search."""
     if config.beam_width == 1:
-        return greedy_decode(model, source, config.max_length)[0]
-    return beam_decode(model, source, config.max_length, config.beam_width, config.length_penalty)
+        return greedy_decode(model, source, config.max_length, config.allow_unknown)[0]
+    return beam_decode(
+        model,
+        source,
+        config.max_length,
+        config.beam_width,
+        config.length_penalty,
+        config.allow_unknown,
+    )
 
 
 def ids_to_tokens(ids: tf.Tensor, vocabulary: tf.Tensor) -> tf.RaggedTensor:

@@ -63,8 +63,20 @@ def _progress(name: str, action: str) -> None:
     )
 
 
-def run_one(name: str, config_files=(), overrides=(), run_dir=None, until=None, force=False):  # noqa: ANN001, ANN201
-    """Runs one pipeline and prints its summary. Returns the runner's report."""
+def run_one(  # noqa: ANN201
+    name: str,
+    config_files=(),  # noqa: ANN001
+    overrides=(),  # noqa: ANN001
+    run_dir=None,  # noqa: ANN001
+    until=None,  # noqa: ANN001
+    force=False,  # noqa: ANN001
+    show: bool = True,
+):
+    """Runs one pipeline and prints its summary (unless ``show`` is false).
+
+    Returns:
+        The runner's report and the summary rows.
+    """
     from pipelines.reporting import print_summary
     from pipelines.runner import run_pipeline
 
@@ -74,8 +86,9 @@ def run_one(name: str, config_files=(), overrides=(), run_dir=None, until=None, 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     rows = pipeline.summarize(metrics) if pipeline.summarize else []
     rows += [("run dir", str(run_dir)), ("metrics", str(run_dir / "metrics.json"))]
-    print_summary(f"{pipeline.name} ({name})", rows)
-    return report
+    if show:
+        print_summary(f"{pipeline.name} ({name})", rows)
+    return report, rows
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -85,9 +98,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_default(args: argparse.Namespace) -> int:
     """``python run.py`` alone: every default pipeline on built-in data."""
+    from pipelines.reporting import print_summary
+
+    rows = []
+    start = time.perf_counter()
     for name in DEFAULT_PIPELINES:
         run_dir = Path(args.run_dir) / name if args.run_dir else None
-        run_one(name, run_dir=run_dir)
+        _, summary = run_one(name, run_dir=run_dir, show=False)
+        rows += [(f"{name}: {key}", value) for key, value in summary]
+    rows.append(("total wall time", f"{time.perf_counter() - start:.0f} s"))
+    print_summary(f"default pipelines: {', '.join(DEFAULT_PIPELINES)}", rows)
     return 0
 
 

@@ -352,7 +352,10 @@ def _plot_attention(ctx: StageContext, model, pairs, sources, chosen) -> None:  
     panels = []
     for i in chosen:
         ids, weights = greedy_decode(
-            model, tf.constant(sources[i][None], tf.int32), config.decode.max_length
+            model,
+            tf.constant(sources[i][None], tf.int32),
+            config.decode.max_length,
+            config.decode.allow_unknown,
         )
         out = ids.numpy()[0].tolist()
         steps = out.index(3) + 1 if 3 in out else len(out)

@@ -76,3 +76,19 @@ def test_ids_to_tokens_stops_at_end():
     ids = tf.constant([[4, 1, 5, 3, 4, 0], [3, 4, 4, 0, 0, 0]])
     tokens = ids_to_tokens(ids, vocab).to_list()
     assert tokens == [[b"a", b"[UNK]", b"b"], []]
+
+
+def test_unknown_padding_and_start_are_never_generated_unless_allowed():
+    seeded(2)
+    model = Translator(12, 15, {"units": 8, "embedding_dim": 8}).build_with_dummy()
+    bias = model.output_projection.bias
+    bias.assign(bias.numpy() + np.eye(15, dtype="float32")[1] * 50)  # [UNK] would always win
+    source = tf.constant([[4, 5, 6]], tf.int32)
+    for allow in (False, True):
+        greedy = greedy_decode(model, source, 5, allow_unknown=allow)[0].numpy()[0]
+        beam = beam_decode(model, source, 5, 3, 0.6, allow_unknown=allow).numpy()[0]
+        for out in (greedy, beam):
+            assert (1 in out) == allow
+            assert 2 not in out and (
+                0 not in out[: list(out).index(3)] if 3 in out else 0 not in out
+            )
