@@ -41,9 +41,13 @@ def load_ids(max_pairs: int) -> tuple[PairIds, int, int, str]:
         name = "built-in dates"
     text = TextConfig(source_vocab=8000, target_vocab=6000)
     pairs, _ = prepare_pairs(
-        list_pairs(data, 0), data, text, lambda s: [len(t) for t in tokenize_many(s, text)], 0
+        list_pairs(data, 0),
+        data,
+        text,
+        lambda s, side: [len(t) for t in tokenize_many(s, text, side)],
+        0,
     )
-    src = tokenize_many([p["source"] for p in pairs], text)
+    src = tokenize_many([p["source"] for p in pairs], text, "source")
     tgt = tokenize_many([p["target"] for p in pairs], text)
     vs, vt = build_vocabulary(src, 8000, 1), build_vocabulary(tgt, 6000, 1)
     return PairIds.from_lists(encode(src, vs), encode(tgt, vt)), len(vs), len(vt), name

@@ -37,6 +37,8 @@ class TextConfig:
     Attributes:
         level: ``word`` (words and punctuation marks) or ``char`` (characters).
         lowercase: lower-case both sides (off by default: output keeps its case).
+        lowercase_source: lower-case the source side only (fewer, better-trained source words;
+            the output keeps its case).
         unicode_form: Unicode normalization applied at ingestion (NFC, NFKC, NFD, NFKD).
         strip_punctuation: drop punctuation marks instead of keeping them as tokens.
         max_source_tokens: pairs whose source is longer are dropped (counted, with the reason).
@@ -48,6 +50,7 @@ class TextConfig:
 
     level: str = "word"
     lowercase: bool = False
+    lowercase_source: bool = False
     unicode_form: str = "NFC"
     strip_punctuation: bool = False
     max_source_tokens: int = 40
@@ -75,10 +78,15 @@ _PUNCT_PY = re.compile(r"[^\w\s']", re.UNICODE)
 _SPACE_PY = re.compile(r"\s+")
 
 
-def clean(sentence: str, config: TextConfig) -> str:
+def lowercases(config: TextConfig, side: str) -> bool:
+    """Whether ``side`` (``source`` or ``target``) is lower-cased."""
+    return config.lowercase or (side == "source" and config.lowercase_source)
+
+
+def clean(sentence: str, config: TextConfig, side: str = "target") -> str:
     """Ingestion-time cleaning: Unicode normalization, whitespace, optional case and punctuation."""
     text = unicodedata.normalize(config.unicode_form, sentence).replace(MARK, " ")
-    if config.lowercase:
+    if lowercases(config, side):
         text = text.lower()
     if config.strip_punctuation:
         text = _PUNCT_PY.sub(" ", text)
@@ -131,20 +139,22 @@ def join_tokens(tokens: tf.RaggedTensor | tf.Tensor, level: str) -> tf.Tensor:
     return SPLITTERS.get(level)[1](tokens)
 
 
-def standardize(text: tf.Tensor, config: TextConfig) -> tf.Tensor:
+def standardize(text: tf.Tensor, config: TextConfig, side: str = "target") -> tf.Tensor:
     """The graph twin of ``clean`` (minus Unicode normalization, which has no TensorFlow op)."""
-    if config.lowercase:
+    if lowercases(config, side):
         text = tf.strings.lower(text, encoding="utf-8")
     if config.strip_punctuation:
         text = tf.strings.regex_replace(text, _PUNCT, " ")
     return tf.strings.strip(tf.strings.regex_replace(text, r"\s+", " "))
 
 
-def tokenize_many(sentences: list[str], config: TextConfig, batch: int = 4096) -> list[list[str]]:
+def tokenize_many(
+    sentences: list[str], config: TextConfig, side: str = "target", batch: int = 4096
+) -> list[list[str]]:
     """Tokens of each sentence, with the same graph ops the model uses."""
     out: list[list[str]] = []
     for start in range(0, len(sentences), batch):
-        text = standardize(tf.constant(sentences[start : start + batch]), config)
+        text = standardize(tf.constant(sentences[start : start + batch]), config, side)
         ragged = split_tokens(text, config.level)
         out.extend([[t.decode() for t in row] for row in ragged.to_list()])
     return out

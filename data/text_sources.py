@@ -176,7 +176,7 @@ def prepare_pairs(
     listing: PairListing,
     data: TextDataConfig,
     text: TextConfig,
-    token_counts: Callable[[list[str]], list[int]],
+    token_counts: Callable[[list[str], str], list[int]],
     seed: int,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Cleans, orients, filters, de-duplicates, samples and splits pairs.
@@ -185,7 +185,7 @@ def prepare_pairs(
         listing: raw pairs from a source.
         data: direction, split percentages and sample size.
         text: cleaning settings and length limits.
-        token_counts: number of tokens of each sentence (the model's own tokenizer).
+        token_counts: number of tokens of each sentence of a side (the model's own tokenizer).
         seed: for the ``max_pairs`` sample.
 
     Returns:
@@ -196,8 +196,9 @@ def prepare_pairs(
     rejected = list(listing.rejected)
     oriented = []
     for first, second, origin in listing.pairs:
-        a, b = clean(first, text), clean(second, text)
-        source, target = (a, b) if data.direction == "forward" else (b, a)
+        if data.direction == "reverse":
+            first, second = second, first
+        source, target = clean(first, text, "source"), clean(second, text, "target")
         if not source or not target:
             side = "source" if not source else "target"
             rejected.append(
@@ -205,8 +206,8 @@ def prepare_pairs(
             )
             continue
         oriented.append((source, target, origin))
-    lengths_src = token_counts([p[0] for p in oriented]) if oriented else []
-    lengths_tgt = token_counts([p[1] for p in oriented]) if oriented else []
+    lengths_src = token_counts([p[0] for p in oriented], "source") if oriented else []
+    lengths_tgt = token_counts([p[1] for p in oriented], "target") if oriented else []
     kept, seen = [], set()
     for (source, target, origin), n_src, n_tgt in zip(
         oriented, lengths_src, lengths_tgt, strict=True

@@ -148,7 +148,7 @@ def export_translator(
     from models.decoding import decode_ids, ids_to_tokens
 
     vectorizer = keras.layers.TextVectorization(
-        standardize=functools.partial(standardize, config=text),
+        standardize=functools.partial(standardize, config=text, side="source"),
         split=functools.partial(split_tokens, level=text.level),
         vocabulary=source_vocabulary[2:],  # TextVectorization adds padding "" and "[UNK]" itself
         ragged=True,

@@ -33,6 +33,8 @@ class Seq2SeqConfig:
         attention: ``luong`` (multiplicative, "general"), ``bahdanau`` (additive) or ``none``
             (the decoder sees only the encoder's final state: shows what attention buys).
         dropout: dropout on embeddings and on the decoder output.
+        label_smoothing: training-loss label smoothing (0 = plain cross-entropy); spreads this
+            much probability mass over the whole target vocabulary.
         attention_units: size of the attentional vector tanh(W [h; context]) that feeds the
             output layer (Luong's h~); 0 means the decoder's size. Smaller is faster: the output
             layer multiplies it by the whole target vocabulary at every step.
@@ -45,8 +47,15 @@ class Seq2SeqConfig:
     attention: str = "luong"
     dropout: float = 0.1
     attention_units: int = 0
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
+        check(
+            0 <= self.label_smoothing < 1,
+            "model.label_smoothing",
+            self.label_smoothing,
+            "in [0, 1)",
+        )
         check(self.attention_units >= 0, "model.attention_units", self.attention_units, ">= 0")
         check(self.embedding_dim >= 1, "model.embedding_dim", self.embedding_dim, ">= 1")
         check(self.units >= 1, "model.units", self.units, ">= 1")
@@ -73,7 +82,12 @@ def _masked_softmax(scores: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
 @ATTENTIONS.register("luong")
 @keras.saving.register_keras_serializable("rnn_pipeline")
 class LuongAttention(layers.Layer):
-    """Multiplicative attention, score(q, k) = q^T W k (Luong et al., 2015, "general")."""
+    """Multiplicative attention, score(q, k) = q^T W k / sqrt(units) (Luong et al., 2015, "general").
+
+    The scaling (as in scaled dot-product attention) keeps the scores' spread independent of the
+    width: unscaled, a wide decoder saturates the softmax and the key projection gets almost no
+    gradient (the gradient monitor shows it).
+    """
 
     def __init__(self, units: int, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -85,7 +99,8 @@ class LuongAttention(layers.Layer):
         return self.key_projection(values)
 
     def call(self, query, keys, values, mask):  # noqa: ANN001, ANN201 - tensors
-        weights = _masked_softmax(ops.matmul(query, ops.transpose(keys, (0, 2, 1))), mask)
+        scores = ops.matmul(query, ops.transpose(keys, (0, 2, 1))) / float(self.units) ** 0.5
+        weights = _masked_softmax(scores, mask)
         return ops.matmul(weights, values), weights
 
     def get_config(self) -> dict:
@@ -245,12 +260,31 @@ class Translator(keras.Model):
         return self
 
 
-def masked_loss(y_true: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-    """Token cross-entropy averaged over non-padding target positions."""
+def masked_loss(y_true: tf.Tensor, logits: tf.Tensor, label_smoothing: float = 0.0) -> tf.Tensor:
+    """Token cross-entropy averaged over non-padding target positions.
+
+    With ``label_smoothing`` e the target distribution is (1 - e) on the true token plus e spread
+    uniformly over the vocabulary.
+    """
     y_true = ops.cast(y_true, "int32")
     losses = keras.losses.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
+    if label_smoothing:
+        uniform = -ops.mean(ops.log_softmax(logits, axis=-1), axis=-1)
+        losses = (1.0 - label_smoothing) * losses + label_smoothing * uniform
     mask = ops.cast(ops.not_equal(y_true, PAD_ID), losses.dtype)
     return ops.sum(losses * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+
+def smoothed_loss(label_smoothing: float):  # noqa: ANN201
+    """``masked_loss`` with label smoothing, as a named Keras loss function."""
+    if not label_smoothing:
+        return masked_loss
+
+    def loss(y_true: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+        return masked_loss(y_true, logits, label_smoothing)
+
+    loss.__name__ = "masked_loss_smoothed"
+    return loss
 
 
 @keras.saving.register_keras_serializable("rnn_pipeline")

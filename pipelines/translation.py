@@ -90,8 +90,8 @@ def ingest(ctx: StageContext) -> dict[str, Any]:
     config: TranslationConfig = ctx.config
     listing = list_pairs(config.data, config.runtime.seed)
 
-    def token_counts(sentences: list[str]) -> list[int]:
-        return [len(t) for t in tokenize_many(sentences, config.text)]
+    def token_counts(sentences: list[str], side: str) -> list[int]:
+        return [len(t) for t in tokenize_many(sentences, config.text, side)]
 
     pairs, rejected = prepare_pairs(
         listing, config.data, config.text, token_counts, config.runtime.seed
@@ -135,8 +135,8 @@ def tokenize(ctx: StageContext) -> dict[str, Any]:
     for split in SPLITS:
         pairs = _read_json(ctx.input("ingest") / f"{split}.json")
         tokens[split] = (
-            tokenize_many([p["source"] for p in pairs], text),
-            tokenize_many([p["target"] for p in pairs], text),
+            tokenize_many([p["source"] for p in pairs], text, "source"),
+            tokenize_many([p["target"] for p in pairs], text, "target"),
         )
     vocab_src = build_vocabulary(tokens["train"][0], text.source_vocab, text.min_count)
     vocab_tgt = build_vocabulary(tokens["train"][1], text.target_vocab, text.min_count)
@@ -194,7 +194,7 @@ def _vocab_sizes(ctx: StageContext) -> tuple[int, int]:
 def train(ctx: StageContext) -> dict[str, Any]:
     """Fits the encoder-decoder with clipping, gradient monitoring, checkpoints and backups."""
     from data.text_datasets import PairIds, pair_dataset
-    from models.seq2seq import TokenAccuracy, masked_loss
+    from models.seq2seq import TokenAccuracy, smoothed_loss
     from models.training import fit_resumable
     from pipelines.speech_commands import finish_training
 
@@ -225,7 +225,7 @@ def train(ctx: StageContext) -> dict[str, Any]:
             *(layer.name for layer in model.encoder_layers),
             model.decoder.name,
         ],
-        loss=masked_loss,
+        loss=smoothed_loss(config.model.label_smoothing),
         metrics=[TokenAccuracy()],
     )
     summary = finish_training(ctx, model, result, config.train.monitor, "model.weights.h5")
@@ -359,7 +359,7 @@ def _plot_attention(ctx: StageContext, model, pairs, sources, chosen) -> None:  
         )
         out = ids.numpy()[0].tolist()
         steps = out.index(3) + 1 if 3 in out else len(out)
-        src_tokens = tokenize_many([pairs[i]["source"]], config.text)[0]
+        src_tokens = tokenize_many([pairs[i]["source"]], config.text, "source")[0]
         tgt_tokens = [vocab_tgt[t] for t in out[:steps]]
         panels.append((src_tokens, tgt_tokens, weights.numpy()[0, :steps, : len(src_tokens)]))
     plot_attention(panels, ctx.run_dir / "plots" / "attention.png")

@@ -21,7 +21,7 @@ from tests.conftest import shared_path
 
 
 def _counts(config: TextConfig):
-    return lambda sentences: [len(t) for t in tokenize_many(sentences, config)]
+    return lambda sentences, side: [len(t) for t in tokenize_many(sentences, config, side)]
 
 
 def _prepare(listing, data, text=None, seed=0):
