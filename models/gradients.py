@@ -257,6 +257,10 @@ ADVICE_VANISH = (
     "try an LSTM or GRU instead of a simple RNN, mean pooling over time, shorter sequences, "
     "or tanh instead of sigmoid activations"
 )
+ADVICE_VANISH_OTHER = (
+    "it is not recurrent, so look at what feeds it: a saturated softmax or tanh (e.g. attention "
+    "scores too large: scale them), or a layer the loss barely depends on"
+)
 ADVICE_EXPLODE = (
     "try a lower learning rate, clipping (optimizer.clipnorm or global_clipnorm), "
     "tanh instead of relu, or an LSTM/GRU"
@@ -307,9 +311,10 @@ def diagnose(
     layers = summary.get("layers", {})
     for name, stats in layers.items():
         if stats["median"] < config.vanish_threshold:
+            advice = ADVICE_VANISH if name in recurrent_layers else ADVICE_VANISH_OTHER
             warnings.append(
                 f"Vanishing gradients: layer {name!r} has a median gradient norm of "
-                f"{stats['median']:.2e} (threshold {config.vanish_threshold:g}); {ADVICE_VANISH}."
+                f"{stats['median']:.2e} (threshold {config.vanish_threshold:g}); {advice}."
             )
     present = [n for n in recurrent_layers if n in layers]
     if len(present) >= 1:

@@ -74,3 +74,22 @@ def test_interval_and_summary(tmp_path):
     assert summary["steps_recorded"] == 6 and summary["first_nonfinite_step"] is None
     assert set(summary["layers"]) == {"rnn", "out"} and 0 <= summary["fraction_clipped"] <= 1
     assert any((tmp_path / "logs" / "gradients").iterdir())
+
+
+def test_vanishing_advice_depends_on_the_layer_kind():
+    from models.gradients import GradientConfig, diagnose
+
+    summary = {
+        "global_norm_max": 1.0,
+        "layers": {
+            "lstm": {"median": 1e-7},
+            "key_projection": {"median": 1e-8},
+            "out": {"median": 0.1},
+        },
+    }
+    rows = [{"global_norm": 1.0}] * 4
+    warnings = diagnose(summary, rows, ["lstm"], GradientConfig())
+    lstm = next(w for w in warnings if "'lstm' has" in w)
+    attention = next(w for w in warnings if "'key_projection'" in w)
+    assert "LSTM or GRU" in lstm
+    assert "not recurrent" in attention and "LSTM or GRU" not in attention
