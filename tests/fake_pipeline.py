@@ -51,6 +51,7 @@ def _train(ctx: StageContext) -> dict:
     log = Path(os.environ.get("FAKE_TRAIN_LOG", "/dev/null"))
     with log.open("a") as handle:
         handle.write(f"{ctx.run_dir.name}\n")
+    time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
     pause = Path(os.environ.get("FAKE_PAUSE_FILE", "/nonexistent"))
     if pause.exists() and ctx.run_dir.name == pause.read_text().strip():
         (ctx.run_dir / "started").write_text("1")

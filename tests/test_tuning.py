@@ -253,3 +253,13 @@ def test_chief_and_two_workers_on_loopback_survive_a_killed_worker(tmp_path):
     assert len({t["trial"] for t in trials}) == 4
     best = json.loads((run_dir / "tuning" / "best.json").read_text())
     assert best["trial"] in {t["trial"] for t in trials}
+
+
+def test_wall_time_budget_stops_starting_trials(tmp_path, monkeypatch):
+    from pipelines.tuning import tune_pipeline
+
+    monkeypatch.setenv("FAKE_SLEEP", "0.4")
+    config = fake_config(max_trials=20, max_minutes=0.02, retrain=False)  # 1.2 s
+    rows, _, _ = tune_pipeline(FAKE, cfg.to_dict(config), config.tune, tmp_path)
+    assert 2 <= len(rows) < 20
+    assert all(r["status"] == "COMPLETED" for r in rows)  # the running trial was allowed to finish
