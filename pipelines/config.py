@@ -248,12 +248,24 @@ def load_raw(
     if preset.is_file():
         raw = read_yaml(preset)
     for path in config_files:
-        raw = deep_merge(raw, read_yaml(path))
+        data = read_yaml(path)
+        # A saved (resolved) config is complete: it replaces what came before instead of merging,
+        # so mappings such as tune.space come back exactly as saved.
+        raw = data if _is_resolved(path) else deep_merge(raw, data)
     for text in overrides:
         raw = deep_merge(raw, parse_override(text))
     return raw
 
 
+RESOLVED_MARK = "# resolved config: complete; with --config it replaces the preset"
+
+
+def _is_resolved(path: str | Path) -> bool:
+    with Path(path).open(encoding="utf-8") as handle:
+        return handle.readline().strip() == RESOLVED_MARK
+
+
 def save(config: Any, path: str | Path) -> None:
-    """Writes the resolved config as YAML (loadable again with ``--config``)."""
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+    """Writes the resolved config as YAML (loadable again with ``--config``, unchanged)."""
+    text = yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True)
+    Path(path).write_text(f"{RESOLVED_MARK}\n{text}", encoding="utf-8")
