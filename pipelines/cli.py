@@ -188,10 +188,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return launch_distributed(argv, args.workers)
     from models.tuning import build_oracle
 
-    build_oracle(
-        config.tune, config.runtime.seed
-    )  # space, tuner and objective errors, before any work
-    from pipelines.tuning import tune_pipeline
+    # a malformed space or an unknown tuner fails here, before any work
+    build_oracle(config.tune, config.runtime.seed)
+    from pipelines.tuning import format_value, tune_pipeline
 
     result = tune_pipeline(pipeline, cfg.to_dict(config), config.tune, run_dir)
     if result is None:  # a worker: the chief reports
@@ -204,7 +203,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         (
             f"#{rank} trial {r['trial']}",
             f"{tune.objective} {r['objective']:.4f} ({r['epochs']} epochs, {r['seconds']} s): "
-            + ", ".join(f"{k}={v}" for k, v in r.items() if k in tune.space),
+            + ", ".join(f"{k}={format_value(v)}" for k, v in r.items() if k in tune.space),
         )
         for rank, r in enumerate(done[:10], start=1)
     ]

@@ -95,10 +95,11 @@ class PipelineTuner(keras_tuner.Tuner):
 
 
 def _describe(values: dict[str, Any], tune: TuneConfig) -> str:
-    return ", ".join(f"{k}={_fmt(v)}" for k, v in values.items() if k in tune.space)
+    return ", ".join(f"{k}={format_value(v)}" for k, v in values.items() if k in tune.space)
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """Floats with 3 significant digits, the rest as they are."""
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
