@@ -196,7 +196,12 @@ def plot_tuning(rows: list[dict[str, Any]], tune: Any, out: Path, top: int = 3) 
     ax.set_ylabel(tune.objective)
     ax.legend()
     ax.grid(alpha=0.3)
+    log_y = tune.objective.endswith("loss") and bool(np.all(scores > 0))  # losses span decades
+    if log_y:
+        ax.set_yscale("log")
     for ax, name in zip(axes[0][1:], ranked, strict=True):
+        if log_y:
+            ax.set_yscale("log")
         values = [r[name] for r in done]
         numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
         if numeric:
