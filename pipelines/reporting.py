@@ -220,3 +220,20 @@ def plot_tuning(rows: list[dict[str, Any]], tune: Any, out: Path, top: int = 3) 
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def training_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    """Rows shared by every pipeline's summary: gradient health and the export."""
+    rows = [("gradient warning", warning) for warning in metrics.get("gradient_warnings", [])]
+    grads = metrics.get("gradients", {})
+    if grads.get("steps_recorded"):
+        rows.append(
+            (
+                "gradients",
+                f"median global norm {grads['global_norm_median']:.3g}, max "
+                f"{grads['global_norm_max']:.3g}, clipped {grads['fraction_clipped']:.0%} of steps",
+            )
+        )
+    if "export_dir" in metrics:
+        rows.append(("export", metrics["export_dir"]))
+    return rows

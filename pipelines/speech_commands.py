@@ -21,7 +21,7 @@ from models.classifier import ModelConfig
 from models.gradients import GradientConfig
 from models.training import OptimizerConfig, TrainConfig
 from models.tuning import TuneConfig
-from pipelines.reporting import plot_confusion, plot_history, summary_rows
+from pipelines.reporting import plot_confusion, plot_history, summary_rows, training_rows
 from pipelines.runner import PIPELINES, Pipeline, Stage, StageContext
 from pipelines.runtime import RuntimeConfig, set_seed
 
@@ -504,20 +504,7 @@ def summarize(metrics: dict[str, Any]) -> list[tuple[str, str]]:
                 f"{Path(item['path']).name}: {item['true']} -> {item['predicted']} ({item['probability']:.2f})",
             )
         )
-    for warning in metrics.get("gradient_warnings", []):
-        rows.append(("gradient warning", warning))
-    grads = metrics.get("gradients", {})
-    if grads.get("steps_recorded"):
-        rows.append(
-            (
-                "gradients",
-                f"median global norm {grads['global_norm_median']:.3g}, max "
-                f"{grads['global_norm_max']:.3g}, clipped {grads['fraction_clipped']:.0%} of steps",
-            )
-        )
-    if "export_dir" in metrics:
-        rows.append(("export", metrics["export_dir"]))
-    return rows
+    return rows + training_rows(metrics)
 
 
 PIPELINE = PIPELINES.register("speech_commands")(

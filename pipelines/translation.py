@@ -20,7 +20,7 @@ from models.gradients import GradientConfig
 from models.seq2seq import Seq2SeqConfig
 from models.training import OptimizerConfig, TrainConfig
 from models.tuning import TuneConfig
-from pipelines.reporting import summary_rows
+from pipelines.reporting import summary_rows, training_rows
 from pipelines.runner import PIPELINES, Pipeline, Stage, StageContext
 from pipelines.runtime import RuntimeConfig, set_seed
 
@@ -423,20 +423,7 @@ def summarize(metrics: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("test exact match", f"{metrics['test_exact_match']:.4f}"))
     for s in metrics.get("samples", [])[:5]:
         rows.append(("sample", f"{s['source']}  ->  {s['translation']}  (ref: {s['reference']})"))
-    for warning in metrics.get("gradient_warnings", []):
-        rows.append(("gradient warning", warning))
-    grads = metrics.get("gradients", {})
-    if grads.get("steps_recorded"):
-        rows.append(
-            (
-                "gradients",
-                f"median global norm {grads['global_norm_median']:.3g}, max "
-                f"{grads['global_norm_max']:.3g}, clipped {grads['fraction_clipped']:.0%} of steps",
-            )
-        )
-    if "export_dir" in metrics:
-        rows.append(("export", metrics["export_dir"]))
-    return rows
+    return rows + training_rows(metrics)
 
 
 PIPELINE = PIPELINES.register("translation")(
