@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
@@ -22,3 +24,13 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Writes ``data`` as indented UTF-8 JSON (non-ASCII kept readable)."""
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+
+
+def read_json(path: Path) -> Any:
+    """Reads a UTF-8 JSON file."""
+    return json.loads(path.read_text(encoding="utf-8"))

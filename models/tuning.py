@@ -8,7 +8,6 @@ model through one path (the pipeline's ``build_model``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,7 +151,7 @@ def overrides(values: dict[str, Any], space: dict[str, ParamSpec]) -> dict[str, 
     for name, value in values.items():
         if name not in space:
             continue
-        if isinstance(value, float) and spec_is_int(space[name]):
+        if isinstance(value, float) and space[name].type == "int":
             value = int(value)
         node = nested
         *parents, leaf = name.split(".")
@@ -160,10 +159,6 @@ def overrides(values: dict[str, Any], space: dict[str, ParamSpec]) -> dict[str, 
             node = node.setdefault(part, {})
         node[leaf] = value
     return nested
-
-
-def spec_is_int(spec: ParamSpec) -> bool:
-    return spec.type == "int"
 
 
 def _objective(config: TuneConfig):  # noqa: ANN202
@@ -233,13 +228,3 @@ def build_oracle(config: TuneConfig, seed: int):  # noqa: ANN201
             "--set 'tune.space={model.units: {type: int, min: 32, max: 128, step: 32}}'"
         )
     return TUNERS.get(config.tuner)(config, seed)
-
-
-def trial_budget(config: TuneConfig) -> int:
-    """How many trials the search may run (hyperband: the size of one bracket iteration)."""
-    if config.tuner != "hyperband":
-        return config.max_trials
-    s_max = int(math.log(config.epochs, config.hyperband_factor) + 1e-9)
-    return sum(
-        int(math.ceil((s_max + 1) / (s + 1) * config.hyperband_factor**s)) for s in range(s_max + 1)
-    )

@@ -18,6 +18,17 @@ def _pyplot():
     return plt
 
 
+def _save(fig, out: Path) -> Path:  # noqa: ANN001 - a matplotlib Figure
+    """Lays out, writes (creating the folder) and closes a figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 def plot_history(history_csv: Path, out: Path) -> Path | None:
     """Plots loss and accuracy per epoch (train and validation) from a CSVLogger file."""
     if not history_csv.is_file():
@@ -39,11 +50,7 @@ def plot_history(history_csv: Path, out: Path) -> Path | None:
         ax.set_title(metric)
         ax.legend()
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_gradients(
@@ -78,11 +85,7 @@ def plot_gradients(
     ax.set_title("Gradient norms per layer (before clipping)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_confusion(matrix: np.ndarray, labels: list[str], out: Path, title: str) -> Path:
@@ -102,11 +105,7 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], out: Path, title: str)
             if matrix[i, j]:
                 color = "white" if matrix[i, j] > top / 2 else "black"
                 ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color=color, fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def print_summary(title: str, rows: list[tuple[str, str]]) -> None:
@@ -153,11 +152,7 @@ def plot_attention(panels: list[tuple[list[str], list[str], np.ndarray]], out: P
         ax.set_xlabel("source token")
         ax.set_ylabel("output token")
     fig.suptitle("Attention weights (greedy decoding; each row sums to 1)")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def _importance(values: list[Any], scores: np.ndarray) -> float:
@@ -215,11 +210,7 @@ def plot_tuning(rows: list[dict[str, Any]], tune: Any, out: Path, top: int = 3) 
         ax.set_xlabel(name)
         ax.set_title(f"importance {_importance(values, scores):.2f}", fontsize=9)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def training_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:

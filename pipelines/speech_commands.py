@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from data.augment import AugmentConfig, silence_clip
 from data.checks import check
 from data.clips import SILENCE, SPLITS, Clip, Rejected, SourceListing
 from data.feature_store import FeatureSet, FeatureTask, compute_many
+from data.files import read_json, write_json
 from data.speech_sources import DataConfig, assign_splits, balance, list_source
 from models.classifier import ModelConfig
 from models.gradients import GradientConfig
@@ -75,14 +75,6 @@ class SpeechConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=1, default=str))
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
 
 
 # ---------------------------------------------------------------- ingest
@@ -157,10 +149,10 @@ def ingest(ctx: StageContext) -> dict[str, Any]:
     if len(train_labels) < 2:
         raise ValueError(f"Need at least 2 labels to train a classifier; found {train_labels}")
 
-    _write_json(ctx.out_dir / "clips.json", [c.to_dict() for c in clips])
-    _write_json(ctx.out_dir / "rejected.json", [r.to_dict() for r in rejected])
-    _write_json(ctx.out_dir / "labels.json", train_labels)
-    _write_json(ctx.out_dir / "noise.json", listing.noise_files)
+    write_json(ctx.out_dir / "clips.json", [c.to_dict() for c in clips])
+    write_json(ctx.out_dir / "rejected.json", [r.to_dict() for r in rejected])
+    write_json(ctx.out_dir / "labels.json", train_labels)
+    write_json(ctx.out_dir / "noise.json", listing.noise_files)
     speakers = {s: len({c.speaker for c in clips if c.split == s}) for s in SPLITS}
     per_label = {s: dict(Counter(c.label for c in clips if c.split == s)) for s in SPLITS}
     return {
@@ -185,9 +177,9 @@ def features(ctx: StageContext) -> dict[str, Any]:
     """Computes (cached) MFCC for every clip, plus augmented copies of the training clips."""
     config: SpeechConfig = ctx.config
     ingest_dir = ctx.input("ingest")
-    clips = [Clip(**c) for c in _read_json(ingest_dir / "clips.json")]
-    labels = _read_json(ingest_dir / "labels.json")
-    noise_files = tuple(_read_json(ingest_dir / "noise.json"))
+    clips = [Clip(**c) for c in read_json(ingest_dir / "clips.json")]
+    labels = read_json(ingest_dir / "labels.json")
+    noise_files = tuple(read_json(ingest_dir / "noise.json"))
     index = {label: i for i, label in enumerate(labels)}
     cache = str(Path(config.runtime.cache_dir) / "features")
     rejected: list[dict[str, str]] = []
@@ -230,7 +222,7 @@ def features(ctx: StageContext) -> dict[str, Any]:
         )
         feature_set.save(ctx.out_dir / f"{split}.npz")
         counts[split] = int(sum(c == 0 for c in copy_ids))
-    _write_json(ctx.out_dir / "rejected.json", rejected)
+    write_json(ctx.out_dir / "rejected.json", rejected)
     previous = ctx.results.get("ingest", {}).get("metrics", {})
     return {
         "metrics": {
@@ -284,7 +276,7 @@ def train(ctx: StageContext) -> dict[str, Any]:
 
     config: SpeechConfig = ctx.config
     set_seed(config.runtime.seed)
-    labels = _read_json(ctx.input("ingest") / "labels.json")
+    labels = read_json(ctx.input("ingest") / "labels.json")
     train_set, train_ds = _datasets(ctx, "train", shuffle=True)
     _, val_ds = _datasets(ctx, "validation", shuffle=False)
     model = build_model(config, len(labels))
@@ -389,7 +381,7 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     config: SpeechConfig = ctx.config
-    labels = _read_json(ctx.input("ingest") / "labels.json")
+    labels = read_json(ctx.input("ingest") / "labels.json")
     model = _load_model(ctx)
     test_set, _ = _datasets(ctx, "test", shuffle=False)
     from data.datasets import sequence_dataset
@@ -411,9 +403,7 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
         ctx.run_dir / "plots" / "confusion_matrix.png",
         f"test accuracy {accuracy:.3f}",
     )
-    _write_json(
-        ctx.out_dir / "confusion_matrix.json", {"labels": labels, "matrix": matrix.tolist()}
-    )
+    write_json(ctx.out_dir / "confusion_matrix.json", {"labels": labels, "matrix": matrix.tolist()})
     wrong = np.flatnonzero(predicted != truth)
     wrong = wrong[np.argsort(-probs[wrong, predicted[wrong]])][: config.eval.misclassified]
     misclassified = [
@@ -458,11 +448,11 @@ def export(ctx: StageContext) -> dict[str, Any]:
     train_summary = ctx.results.get("train", {})
     if not train_summary.get("epochs"):
         raise RuntimeError("Refusing to export: the train stage reports no completed epoch")
-    labels = _read_json(ctx.input("ingest") / "labels.json")
+    labels = read_json(ctx.input("ingest") / "labels.json")
     trained = _load_model(ctx)
     portable = build_model(config, len(labels), use_cudnn=False)
     portable.set_weights(trained.get_weights())
-    clips = [Clip(**c) for c in _read_json(ctx.input("ingest") / "clips.json")]
+    clips = [Clip(**c) for c in read_json(ctx.input("ingest") / "clips.json")]
     sample = load_audio(
         next(c.path for c in clips if c.split == "test"), config.features.sample_rate
     )

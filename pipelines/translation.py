@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections import Counter
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from data.checks import check
+from data.files import read_json, write_json
 from data.text import TextConfig
 from data.text_sources import SPLITS, TextDataConfig
 from models.decoding import DecodeConfig
@@ -71,14 +71,6 @@ class TranslationConfig:
     tune: TuneConfig = field(default_factory=lambda: TuneConfig(objective="val_loss"))
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 # ---------------------------------------------------------------- ingest
 
 
@@ -105,8 +97,8 @@ def ingest(ctx: StageContext) -> dict[str, Any]:
                 "data.test_percent and the length limits in text."
             )
     for split in SPLITS:
-        _write_json(ctx.out_dir / f"{split}.json", [p for p in pairs if p["split"] == split])
-    _write_json(ctx.out_dir / "rejected.json", rejected)
+        write_json(ctx.out_dir / f"{split}.json", [p for p in pairs if p["split"] == split])
+    write_json(ctx.out_dir / "rejected.json", rejected)
     reasons: Counter = Counter()
     for r in rejected:
         reasons[r["kind"]] += r.get("count", 1)
@@ -133,7 +125,7 @@ def tokenize(ctx: StageContext) -> dict[str, Any]:
     text = config.text
     tokens = {}
     for split in SPLITS:
-        pairs = _read_json(ctx.input("ingest") / f"{split}.json")
+        pairs = read_json(ctx.input("ingest") / f"{split}.json")
         tokens[split] = (
             tokenize_many([p["source"] for p in pairs], text, "source"),
             tokenize_many([p["target"] for p in pairs], text, "target"),
@@ -295,7 +287,7 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
     from data.text_datasets import PairIds
 
     config: TranslationConfig = ctx.config
-    pairs = _read_json(ctx.input("ingest") / "test.json")
+    pairs = read_json(ctx.input("ingest") / "test.json")
     ids = PairIds.load(ctx.input("tokenize") / "test.npz")
     vocab_tgt = read_vocabulary(ctx.input("tokenize") / "target_vocab.txt")
     model = load_trained(ctx)
@@ -379,7 +371,7 @@ def export(ctx: StageContext) -> dict[str, Any]:
         raise RuntimeError("Refusing to export: the train stage reports no completed epoch")
     tok = ctx.input("tokenize")
     model = load_trained(ctx)
-    test = _read_json(ctx.input("ingest") / "test.json")[:4]
+    test = read_json(ctx.input("ingest") / "test.json")[:4]
     out = export_translator(
         model,
         config.text,
