@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -116,6 +116,8 @@ class DataConfig:
         train_extra: more source URIs whose clips are added to the TRAINING split only, e.g.
             ``[synthetic]`` to add eSpeak voices to real recordings for speaker diversity; the
             validation and test splits stay those of ``source``.
+        label_map: renames source labels before anything else, e.g. ``{zero: "0"}`` so that
+            Speech Commands' digit words can train an FSDD model. Applies to every source.
         synthetic: settings of the ``synthetic`` source.
     """
 
@@ -131,6 +133,7 @@ class DataConfig:
     test_takes: int = 5
     max_per_label: int = 0
     train_extra: tuple[str, ...] = ()
+    label_map: dict[str, str] = field(default_factory=dict)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def __post_init__(self) -> None:
@@ -175,20 +178,41 @@ def parse_source(uri: str) -> tuple[str, str]:
 def list_source(config: DataConfig, cache_dir: Path, seed: int) -> SourceListing:
     """Lists the clips of ``config.source`` (generating or materializing them if needed).
 
-    Clips of ``config.train_extra`` sources are appended with their split set to ``train``.
+    Labels are renamed by ``config.label_map``. Clips of ``config.train_extra`` sources are
+    appended with their split set to ``train``; without ``data.commands`` (which folds other
+    words into ``_unknown_``), an extra clip whose label is not one of the main source's labels
+    is rejected with its reason, so extras add examples, never new classes.
     """
     name, argument = parse_source(config.source)
     listing = SOURCES.get(name)(argument, config=config, cache_dir=cache_dir, seed=seed)
+    listing.clips = [_relabel(c, config.label_map) for c in listing.clips]
+    classes = {c.label for c in listing.clips}
     for uri in config.train_extra:
         name, argument = parse_source(uri)
         extra = SOURCES.get(name)(argument, config=config, cache_dir=cache_dir, seed=seed)
-        listing.clips += [
-            Clip(c.path, c.label, f"{name}:{c.speaker}", "train", c.take, origin="extra")
-            for c in extra.clips
-        ]
+        for clip in extra.clips:
+            clip = _relabel(clip, config.label_map)
+            if not config.commands and clip.label not in classes:
+                listing.rejected.append(
+                    Rejected(
+                        clip.path,
+                        f"data.train_extra {uri}: label {clip.label!r} is not a label of "
+                        f"data.source (expected one of {sorted(classes)}; see data.label_map)",
+                    )
+                )
+                continue
+            listing.clips.append(
+                Clip(clip.path, clip.label, f"{name}:{clip.speaker}", "train", clip.take, "extra")
+            )
         listing.rejected += extra.rejected
         listing.noise_files += [p for p in extra.noise_files if p not in listing.noise_files]
     return listing
+
+
+def _relabel(clip: Clip, label_map: dict[str, str]) -> Clip:
+    if clip.label not in label_map:
+        return clip
+    return replace(clip, label=label_map[clip.label])
 
 
 def _require_dir(argument: str, source: str, layout: str) -> Path:

@@ -168,6 +168,35 @@ def test_train_extra_adds_synthetic_voices_to_training_only(wav_folder, tmp_path
     assert {c.speaker for c in clips if c.split == "test"} == {"s3"}
 
 
+def test_label_map_lets_speech_commands_words_train_fsdd_labels(wav_folder, tmp_path):
+    commands = tmp_path / "sc"
+    for word in ("one", "two", "bed"):
+        (commands / word).mkdir(parents=True)
+        soundfile.write(commands / word / "ab12_nohash_0.wav", tone(440, 0.5, 16000), 16000)
+    (commands / "_background_noise_").mkdir()
+    soundfile.write(commands / "_background_noise_" / "hum.wav", tone(50, 2.0, 16000), 16000)
+    config = DataConfig(
+        source=f"fsdd:{wav_folder}",
+        split="holdout",
+        test_speakers=("s3",),
+        train_extra=(f"speech_commands:{commands}",),
+        label_map={"one": "a", "two": "b"},
+    )
+    listing = list_source(config, tmp_path, 0)
+    extra = [c for c in listing.clips if c.origin == "extra"]
+    assert sorted(c.label for c in extra) == ["a", "b"]
+    # a word that maps to no FSDD label is a reported skip, never a new class
+    skipped = [r for r in listing.rejected if "bed" in r.item]
+    assert len(skipped) == 1 and "label 'bed' is not a label of data.source" in skipped[0].reason
+    assert listing.noise_files == [str(commands / "_background_noise_" / "hum.wav")]
+
+
+def test_label_map_renames_the_main_source(wav_folder, tmp_path):
+    config = DataConfig(source=f"fsdd:{wav_folder}", label_map={"a": "alpha"})
+    labels = {c.label for c in list_source(config, tmp_path, 0).clips}
+    assert labels == {"alpha", "b", "c"}
+
+
 def test_synthetic_labels_must_match_words():
     from data.checks import ConfigError
 
