@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,6 +24,9 @@ class AugmentConfig:
         noise_prob: probability that a copy gets background noise.
         snr_db_min: lowest signal-to-noise ratio in dB; snr_db_max: highest.
         gain_db: random gain range (+-) in dB.
+        copies_by_source: augmented copies for the training clips of one source, by source name
+            (``fsdd``, ``synthetic``, ``speech_commands``, ...), overriding ``copies``; e.g. more
+            copies of a small set of real speakers added with ``data.train_extra``.
     """
 
     copies: int = 0
@@ -34,6 +37,7 @@ class AugmentConfig:
     snr_db_min: float = 5.0
     snr_db_max: float = 30.0
     gain_db: float = 6.0
+    copies_by_source: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check(self.copies >= 0, "augment.copies", self.copies, ">= 0")
@@ -44,6 +48,8 @@ class AugmentConfig:
             (self.speed_min, self.speed_max),
             "0.5 <= speed_min <= speed_max <= 2",
         )
+        for source, copies in self.copies_by_source.items():
+            check(copies >= 0, f"augment.copies_by_source.{source}", copies, ">= 0")
         check(0 <= self.noise_prob <= 1, "augment.noise_prob", self.noise_prob, "in [0, 1]")
         check(
             self.snr_db_min <= self.snr_db_max,
@@ -51,6 +57,10 @@ class AugmentConfig:
             self.snr_db_min,
             f"<= snr_db_max ({self.snr_db_max})",
         )
+
+    def copies_for(self, source: str) -> int:
+        """Augmented copies made of each training clip of the source named ``source``."""
+        return self.copies_by_source.get(source, self.copies)
 
 
 def colored_noise(n: int, rng: np.random.Generator, exponent: float) -> np.ndarray:

@@ -16,7 +16,7 @@ from data.checks import check
 from data.clips import SILENCE, SPLITS, Clip, Rejected, SourceListing
 from data.feature_store import FeatureSet, FeatureTask, compute_many
 from data.files import read_json, write_json
-from data.speech_sources import DataConfig, assign_splits, balance, list_source
+from data.speech_sources import DataConfig, assign_splits, balance, list_source, parse_source
 from models.classifier import ModelConfig
 from models.gradients import GradientConfig
 from models.training import OptimizerConfig, TrainConfig
@@ -186,9 +186,11 @@ def features(ctx: StageContext) -> dict[str, Any]:
     counts = {}
     for split in SPLITS:
         in_split = [c for c in clips if c.split == split]
-        copies = config.augment.copies if split == "train" else 0
-        tasks = [FeatureTask(c.path, k) for c in in_split for k in range(copies + 1)]
-        owners = [c for c in in_split for _ in range(copies + 1)]
+        tasks, owners = [], []
+        for clip in in_split:  # copy 0 is the clean clip, 1.. the augmented ones
+            for k in range(1 + (_copies(config, clip) if split == "train" else 0)):
+                tasks.append(FeatureTask(clip.path, k))
+                owners.append(clip)
         results = compute_many(
             tasks,
             config.features,
@@ -222,12 +224,14 @@ def features(ctx: StageContext) -> dict[str, Any]:
         )
         feature_set.save(ctx.out_dir / f"{split}.npz")
         counts[split] = int(sum(c == 0 for c in copy_ids))
+        if split == "train":
+            augmented = int(sum(c > 0 for c in copy_ids))
     write_json(ctx.out_dir / "rejected.json", rejected)
     previous = ctx.results.get("ingest", {}).get("metrics", {})
     return {
         "metrics": {
             "examples": counts,
-            "augmented_train_examples": counts["train"] * config.augment.copies,
+            "augmented_train_examples": augmented,
             "rejected": {**previous.get("rejected", {}), "features": len(rejected)},
             # ingest rejects files before they have a split; decoding failures are counted per split
             "rejected_by_split": {
@@ -235,6 +239,15 @@ def features(ctx: StageContext) -> dict[str, Any]:
             },
         }
     }
+
+
+def _copies(config: SpeechConfig, clip: Clip) -> int:
+    """Augmented copies of a training clip: per source (``augment.copies_by_source``) or all."""
+    if clip.origin == "extra":
+        source = clip.speaker.split(":", 1)[0]
+    else:
+        source = parse_source(config.data.source)[0]
+    return config.augment.copies_for(source)
 
 
 # ---------------------------------------------------------------- train

@@ -113,3 +113,28 @@ def test_empty_split_is_a_clear_error(tmp_path, wav_folder):
     )
     with pytest.raises(ValueError, match="The train split is empty"):
         run_pipeline(pipeline, config, tmp_path / "run", until="ingest")
+
+
+def test_augmented_copies_per_source(tmp_path, wav_folder):
+    """``augment.copies_by_source`` gives the clips of one source their own number of copies."""
+    pipeline, config = resolve_config(
+        "fsdd",
+        overrides=[
+            f"data.source=fsdd:{wav_folder}",
+            "data.test_speakers=[s3]",
+            "data.val_speakers=[s2]",
+            "data.train_extra=[synthetic]",
+            "data.synthetic.voices=3",
+            "data.synthetic.words=[one, two, three]",
+            "data.synthetic.labels=[a, b, c]",
+            f"runtime.cache_dir={tmp_path / 'cache'}",
+            "augment.copies=1",
+            "augment.copies_by_source={synthetic: 0}",
+        ],
+    )
+    report = run_pipeline(pipeline, config, tmp_path / "run", until="features")
+    features = np.load(tmp_path / "run" / "stages" / "features" / "train.npz")
+    from_fsdd = np.array(["synthetic" not in p for p in features["paths"]])
+    assert sorted(set(features["copies"][from_fsdd])) == [0, 1]  # fsdd: clean + 1 copy
+    assert set(features["copies"][~from_fsdd]) == {0}  # synthetic: clean only
+    assert report.metrics["augmented_train_examples"] == int(from_fsdd.sum()) // 2
