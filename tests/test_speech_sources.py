@@ -52,6 +52,25 @@ def test_fsdd_real_data_holdout():
     assert len(test) == 500 and {c.speaker for c in test} == {"george"}
 
 
+def test_fsdd_preset_adds_speech_commands_digits_to_training():
+    """The fsdd preset's extras on the real data: the ten digit words, relabelled, train only."""
+    from pipelines.cli import resolve_config
+
+    fsdd, commands = shared_path("fsdd", "recordings"), shared_path("speech_commands_subset")
+    _, config = resolve_config(
+        "fsdd",
+        overrides=[
+            f"data.source=fsdd:{fsdd}",
+            f"data.train_extra=[speech_commands:{commands}]",
+        ],
+    )
+    clips = assign_splits(list_source(config.data, Path("/tmp"), 0), config.data)
+    extra = [c for c in clips if c.origin == "extra"]
+    assert Counter(c.label for c in extra) == {str(d): 13 for d in range(10)}
+    assert {c.split for c in extra} == {"train"}
+    assert {c.split for c in clips if c.speaker == "george"} == {"test"}
+
+
 def test_speech_commands_uses_lists_and_folds_unknown():
     folder = shared_path("speech_commands_subset")
     config = DataConfig(
