@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+PRESET_SPEAKER = "george"  # data.test_speakers of pipelines/configs/fsdd.yaml
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "yweweler")
 
 
@@ -48,6 +49,9 @@ def main() -> None:
     rows = [run(f"preset-seed{s}", [source, f"runtime.seed={s}"]) for s in args.seeds]
     if not args.skip_loso:
         for speaker in args.speakers:
+            if speaker == PRESET_SPEAKER and 0 in args.seeds:  # the preset's own seed-0 run
+                rows.append({**rows[args.seeds.index(0)], "run": f"loso-{speaker}"})
+                continue
             rows.append(run(f"loso-{speaker}", [source, f"data.test_speakers=[{speaker}]"]))
     if not args.skip_takes:
         rows.append(

@@ -43,11 +43,16 @@ class Rejected:
 
 @dataclass
 class SourceListing:
-    """What a source found: usable clips, rejected items and background-noise files."""
+    """What a source found: usable clips, rejected items and background-noise files.
+
+    ``left_out`` holds good clips skipped by design (e.g. extra clips of labels that are not
+    classes), reported apart from ``rejected`` (unusable input).
+    """
 
     clips: list[Clip] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     noise_files: list[str] = field(default_factory=list)
+    left_out: list[Rejected] = field(default_factory=list)
 
 
 def hash_percent(key: str) -> float:

@@ -181,7 +181,7 @@ def list_source(config: DataConfig, cache_dir: Path, seed: int) -> SourceListing
     Labels are renamed by ``config.label_map``. Clips of ``config.train_extra`` sources are
     appended with their split set to ``train``; without ``data.commands`` (which folds other
     words into ``_unknown_``), an extra clip whose label is not one of the main source's labels
-    is rejected with its reason, so extras add examples, never new classes.
+    is left out (``listing.left_out``, with the reason), so extras add examples, never classes.
     """
     name, argument = parse_source(config.source)
     listing = SOURCES.get(name)(argument, config=config, cache_dir=cache_dir, seed=seed)
@@ -193,7 +193,7 @@ def list_source(config: DataConfig, cache_dir: Path, seed: int) -> SourceListing
         for clip in extra.clips:
             clip = _relabel(clip, config.label_map)
             if not config.commands and clip.label not in classes:
-                listing.rejected.append(
+                listing.left_out.append(
                     Rejected(
                         clip.path,
                         f"data.train_extra {uri}: label {clip.label!r} is not a label of "
@@ -205,6 +205,7 @@ def list_source(config: DataConfig, cache_dir: Path, seed: int) -> SourceListing
                 Clip(clip.path, clip.label, f"{name}:{clip.speaker}", "train", clip.take, "extra")
             )
         listing.rejected += extra.rejected
+        listing.left_out += extra.left_out
         listing.noise_files += [p for p in extra.noise_files if p not in listing.noise_files]
     return listing
 

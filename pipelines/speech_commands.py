@@ -151,6 +151,7 @@ def ingest(ctx: StageContext) -> dict[str, Any]:
 
     write_json(ctx.out_dir / "clips.json", [c.to_dict() for c in clips])
     write_json(ctx.out_dir / "rejected.json", [r.to_dict() for r in rejected])
+    write_json(ctx.out_dir / "left_out.json", [r.to_dict() for r in listing.left_out])
     write_json(ctx.out_dir / "labels.json", train_labels)
     write_json(ctx.out_dir / "noise.json", listing.noise_files)
     speakers = {s: len({c.speaker for c in clips if c.split == s}) for s in SPLITS}
@@ -159,13 +160,14 @@ def ingest(ctx: StageContext) -> dict[str, Any]:
         "labels": train_labels,
         "speakers": speakers,
         "per_label": per_label,
-        "left_out_by_balance": left_out,
         "metrics": {
             "source": data.source,
             "labels": train_labels,
             "examples": counts,
             "speakers": speakers,
             "rejected": {"ingest": len(rejected)},
+            # good clips skipped by design, listed in left_out.json (balance: by hash, unlisted)
+            "left_out": {"not a class": len(listing.left_out), "balance": left_out},
         },
     }
 
@@ -490,6 +492,9 @@ def summarize(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     """Run-summary rows for this pipeline."""
     rows = [("source", str(metrics.get("source", "")))]
     rows += summary_rows(metrics)
+    left_out = {k: v for k, v in metrics.get("left_out", {}).items() if v}
+    if left_out:
+        rows.append(("left out by design", ", ".join(f"{k} {v}" for k, v in left_out.items())))
     if "val_accuracy" in metrics:
         rows.append(
             ("best val accuracy", f"{metrics['val_accuracy']:.4f} (epoch {metrics['best_epoch']})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -138,3 +139,28 @@ def test_augmented_copies_per_source(tmp_path, wav_folder):
     assert sorted(set(features["copies"][from_fsdd])) == [0, 1]  # fsdd: clean + 1 copy
     assert set(features["copies"][~from_fsdd]) == {0}  # synthetic: clean only
     assert report.metrics["augmented_train_examples"] == int(from_fsdd.sum()) // 2
+
+
+def test_extra_clips_of_other_labels_are_left_out_and_reported(tmp_path, wav_folder):
+    commands = tmp_path / "sc"
+    for word in ("one", "bed"):
+        (commands / word).mkdir(parents=True)
+        soundfile.write(commands / word / "ab12_nohash_0.wav", tone(440, 0.5, 16000), 16000)
+    pipeline, config = resolve_config(
+        "fsdd",
+        overrides=[
+            f"data.source=fsdd:{wav_folder}",
+            "data.test_speakers=[s3]",
+            "data.val_speakers=[s2]",
+            f"data.train_extra=[speech_commands:{commands}]",
+            "data.label_map={one: a}",
+            f"runtime.cache_dir={tmp_path / 'cache'}",
+        ],
+    )
+    report = run_pipeline(pipeline, config, tmp_path / "run", until="ingest")
+    assert report.metrics["left_out"]["not a class"] == 1
+    assert report.metrics["rejected"] == {"ingest": 2}  # the two bad files of wav_folder only
+    left_out = json.loads((tmp_path / "run" / "stages" / "ingest" / "left_out.json").read_text())
+    assert [Path(r["item"]).parent.name for r in left_out] == ["bed"]
+    clips = json.loads((tmp_path / "run" / "stages" / "ingest" / "clips.json").read_text())
+    assert [c["label"] for c in clips if c["origin"] == "extra"] == ["a"]
