@@ -16,7 +16,9 @@ MAX_NUM_WAVS_PER_CLASS = 2**27 - 1  # as in the Speech Commands reference code
 class Clip:
     """One audio clip: where it is, its label, who spoke it and (if known) its split.
 
-    ``origin`` is ``"extra"`` for clips of ``data.train_extra`` sources, which only ever train.
+    ``origin`` is ``"extra"`` for clips of ``data.train_extra`` sources, which only ever train;
+    ``source`` names the source that listed the clip (``fsdd``, ``synthetic``, ...; empty for
+    generated ``_silence_`` clips).
     """
 
     path: str
@@ -25,6 +27,7 @@ class Clip:
     split: str = ""
     take: str = ""
     origin: str = ""
+    source: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)

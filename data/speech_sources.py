@@ -185,7 +185,7 @@ def list_source(config: DataConfig, cache_dir: Path, seed: int) -> SourceListing
     """
     name, argument = parse_source(config.source)
     listing = SOURCES.get(name)(argument, config=config, cache_dir=cache_dir, seed=seed)
-    listing.clips = [_relabel(c, config.label_map) for c in listing.clips]
+    listing.clips = [replace(_relabel(c, config.label_map), source=name) for c in listing.clips]
     classes = {c.label for c in listing.clips}
     for uri in config.train_extra:
         name, argument = parse_source(uri)
@@ -202,7 +202,13 @@ def list_source(config: DataConfig, cache_dir: Path, seed: int) -> SourceListing
                 )
                 continue
             listing.clips.append(
-                Clip(clip.path, clip.label, f"{name}:{clip.speaker}", "train", clip.take, "extra")
+                replace(
+                    clip,
+                    speaker=f"{name}:{clip.speaker}",
+                    split="train",
+                    origin="extra",
+                    source=name,
+                )
             )
         listing.rejected += extra.rejected
         listing.left_out += extra.left_out
@@ -406,7 +412,7 @@ def assign_splits(listing: SourceListing, config: DataConfig) -> list[Clip]:
         label = clip.label
         if config.commands and label not in config.commands:
             label = UNKNOWN
-        out.append(Clip(clip.path, label, clip.speaker, split, clip.take, clip.origin))
+        out.append(replace(clip, label=label, split=split))
     return out
 
 

@@ -16,7 +16,7 @@ from data.checks import check
 from data.clips import SILENCE, SPLITS, Clip, Rejected, SourceListing
 from data.feature_store import FeatureSet, FeatureTask, compute_many
 from data.files import read_json, write_json
-from data.speech_sources import DataConfig, assign_splits, balance, list_source, parse_source
+from data.speech_sources import DataConfig, assign_splits, balance, list_source
 from models.classifier import ModelConfig
 from models.gradients import GradientConfig
 from models.training import OptimizerConfig, TrainConfig
@@ -190,7 +190,8 @@ def features(ctx: StageContext) -> dict[str, Any]:
         in_split = [c for c in clips if c.split == split]
         tasks, owners = [], []
         for clip in in_split:  # copy 0 is the clean clip, 1.. the augmented ones
-            for k in range(1 + (_copies(config, clip) if split == "train" else 0)):
+            copies = config.augment.copies_for(clip.source) if split == "train" else 0
+            for k in range(1 + copies):
                 tasks.append(FeatureTask(clip.path, k))
                 owners.append(clip)
         results = compute_many(
@@ -241,15 +242,6 @@ def features(ctx: StageContext) -> dict[str, Any]:
             },
         }
     }
-
-
-def _copies(config: SpeechConfig, clip: Clip) -> int:
-    """Augmented copies of a training clip: per source (``augment.copies_by_source``) or all."""
-    if clip.origin == "extra":
-        source = clip.speaker.split(":", 1)[0]
-    else:
-        source = parse_source(config.data.source)[0]
-    return config.augment.copies_for(source)
 
 
 # ---------------------------------------------------------------- train

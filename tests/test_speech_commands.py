@@ -18,6 +18,13 @@ from tests.conftest import tone
 from tests.test_cli import TINY
 
 
+def fsdd_config(folder, cache, *overrides):
+    """The fsdd preset on a generated FSDD-style ``folder``, caching under ``cache``."""
+    return resolve_config(
+        "fsdd", overrides=[f"data.source=fsdd:{folder}", f"runtime.cache_dir={cache}", *overrides]
+    )
+
+
 class KilledError(Exception):
     pass
 
@@ -75,17 +82,14 @@ def test_bad_files_are_counted_and_listed(tmp_path):
     (folder / "low_ann_7.wav").write_bytes(b"garbage")
     soundfile.write(folder / "high_bob_8.wav", np.zeros(400, np.float32), 8000)  # silent
     (folder / "README.txt").write_text("not audio")
-    pipeline, config = resolve_config(
-        "fsdd",
-        overrides=[
-            f"data.source=fsdd:{folder}",
-            "data.test_speakers=[dan]",
-            "data.val_speakers=[cid]",
-            f"runtime.cache_dir={tmp_path / 'cache'}",
-            "augment.copies=0",
-            "data.train_extra=[]",
-            "model.units=8",
-        ],
+    pipeline, config = fsdd_config(
+        folder,
+        tmp_path / "cache",
+        "data.test_speakers=[dan]",
+        "data.val_speakers=[cid]",
+        "augment.copies=0",
+        "data.train_extra=[]",
+        "model.units=8",
     )
     report = run_pipeline(pipeline, config, tmp_path / "run", until="features")
     rejected = json.loads((tmp_path / "run" / "stages" / "ingest" / "rejected.json").read_text())
@@ -102,15 +106,12 @@ def test_bad_files_are_counted_and_listed(tmp_path):
 
 
 def test_empty_split_is_a_clear_error(tmp_path, wav_folder):
-    pipeline, config = resolve_config(
-        "fsdd",
-        overrides=[
-            f"data.source=fsdd:{wav_folder}",
-            "data.test_speakers=[s1]",
-            "data.val_speakers=[s2, s3]",
-            "data.train_extra=[]",
-            f"runtime.cache_dir={tmp_path}",
-        ],
+    pipeline, config = fsdd_config(
+        wav_folder,
+        tmp_path,
+        "data.test_speakers=[s1]",
+        "data.val_speakers=[s2, s3]",
+        "data.train_extra=[]",
     )
     with pytest.raises(ValueError, match="The train split is empty"):
         run_pipeline(pipeline, config, tmp_path / "run", until="ingest")
@@ -118,20 +119,17 @@ def test_empty_split_is_a_clear_error(tmp_path, wav_folder):
 
 def test_augmented_copies_per_source(tmp_path, wav_folder):
     """``augment.copies_by_source`` gives the clips of one source their own number of copies."""
-    pipeline, config = resolve_config(
-        "fsdd",
-        overrides=[
-            f"data.source=fsdd:{wav_folder}",
-            "data.test_speakers=[s3]",
-            "data.val_speakers=[s2]",
-            "data.train_extra=[synthetic]",
-            "data.synthetic.voices=3",
-            "data.synthetic.words=[one, two, three]",
-            "data.synthetic.labels=[a, b, c]",
-            f"runtime.cache_dir={tmp_path / 'cache'}",
-            "augment.copies=1",
-            "augment.copies_by_source={synthetic: 0}",
-        ],
+    pipeline, config = fsdd_config(
+        wav_folder,
+        tmp_path / "cache",
+        "data.test_speakers=[s3]",
+        "data.val_speakers=[s2]",
+        "data.train_extra=[synthetic]",
+        "data.synthetic.voices=3",
+        "data.synthetic.words=[one, two, three]",
+        "data.synthetic.labels=[a, b, c]",
+        "augment.copies=1",
+        "augment.copies_by_source={synthetic: 0}",
     )
     report = run_pipeline(pipeline, config, tmp_path / "run", until="features")
     features = np.load(tmp_path / "run" / "stages" / "features" / "train.npz")
@@ -146,16 +144,13 @@ def test_extra_clips_of_other_labels_are_left_out_and_reported(tmp_path, wav_fol
     for word in ("one", "bed"):
         (commands / word).mkdir(parents=True)
         soundfile.write(commands / word / "ab12_nohash_0.wav", tone(440, 0.5, 16000), 16000)
-    pipeline, config = resolve_config(
-        "fsdd",
-        overrides=[
-            f"data.source=fsdd:{wav_folder}",
-            "data.test_speakers=[s3]",
-            "data.val_speakers=[s2]",
-            f"data.train_extra=[speech_commands:{commands}]",
-            "data.label_map={one: a}",
-            f"runtime.cache_dir={tmp_path / 'cache'}",
-        ],
+    pipeline, config = fsdd_config(
+        wav_folder,
+        tmp_path / "cache",
+        "data.test_speakers=[s3]",
+        "data.val_speakers=[s2]",
+        f"data.train_extra=[speech_commands:{commands}]",
+        "data.label_map={one: a}",
     )
     report = run_pipeline(pipeline, config, tmp_path / "run", until="ingest")
     assert report.metrics["left_out"]["not a class"] == 1

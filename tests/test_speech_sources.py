@@ -204,6 +204,8 @@ def test_label_map_lets_speech_commands_words_train_fsdd_labels(wav_folder, tmp_
     listing = list_source(config, tmp_path, 0)
     extra = [c for c in listing.clips if c.origin == "extra"]
     assert sorted(c.label for c in extra) == ["a", "b"]
+    assert {c.source for c in extra} == {"speech_commands"}
+    assert {c.source for c in listing.clips if c.origin != "extra"} == {"fsdd"}
     # a word that maps to no FSDD label is a reported skip, never a new class
     assert not any("bed" in r.item for r in listing.rejected)
     skipped = [r for r in listing.left_out if "bed" in r.item]
