@@ -111,6 +111,25 @@ def feature_shape(config: FeatureConfig) -> FeatureShape:
     )
 
 
+def header_problem(path: str) -> str | None:
+    """Why the file cannot be used, from its header alone, or None."""
+    import os
+
+    import soundfile
+
+    if not os.path.exists(path):
+        return "file not found"
+    if os.path.getsize(path) == 0:
+        return "empty file (0 bytes)"
+    try:
+        info = soundfile.info(path)
+    except Exception as err:  # noqa: BLE001 - libsndfile reports many formats' errors
+        return f"unreadable audio ({str(err).strip()[:120]})"
+    if info.frames == 0:
+        return "empty audio (0 samples)"
+    return None
+
+
 def load_audio(path: str, sample_rate: int) -> np.ndarray:
     """Decodes ``path`` to mono float32 at ``sample_rate``, resampling as needed.
 

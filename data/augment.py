@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from data.audio import FeatureConfig
 from data.checks import check
+from data.clips import SILENCE, Clip
 
 
 @dataclass(frozen=True)
@@ -145,3 +148,43 @@ def silence_clip(noises: list[np.ndarray], n: int, rng: np.random.Generator) -> 
         y = colored_noise(n, rng, float(rng.uniform(0, 2)))
     level = 10 ** (rng.uniform(-60, -20) / 20)  # -60 to -20 dBFS
     return np.clip(y * level, -1, 1).astype(np.float32)
+
+
+def write_silence_clips(
+    noise_files: list[str],
+    counts: dict[str, int],
+    out_dir: Path,
+    listed_dir: Path,
+    features: FeatureConfig,
+    seed: int,
+) -> list[Clip]:
+    """Writes ``counts[split]`` ``_silence_`` clips per split, cut from the background noises.
+
+    Args:
+        noise_files: background-noise recordings (generated noise when empty).
+        counts: clips to write per split.
+        out_dir: where the files are written.
+        listed_dir: the folder the clips are listed under (where ``out_dir`` will be published).
+        features: the sample rate and clip length.
+        seed: random seed.
+
+    Returns:
+        The clips, labelled ``_silence_``, with one pseudo-speaker per split.
+    """
+    import soundfile
+
+    from data.audio import load_audio
+
+    rng = np.random.default_rng(seed)
+    noises = [load_audio(p, features.sample_rate) for p in noise_files]
+    n_samples = int(features.sample_rate * features.clip_seconds)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clips = []
+    for split, count in counts.items():
+        for i in range(count):
+            name = f"{split}_{i:05d}.wav"
+            soundfile.write(
+                out_dir / name, silence_clip(noises, n_samples, rng), features.sample_rate
+            )
+            clips.append(Clip(str(listed_dir / name), SILENCE, f"silence-{split}", split))
+    return clips

@@ -10,6 +10,18 @@ SPLITS = ("train", "validation", "test")
 SILENCE = "_silence_"
 UNKNOWN = "_unknown_"
 MAX_NUM_WAVS_PER_CLASS = 2**27 - 1  # as in the Speech Commands reference code
+# Formats libsndfile decodes (others fall back to librosa's decoders when listed in a manifest).
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif", ".mp3")
+
+
+def is_audio_name(path: str) -> bool:
+    """Whether ``path`` has an audio file extension (case-insensitive).
+
+    Example:
+        >>> is_audio_name("a/b.FLAC"), is_audio_name("README.md")
+        (True, False)
+    """
+    return path.lower().endswith(AUDIO_EXTENSIONS)
 
 
 @dataclass(frozen=True)
@@ -65,7 +77,7 @@ def hash_percent(key: str) -> float:
         >>> 0 <= hash_percent("speaker_a") < 100
         True
     """
-    digest = hashlib.sha1(key.encode("utf-8")).hexdigest()
+    digest = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
     return (int(digest, 16) % (MAX_NUM_WAVS_PER_CLASS + 1)) * (100.0 / MAX_NUM_WAVS_PER_CLASS)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zlib
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 from data.audio import AudioError, FeatureConfig, load_audio, mfcc
 from data.augment import AugmentConfig, augment
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: augmentation seeded by content
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,9 @@ def compute_one(
     try:
         y = load_audio(task.path, features.sample_rate)
         if task.copy:
-            rng = np.random.default_rng([seed, task.copy, int(key[:8], 16)])
+            # Seeded by the audio itself, not by its path or mtime: the same clip gets the same
+            # augmentation wherever it lives (e.g. _silence_ clips inside each run directory).
+            rng = np.random.default_rng([seed, task.copy, zlib.crc32(y.tobytes())])
             y = augment(
                 y, aug, features.sample_rate, _noises(noise_files, features.sample_rate), rng
             )
@@ -152,3 +155,68 @@ def compute_many(
             results.extend(out)
             progress.advance(bar, len(out))
     return results
+
+
+def build_feature_set(
+    clips: list,
+    index: dict[str, int],
+    copies: dict[str, int],
+    features: FeatureConfig,
+    aug: AugmentConfig | None,
+    noise_files: tuple[str, ...],
+    cache_dir: str | None,
+    seed: int,
+    workers: int,
+    description: str = "MFCC",
+) -> tuple[FeatureSet, list[tuple[str, str]]]:
+    """MFCC of one split's clips and their augmented copies, as one ``FeatureSet``.
+
+    Args:
+        clips: the split's ``data.clips.Clip`` records.
+        index: label -> class id.
+        copies: clip path -> number of augmented copies (0 outside training).
+        features: MFCC settings.
+        aug: augmentation settings for the copies.
+        noise_files: background noises for augmentation.
+        cache_dir: the feature cache.
+        seed: random seed of the augmentation.
+        workers: processes.
+        description: the progress bar's label.
+
+    Returns:
+        The feature set and ``(path, reason)`` of every clip that could not be decoded.
+
+    Raises:
+        ValueError: no clip of the split could be decoded.
+    """
+    tasks, owners = [], []
+    for clip in clips:  # copy 0 is the clean clip, 1.. the augmented ones
+        for k in range(1 + copies.get(clip.path, 0)):
+            tasks.append(FeatureTask(clip.path, k))
+            owners.append(clip)
+    results = compute_many(
+        tasks, features, aug, noise_files, cache_dir, seed, workers=workers, description=description
+    )
+    seqs, labs, paths, copy_ids, failed = [], [], [], [], []
+    for task, clip, result in zip(tasks, owners, results, strict=True):
+        if isinstance(result, str):
+            if task.copy == 0:
+                failed.append((clip.path, result))
+            continue
+        seqs.append(result)
+        labs.append(index[clip.label])
+        paths.append(clip.path)
+        copy_ids.append(task.copy)
+    if not seqs:
+        raise ValueError(
+            f"No usable audio among {len(clips)} clips ({description}); first failures: "
+            f"{failed[:3]}"
+        )
+    feature_set = FeatureSet(
+        frames=np.concatenate(seqs).astype(np.float32),
+        lengths=np.array([len(s) for s in seqs], np.int32),
+        labels=np.array(labs, np.int32),
+        paths=np.array(paths),
+        copies=np.array(copy_ids, np.int32),
+    )
+    return feature_set, failed

@@ -7,6 +7,7 @@ that cannot be used is listed in ``SourceListing.rejected`` with the reason.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -14,7 +15,18 @@ from pathlib import Path
 from typing import Literal
 
 from data.checks import check
-from data.clips import SPLITS, UNKNOWN, Clip, Rejected, SourceListing, hash_percent, hash_split
+from data.clips import (
+    AUDIO_EXTENSIONS,
+    SPLITS,
+    UNKNOWN,
+    Clip,
+    Rejected,
+    SourceListing,
+    hash_percent,
+    hash_split,
+    is_audio_name,
+)
+from data.fingerprints import file_state, folder_state, paths_state
 from data.registry import Registry
 
 SOURCES: Registry[Callable[..., SourceListing]] = Registry("speech source")
@@ -118,6 +130,8 @@ class DataConfig:
             validation and test splits stay those of ``source``.
         label_map: renames source labels before anything else, e.g. ``{zero: "0"}`` so that
             Speech Commands' digit words can train an FSDD model. Applies to every source.
+        max_rejected_percent: stop before training when more than this percentage of the clips
+            is unusable (listed in ``rejected.json``): a wrong folder or format, not bad luck.
         synthetic: settings of the ``synthetic`` source.
     """
 
@@ -134,6 +148,7 @@ class DataConfig:
     max_per_label: int = 0
     train_extra: tuple[str, ...] = ()
     label_map: dict[str, str] = field(default_factory=dict)
+    max_rejected_percent: float = 5.0
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def __post_init__(self) -> None:
@@ -144,7 +159,13 @@ class DataConfig:
             self.source,
             f"a URI starting with one of {SOURCES.names()}",
         )
-        for key in ("unknown_percent", "silence_percent", "val_percent", "test_percent"):
+        for key in (
+            "unknown_percent",
+            "silence_percent",
+            "val_percent",
+            "test_percent",
+            "max_rejected_percent",
+        ):
             value = getattr(self, key)
             check(0 <= value <= 100, f"data.{key}", value, "a percentage in [0, 100]")
         check(
@@ -216,6 +237,42 @@ def list_source(config: DataConfig, cache_dir: Path, seed: int) -> SourceListing
     return listing
 
 
+def source_state(config: DataConfig) -> dict[str, str]:
+    """The state of every file the configured sources read, for the ingest stage's fingerprint.
+
+    Folders (``fsdd``, ``speech_commands``) by each file's path, size and mtime; a manifest by its
+    content and the size and mtime of the files it lists. ``synthetic`` and ``tfds`` are fully
+    described by the config (and the generator's version).
+    """
+    return {
+        uri: _STATE.get(parse_source(uri)[0], _no_state)(parse_source(uri)[1])
+        for uri in (config.source, *config.train_extra)
+    }
+
+
+def _no_state(argument: str) -> str:
+    return ""
+
+
+def _manifest_state(argument: str) -> str:
+    csv_path = Path(argument).expanduser()
+    if not csv_path.is_file():
+        return "missing"
+    with csv_path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        listed = [
+            (row.get("path") or "").strip() for row in csv.DictReader(handle) if row.get("path")
+        ]
+    paths = [Path(p) if Path(p).is_absolute() else csv_path.parent / p for p in listed]
+    return f"{file_state(csv_path)}:{paths_state(paths)}"
+
+
+_STATE: dict[str, Callable[[str], str]] = {
+    "fsdd": lambda argument: folder_state(Path(argument).expanduser()),
+    "speech_commands": lambda argument: folder_state(Path(argument).expanduser()),
+    "manifest": _manifest_state,
+}
+
+
 def _relabel(clip: Clip, label_map: dict[str, str]) -> Clip:
     if clip.label not in label_map:
         return clip
@@ -241,7 +298,12 @@ def fsdd_source(argument: str, **_) -> SourceListing:
         if path.is_dir():
             continue
         match = pattern.match(path.stem)
-        if path.suffix.lower() != ".wav" or not match:
+        if not is_audio_name(path.name):
+            listing.rejected.append(
+                Rejected(str(path), f"not an audio file (expected one of {AUDIO_EXTENSIONS})")
+            )
+            continue
+        if not match:
             listing.rejected.append(
                 Rejected(str(path), "name does not match {label}_{speaker}_{take}.wav")
             )
@@ -268,15 +330,22 @@ def speech_commands_source(argument: str, config: DataConfig, **_) -> SourceList
     val_list = _read_list(folder / "validation_list.txt")
     test_list = _read_list(folder / "testing_list.txt")
     use_lists = config.split == "auto" and bool(val_list or test_list)
+    for label_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if not any(label_dir.iterdir()):
+            listing.rejected.append(Rejected(str(label_dir), "empty label folder (no clips)"))
     for path in sorted(folder.glob("*/*")):
         word = path.parent.name
         if word == "_background_noise_":
-            if path.suffix.lower() == ".wav":
+            if is_audio_name(path.name):
                 listing.noise_files.append(str(path))
+            elif path.name.upper() != "README.MD":
+                listing.rejected.append(Rejected(str(path), "not an audio file (noise folder)"))
             continue
         relative = f"{word}/{path.name}"
-        if path.suffix.lower() != ".wav":
-            listing.rejected.append(Rejected(str(path), "not a .wav file"))
+        if not is_audio_name(path.name):
+            listing.rejected.append(
+                Rejected(str(path), f"not an audio file (expected one of {AUDIO_EXTENSIONS})")
+            )
             continue
         speaker = path.stem.split("_nohash_")[0]
         split = ""
@@ -301,7 +370,14 @@ def manifest_source(argument: str, **_) -> SourceListing:
     if not csv_path.is_file():
         raise FileNotFoundError(f"data.source manifest:{argument}: file not found")
     listing = SourceListing()
-    with csv_path.open(newline="", encoding="utf-8") as handle:
+    try:  # utf-8-sig: a byte-order mark (as spreadsheet programs write) is not part of "path"
+        text = csv_path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"manifest {argument}: not UTF-8 text (byte {err.start}: {err.reason}); save it as "
+            "UTF-8 CSV"
+        ) from None
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         missing = {"path", "label"} - set(reader.fieldnames or ())
         if missing:
@@ -321,6 +397,18 @@ def manifest_source(argument: str, **_) -> SourceListing:
                 )
                 continue
             full = Path(path) if Path(path).is_absolute() else csv_path.parent / path
+            if None in row:  # DictReader puts the cells beyond the header under the key None
+                listing.rejected.append(
+                    Rejected(
+                        f"{argument}:{line}",
+                        f"{len(reader.fieldnames or ()) + len(row[None])} columns; the header "
+                        f"has {len(reader.fieldnames or ())}",
+                    )
+                )
+                continue
+            if not full.is_file():
+                listing.rejected.append(Rejected(str(full), f"file not found ({argument}:{line})"))
+                continue
             speaker = (row.get("speaker") or "").strip()
             listing.clips.append(Clip(str(full), label, speaker, split=split))
     return listing
@@ -444,3 +532,33 @@ def balance(clips: list[Clip], config: DataConfig) -> tuple[list[Clip], int]:
             chosen = capped
         kept.extend(chosen)
     return kept, len(clips) - len(kept)
+
+
+def readable_clips(listing: SourceListing) -> tuple[list[Clip], list[Rejected]]:
+    """The listed clips whose audio header can be read, and the rejected ones with reasons."""
+    from rich.progress import track
+
+    from data.audio import header_problem
+
+    usable, rejected = [], list(listing.rejected)
+    for clip in track(listing.clips, description="Checking audio", transient=True):
+        reason = header_problem(clip.path)
+        if reason:
+            rejected.append(Rejected(clip.path, reason))
+        else:
+            usable.append(clip)
+    return usable, rejected
+
+
+def keep_trained_labels(
+    clips: list[Clip], rejected: list[Rejected]
+) -> tuple[list[Clip], list[str]]:
+    """Drops (into ``rejected``) clips whose label has no training clip; returns the classes."""
+    train_labels = sorted({c.label for c in clips if c.split == "train"})
+    kept = []
+    for clip in clips:
+        if clip.label in train_labels:
+            kept.append(clip)
+        else:
+            rejected.append(Rejected(clip.path, f"label {clip.label!r} has no training clips"))
+    return kept, train_labels

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -91,7 +92,8 @@ def generate(config, out_root: Path, seed: int) -> SourceListing:  # noqa: ANN00
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(variants, size=config.voices, replace=False).tolist())
     splits = voice_splits(chosen, seed)
-    tmp = out_root / f".{key}.tmp"
+    # A private folder per process: concurrent generators (e.g. tuning workers) never share one.
+    tmp = out_root / f".{key}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "_background_noise_").mkdir(parents=True)
     noises = _noise_bank(rng)
@@ -151,8 +153,14 @@ def generate(config, out_root: Path, seed: int) -> SourceListing:  # noqa: ANN00
         "requested": len(jobs),
     }
     (tmp / "manifest.json").write_text(json.dumps(data, indent=1))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    try:
+        tmp.rename(folder)  # atomic; fails if another process published the same set first
+    except OSError:
+        if manifest.is_file():
+            shutil.rmtree(tmp, ignore_errors=True)
+            return _listing(folder, json.loads(manifest.read_text()))  # the winner's, identical
+        shutil.rmtree(folder)  # an incomplete folder from an older version: replace it
+        tmp.rename(folder)
     return _listing(folder, data)
 
 

@@ -15,6 +15,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import tensorflow as tf
 
@@ -27,7 +28,9 @@ SPECIALS = (PAD, UNK, START, END)  # ids 0..3 in every vocabulary
 PAD_ID, UNK_ID, START_ID, END_ID = range(4)
 
 _WORD = r"\pL\pN\pM_'"  # RE2 (TensorFlow) classes: letters, digits, marks, underscore, apostrophe
-_PUNCT = rf"[^{_WORD}\s{MARK}]"
+# Python's str.isspace() set, in RE2 (whose \s alone is ASCII): NBSP and friends are spaces too.
+_SPACE = r"\s\x{0b}\x{1c}-\x{1f}\x{85}\pZ"
+_PUNCT = rf"[^{_WORD}{_SPACE}{MARK}]"
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,19 @@ class TextConfig:
             check(value > len(SPECIALS), f"text.{key}", value, f"> {len(SPECIALS)}")
 
 
-_PUNCT_PY = re.compile(r"[^\w\s']", re.UNICODE)
 _SPACE_PY = re.compile(r"\s+")
+
+
+def _is_word_char(char: str) -> bool:
+    r"""Python twin of ``_WORD`` (letters, digits and combining marks of any script, ``_``, ``'``).
+
+    Python's ``\w`` leaves out combining marks, so an NFD "está" would lose its accent.
+    """
+    return unicodedata.category(char)[0] in "LNM" or char in "_'"
+
+
+def _strip_punctuation(text: str) -> str:
+    return "".join(c if c.isspace() or _is_word_char(c) else " " for c in text)
 
 
 def lowercases(config: TextConfig, side: str) -> bool:
@@ -89,7 +103,7 @@ def clean(sentence: str, config: TextConfig, side: str = "target") -> str:
     if lowercases(config, side):
         text = text.lower()
     if config.strip_punctuation:
-        text = _PUNCT_PY.sub(" ", text)
+        text = _strip_punctuation(text)
     return _SPACE_PY.sub(" ", text).strip()
 
 
@@ -140,12 +154,21 @@ def join_tokens(tokens: tf.RaggedTensor | tf.Tensor, level: str) -> tf.Tensor:
 
 
 def standardize(text: tf.Tensor, config: TextConfig, side: str = "target") -> tf.Tensor:
-    """The graph twin of ``clean`` (minus Unicode normalization, which has no TensorFlow op)."""
+    """The graph twin of ``clean``: the same normalization, case, punctuation and spaces.
+
+    Unicode normalization is ``tensorflow_text.normalize_utf8`` (ICU), so a SavedModel that
+    calls this takes text in any normalization form; load it after ``import tensorflow_text``,
+    which registers the op.
+    """
+    import tensorflow_text
+
+    text = tensorflow_text.normalize_utf8(text, config.unicode_form)
+    text = tf.strings.regex_replace(text, MARK, " ")
     if lowercases(config, side):
         text = tf.strings.lower(text, encoding="utf-8")
     if config.strip_punctuation:
         text = tf.strings.regex_replace(text, _PUNCT, " ")
-    return tf.strings.strip(tf.strings.regex_replace(text, r"\s+", " "))
+    return tf.strings.strip(tf.strings.regex_replace(text, f"[{_SPACE}]+", " "))
 
 
 def tokenize_many(
@@ -174,3 +197,8 @@ def encode(token_lists: list[list[str]], vocabulary: list[str]) -> list[list[int
     """Token ids (unknown tokens -> ``UNK_ID``), no start/end tokens."""
     index = {t: i for i, t in enumerate(vocabulary)}
     return [[index.get(t, UNK_ID) for t in tokens] for tokens in token_lists]
+
+
+def read_vocabulary(path: Path) -> list[str]:
+    """A vocabulary file: one token per line, line number = id (line 1 is the empty padding)."""
+    return path.read_text(encoding="utf-8").split("\n")[:-1]

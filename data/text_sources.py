@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from data.checks import check
+from data.fingerprints import file_state
 from data.registry import Registry
 from data.synthetic_text import WRITERS, generate_dates
 from data.text import TextConfig, clean
@@ -64,6 +65,9 @@ class TextDataConfig:
         test_percent: share in test.
         max_pairs: keep at most this many pairs after cleaning (0 = all); a seeded sample.
         tfds_split: the TFDS split(s) read for ``tfds:`` sources.
+        max_rejected_percent: stop before training when more than this percentage of the lines
+            is unusable (malformed, not UTF-8, an empty side); filters by design (too long,
+            duplicate, over ``max_pairs``) do not count.
         synthetic: settings of the built-in task.
     """
 
@@ -73,6 +77,7 @@ class TextDataConfig:
     test_percent: float = 5.0
     max_pairs: int = 0
     tfds_split: str = "train+validation+test"
+    max_rejected_percent: float = 5.0
     synthetic: SyntheticTextConfig = field(default_factory=SyntheticTextConfig)
 
     def __post_init__(self) -> None:
@@ -88,6 +93,12 @@ class TextDataConfig:
             value = getattr(self, key)
             check(0 < value < 50, f"data.{key}", value, "a percentage in (0, 50)")
         check(self.max_pairs >= 0, "data.max_pairs", self.max_pairs, ">= 0 (0 = all)")
+        check(
+            0 <= self.max_rejected_percent <= 100,
+            "data.max_rejected_percent",
+            self.max_rejected_percent,
+            "a percentage in [0, 100]",
+        )
 
 
 @dataclass
@@ -115,10 +126,13 @@ def _tsv(argument: str, config: TextDataConfig, seed: int) -> PairListing:
         )
     listing = PairListing()
     raw = path.read_bytes()
-    for number, line_bytes in enumerate(raw.split(b"\n"), start=1):
+    if raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark is not part of the text
+        raw = raw[3:]
+    # bytes.splitlines: Unix, Windows and old Mac line endings, not Unicode separators
+    for number, line_bytes in enumerate(raw.splitlines(), start=1):
         origin = f"{path.name}:{number}"
         try:
-            line = line_bytes.decode("utf-8").rstrip("\r")
+            line = line_bytes.decode("utf-8")
         except UnicodeDecodeError as err:
             listing.rejected.append(
                 {"item": origin, "kind": "not UTF-8", "reason": f"not UTF-8 ({err.reason})"}
@@ -127,7 +141,7 @@ def _tsv(argument: str, config: TextDataConfig, seed: int) -> PairListing:
         if not line.strip():
             continue  # blank lines (e.g. the final newline) are not data
         columns = line.split("\t")
-        if len(columns) < 2:
+        if not 2 <= len(columns) <= 3:
             listing.rejected.append(
                 {
                     "item": origin,
@@ -159,6 +173,18 @@ def list_pairs(config: TextDataConfig, seed: int) -> PairListing:
     """Reads the configured source."""
     name, _, argument = config.source.partition(":")
     return TEXT_SOURCES.get(name)(argument, config, seed)
+
+
+def source_state(config: TextDataConfig) -> str:
+    """The content hash of a ``tsv:`` file, for the ingest stage's fingerprint.
+
+    ``synthetic`` and ``tfds`` sources are described by the config: their state is "".
+    """
+    name, _, argument = config.source.partition(":")
+    return file_state(Path(argument).expanduser()) if name == "tsv" else ""
+
+
+UNUSABLE = ("not UTF-8", "malformed line", "empty source", "empty target")  # vs. filters
 
 
 def split_of(source_sentence: str, val_percent: float, test_percent: float) -> str:

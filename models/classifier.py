@@ -160,3 +160,12 @@ def build_classifier(
         x = keras.layers.Dropout(config.dropout, name="output_dropout")(x)
     outputs = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name=f"{config.cell}_classifier")
+
+
+def recurrent_layer_names(model: keras.Model) -> list[str]:
+    """Names of the model's recurrent layers, input side first."""
+    return [
+        layer.name
+        for layer in model.layers
+        if isinstance(layer, keras.layers.RNN | keras.layers.Bidirectional)
+    ]

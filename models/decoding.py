@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import tensorflow as tf
 
 from data.checks import check
@@ -176,3 +177,61 @@ def ids_to_tokens(ids: tf.Tensor, vocabulary: tf.Tensor) -> tf.RaggedTensor:
     before_end = tf.equal(tf.cumsum(tf.cast(tf.equal(ids, END_ID), tf.int32), axis=1), 0)
     keep = before_end & tf.not_equal(ids, PAD_ID) & tf.not_equal(ids, START_ID)  # [UNK] stays
     return tf.ragged.boolean_mask(tf.gather(vocabulary, ids), keep)
+
+
+def translate_ids(model, sources: list[np.ndarray], decode: DecodeConfig) -> list[list[int]]:  # noqa: ANN001
+    """Decodes id sequences in length-sorted batches; returns output ids in input order."""
+    import tensorflow as tf
+
+    fn = tf.function(
+        lambda src: decode_ids(model, src, decode),
+        input_signature=[tf.TensorSpec([None, None], tf.int32)],
+    )
+    order = np.argsort([len(s) for s in sources], kind="stable")
+    outputs: list[list[int]] = [[] for _ in sources]
+    from rich.progress import track
+
+    batches = range(0, len(order), decode.batch_size)
+    for start in track(batches, description="Translating test split", transient=True):
+        chosen = order[start : start + decode.batch_size]
+        width = max(1, max(len(sources[i]) for i in chosen))
+        batch = np.zeros((len(chosen), width), np.int32)
+        for row, i in enumerate(chosen):
+            batch[row, : len(sources[i])] = sources[i]
+        ids = fn(tf.constant(batch)).numpy()
+        for row, i in enumerate(chosen):
+            outputs[i] = ids[row].tolist()
+    return outputs
+
+
+def detokenize(rows: list[list[int]], vocabulary: list[str], level: str) -> list[str]:
+    """Output ids -> sentences, with the same graph ops as the export."""
+    import tensorflow as tf
+
+    from data.text import join_tokens
+
+    if not rows:
+        return []
+    width = max(1, max(len(r) for r in rows))
+    ids = np.zeros((len(rows), width), np.int32)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+    tokens = ids_to_tokens(tf.constant(ids), tf.constant(vocabulary))
+    return [s.decode("utf-8") for s in join_tokens(tokens, level).numpy()]
+
+
+def attention_panel(
+    model: Translator,
+    source_ids: np.ndarray,
+    source_tokens: list[str],
+    target_vocabulary: list[str],
+    decode: DecodeConfig,
+) -> tuple[list[str], list[str], np.ndarray]:
+    """Greedy-decodes one sentence; returns its source tokens, output tokens and attention."""
+    ids, weights = greedy_decode(
+        model, tf.constant(source_ids[None], tf.int32), decode.max_length, decode.allow_unknown
+    )
+    out = ids.numpy()[0].tolist()
+    steps = out.index(END_ID) + 1 if END_ID in out else len(out)
+    target_tokens = [target_vocabulary[t] for t in out[:steps]]
+    return source_tokens, target_tokens, weights.numpy()[0, :steps, : len(source_tokens)]

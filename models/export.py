@@ -32,6 +32,26 @@ def versions() -> dict[str, str]:
     }
 
 
+def check_waveform_input(waveform: tf.Tensor) -> tf.Tensor:
+    """Graph checks at the serving boundary: a clear error instead of a meaningless answer.
+
+    Raises (when the graph runs) ``InvalidArgumentError`` for a batch with no samples or with
+    NaN/Inf samples.
+    """
+    waveform = tf.convert_to_tensor(waveform, tf.float32)
+    checks = [
+        tf.debugging.assert_positive(
+            tf.shape(waveform)[1],
+            message="waveform has 0 samples: expected float32 [batch, samples] with samples >= 1",
+        ),
+        tf.debugging.assert_all_finite(
+            waveform, message="waveform contains NaN or Inf samples: expected finite float32"
+        ),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(waveform)
+
+
 def export_speech_classifier(
     model: keras.Model,
     features: FeatureConfig,
@@ -63,6 +83,7 @@ def export_speech_classifier(
     label_table = tf.constant(labels)
 
     def serve(waveform: tf.Tensor) -> dict[str, tf.Tensor]:
+        waveform = check_waveform_input(waveform)
         probabilities = model(mfcc(waveform), training=False)
         index = tf.argmax(probabilities, axis=-1)
         return {"label": tf.gather(label_table, index), "probabilities": probabilities}
@@ -163,7 +184,10 @@ def export_translator(
         ids = tf.cast(vectorizer(text_in).to_tensor(), tf.int32)
         ids = tf.pad(ids, [[0, 0], [0, 1]])  # one padding column: an empty input stays valid
         out = decode_ids(model, ids, decode)
-        return {"translation": join_tokens(ids_to_tokens(out, targets), text.level)}
+        translation = join_tokens(ids_to_tokens(out, targets), text.level)
+        # Nothing to translate (empty or only spaces) translates to nothing, not to a guess.
+        blank = tf.equal(tf.reduce_sum(tf.cast(ids > 0, tf.int32), axis=1), 0)
+        return {"translation": tf.where(blank, tf.constant(""), translation)}
 
     archive = keras.export.ExportArchive()
     archive.track(model)

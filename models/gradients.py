@@ -152,11 +152,25 @@ class GradientMonitor(keras.callbacks.Callback):
             raise RuntimeError("GradientMonitor.install(model) must be called before fit")
         if self.log_dir is not None:
             self._writer = tf.summary.create_file_writer(str(Path(self.log_dir) / "gradients"))
-        if self.csv_path is not None and self.csv_path.is_file():  # a resumed run appends
-            with self.csv_path.open(newline="") as handle:
-                self.rows = [
-                    {k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)
-                ]
+        # A resumed run continues the log, minus the steps the restored backup does not hold.
+        self.load_rows(upto=int(self.model.optimizer.iterations.numpy()))
+
+    def load_rows(self, upto: int | None = None) -> None:
+        """Reads the rows already in the CSV log, keeping steps ``<= upto`` (rewriting the file).
+
+        Args:
+            upto: the last step to keep (the restored optimizer step); None keeps all.
+        """
+        self.rows = []
+        if self.csv_path is None or not self.csv_path.is_file():
+            return
+        with self.csv_path.open(newline="") as handle:
+            rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        self.rows = [r for r in rows if upto is None or r["step"] <= upto]
+        if len(self.rows) != len(rows):
+            self.csv_path.unlink()
+            for row in self.rows:
+                self._append_csv(row)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         step = int(self.model.optimizer.iterations.numpy())

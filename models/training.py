@@ -205,17 +205,26 @@ def fit_resumable(
         metrics=metrics if metrics is not None else ["accuracy"],
     )
     history_csv = checkpoint_dir / "history.csv"
-    callbacks, kept = build_callbacks(train, checkpoint_dir, log_dir, history_csv)
+    done_file = checkpoint_dir / FIT_DONE
     monitor = GradientMonitor(gradients, checkpoint_dir / "gradients.csv", log_dir)
     monitor.install(model)
-    model.fit(
-        train_ds.repeat() if train.steps_per_epoch else train_ds,
-        validation_data=val_ds,
-        epochs=train.epochs,
-        steps_per_epoch=train.steps_per_epoch or None,
-        callbacks=[*callbacks, monitor],
-        verbose=train.verbose,
-    )
+    done = read_fit_done(done_file)
+    if done is not None:
+        # The fit finished before a later step of the stage failed: reuse it, do not retrain.
+        kept = Path(done["kept"])
+        monitor.load_rows()
+        monitor.diverged_step = done["diverged_step"]
+    else:
+        resume_logs(checkpoint_dir, history_csv)
+        callbacks, kept = build_callbacks(train, checkpoint_dir, log_dir, history_csv)
+        model.fit(
+            train_ds.repeat() if train.steps_per_epoch else train_ds,
+            validation_data=val_ds,
+            epochs=train.epochs,
+            steps_per_epoch=train.steps_per_epoch or None,
+            callbacks=[*callbacks, monitor],
+            verbose=train.verbose,
+        )
     gradient_summary = monitor.summary()
     warnings = diagnose(gradient_summary, monitor.rows, recurrent_layers, gradients)
     if monitor.diverged_step is not None:
@@ -234,6 +243,10 @@ def fit_resumable(
     if not kept.is_file():
         raise RuntimeError(f"Training produced no checkpoint. See {history_csv}")
     model.load_weights(kept)
+    if done is None:
+        from data.files import write_json
+
+        write_json(done_file, {"kept": str(kept), "diverged_step": monitor.diverged_step})
     with history_csv.open(newline="") as handle:
         history = list(csv.DictReader(handle))
     return FitResult(
@@ -245,6 +258,52 @@ def fit_resumable(
         gradient_layers=monitor.layers,
         diverged_step=monitor.diverged_step,
     )
+
+
+FIT_DONE = "fit_done.json"
+
+
+def read_fit_done(path: Path) -> dict[str, Any] | None:
+    """The record of a finished fit (its kept weights still on disk), or None."""
+    import json
+
+    try:
+        done = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return done if Path(done.get("kept", "")).is_file() else None
+
+
+def resume_logs(checkpoint_dir: Path, history_csv: Path) -> None:
+    """Makes the logs agree with where ``BackupAndRestore`` will resume.
+
+    Keeps the history rows of the epochs the backup holds (a killed run may have logged an epoch
+    whose backup was never written) and drops every log when there is no backup, so a resumed or
+    restarted fit never appends to stale rows. The gradient log is trimmed by the monitor itself,
+    once the backup has restored the optimizer's step.
+    """
+    import json
+
+    meta = checkpoint_dir / "backup" / "training_metadata.json"
+    try:
+        epochs = int(json.loads(meta.read_text())["epoch"])
+    except (OSError, ValueError, KeyError):
+        epochs = 0
+    if not epochs:
+        for name in (history_csv.name, "gradients.csv", "best.weights.h5", "last.weights.h5"):
+            (checkpoint_dir / name).unlink(missing_ok=True)
+        return
+    if history_csv.is_file():
+        with history_csv.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        fields = list(rows[0]) if rows else []
+        kept = [r for r in rows if int(r["epoch"]) < epochs]
+        tmp = history_csv.with_suffix(".tmp")
+        with tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(kept)
+        tmp.replace(history_csv)
 
 
 def _finite_weights_file(model: keras.Model, path: Path) -> bool:
@@ -281,8 +340,10 @@ def build_callbacks(
     best = checkpoint_dir / "best.weights.h5"
     last = checkpoint_dir / "last.weights.h5"
     mode = "min" if config.monitor.endswith("loss") else "max"
+    # Order matters at each epoch's end: the log row and checkpoints are written before the
+    # backup, so a kill in between repeats that epoch (its row is trimmed) instead of losing it.
     callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.BackupAndRestore(str(checkpoint_dir / "backup")),
+        keras.callbacks.CSVLogger(str(history_csv), append=True),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.ModelCheckpoint(
             str(best),
@@ -295,7 +356,7 @@ def build_callbacks(
             else None,
         ),
         keras.callbacks.ModelCheckpoint(str(last), save_weights_only=True),
-        keras.callbacks.CSVLogger(str(history_csv), append=True),
+        keras.callbacks.BackupAndRestore(str(checkpoint_dir / "backup")),
         keras.callbacks.TensorBoard(str(log_dir), write_graph=False, profile_batch=0),
     ]
     if config.early_stopping:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_PIPELINES = ("speech_commands", "translation")
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 EPILOG = """examples:
   python run.py                                   run the default pipelines on built-in data
@@ -56,10 +58,13 @@ def _default_run_dir(pipeline: str) -> Path:
 
 
 def _progress(name: str, action: str) -> None:
+    """Prints ``running stage NAME [(why)]`` or ``reusing stage NAME``."""
     from rich.console import Console
 
-    Console(stderr=True).print(
-        f"[bold]{'running' if action == 'run' else 'reusing'}[/] stage {name}"
+    verb, _, why = action.partition(" ")
+    Console(stderr=True, highlight=False).print(
+        f"[bold]{'running' if verb == 'run' else 'reusing'}[/] stage {name}"
+        + (f" {why}" if why else "")
     )
 
 
@@ -113,8 +118,6 @@ def cmd_default(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Re-runs the export stage of a finished run (earlier stages are reused)."""
-    import shutil
-
     from pipelines.runner import run_pipeline
 
     run_dir = Path(args.run_dir)
@@ -122,8 +125,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"error: {run_dir} is not a run directory (no config.yaml)", file=sys.stderr)
         return 2
     pipeline, config = resolve_config("_", [str(run_dir / "config.yaml")])
-    shutil.rmtree(run_dir / "stages" / "export", ignore_errors=True)
-    run_pipeline(pipeline, config, run_dir, on_stage=_progress)
+    run_pipeline(pipeline, config, run_dir, on_stage=_progress, rerun=("export",))
     print(run_dir / "export")
     return 0
 
@@ -346,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.runtime import quiet_tensorflow
 
     quiet_tensorflow()
+    from pipelines.locking import RunDirBusyError
+
     func: Any = getattr(args, "func", cmd_default)
     try:
         return func(args)
@@ -353,3 +357,15 @@ def main(argv: list[str] | None = None) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {message}", file=sys.stderr)
         return 2
+    except RunDirBusyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    except OSError as err:
+        if err.errno not in _DISK_ERRORS:
+            raise
+        print(
+            f"error: cannot write {err.filename or 'the run directory'!s}: {err.strerror}. "
+            "Free some space or choose a writable --run-dir (and runtime.cache_dir).",
+            file=sys.stderr,
+        )
+        return 4

@@ -267,5 +267,7 @@ def _is_resolved(path: str | Path) -> bool:
 
 def save(config: Any, path: str | Path) -> None:
     """Writes the resolved config as YAML (loadable again with ``--config``, unchanged)."""
+    from data.files import write_text_atomic
+
     text = yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True)
-    Path(path).write_text(f"{RESOLVED_MARK}\n{text}", encoding="utf-8")
+    write_text_atomic(Path(path), f"{RESOLVED_MARK}\n{text}")

@@ -24,6 +24,8 @@ def predict(export_dir: str, inputs: list[str], top_k: int | None = None) -> int
         print(f"error: {export_dir} is not an export folder (no {meta_path})", file=sys.stderr)
         return 2
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("task") == "translation":
+        import tensorflow_text  # noqa: F401 - registers the text ops the export uses
     serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
     if meta.get("task") == "translation":
         return _translate(serve, meta, inputs)
@@ -56,29 +58,38 @@ def predict(export_dir: str, inputs: list[str], top_k: int | None = None) -> int
 
 
 def _translate(serve, meta: dict, inputs: list[str], batch: int = 64) -> int:  # noqa: ANN001
-    """Translates sentences (``-`` = lines from stdin), one JSON line per sentence."""
-    import unicodedata
+    """Translates sentences (``-`` = lines from stdin), one JSON line per sentence.
 
+    The export normalizes Unicode itself. An empty sentence or a stdin line that is not UTF-8 gets
+    an ``error`` line (so outputs stay aligned with inputs) and the exit code is 1.
+    """
     import tensorflow as tf
 
-    sentences: list[str] = []
+    items: list[tuple[str, str | None]] = []  # (input as shown, error)
     for item in inputs:
         if item == "-":
-            sentences.extend(line.rstrip("\n") for line in sys.stdin if line.strip())
+            for number, raw in enumerate(sys.stdin.buffer, start=1):
+                try:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as err:
+                    items.append((f"<stdin line {number}>", f"not UTF-8 ({err.reason})"))
+                    continue
+                items.append((line, None))
         else:
-            sentences.append(item)
-    # Unicode normalization has no TensorFlow op, so it happens here, as at training time.
-    form = meta.get("text", {}).get("unicode_form", "NFC")
-    for start in range(0, len(sentences), batch):
-        chunk = sentences[start : start + batch]
-        normalized = [unicodedata.normalize(form, s) for s in chunk]
-        out = serve(text=tf.constant(normalized))["translation"].numpy()
-        for sentence, translation in zip(chunk, out, strict=True):
-            print(
-                json.dumps(
-                    {"input": sentence, "translation": translation.decode("utf-8")},
-                    ensure_ascii=False,
-                ),
-                flush=True,
-            )
-    return 0
+            items.append((item, None))
+    items = [
+        (s, e or (None if s.strip() else "empty input: expected a sentence")) for s, e in items
+    ]
+    failed = 0
+    for start in range(0, len(items), batch):
+        chunk = items[start : start + batch]
+        good = [s for s, e in chunk if e is None]
+        out = iter(serve(text=tf.constant(good))["translation"].numpy()) if good else iter(())
+        for sentence, error in chunk:
+            if error:
+                failed += 1
+                record = {"input": sentence, "error": error}
+            else:
+                record = {"input": sentence, "translation": next(out).decode("utf-8")}
+            print(json.dumps(record, ensure_ascii=False), flush=True)
+    return 1 if failed else 0

@@ -228,3 +228,59 @@ def training_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     if "export_dir" in metrics:
         rows.append(("export", metrics["export_dir"]))
     return rows
+
+
+def speech_summary(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    """Run-summary rows of the speech pipeline."""
+    rows = [("source", str(metrics.get("source", "")))]
+    rows += summary_rows(metrics)
+    left_out = {k: v for k, v in metrics.get("left_out", {}).items() if v}
+    if left_out:
+        rows.append(("left out by design", ", ".join(f"{k} {v}" for k, v in left_out.items())))
+    if "val_accuracy" in metrics:
+        rows.append(
+            ("best val accuracy", f"{metrics['val_accuracy']:.4f} (epoch {metrics['best_epoch']})")
+        )
+    if "test_accuracy" in metrics:
+        rows.append(
+            ("test accuracy", f"{metrics['test_accuracy']:.4f} on {metrics['test_examples']} clips")
+        )
+        worst = sorted(metrics["per_class"].items(), key=lambda kv: kv[1]["f1"])[:3]
+        rows.append(("weakest classes (F1)", ", ".join(f"{k} {v['f1']:.2f}" for k, v in worst)))
+    for item in metrics.get("misclassified", [])[:3]:
+        rows.append(
+            (
+                "misclassified",
+                f"{Path(item['path']).name}: {item['true']} -> {item['predicted']} ({item['probability']:.2f})",
+            )
+        )
+    return rows + training_rows(metrics)
+
+
+def translation_summary(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    """Run-summary rows of the translation pipeline."""
+    rows = [("source", f"{metrics.get('source', '')} ({metrics.get('direction', '')})")]
+    rows += summary_rows(metrics)
+    if "vocab_size" in metrics:
+        v = metrics["vocab_size"]
+        rows.append(("vocabulary", f"source {v['source']}, target {v['target']}"))
+    if "val_token_accuracy" in metrics:
+        rows.append(
+            (
+                "best val token accuracy",
+                f"{metrics['val_token_accuracy']:.4f} (epoch {metrics['best_epoch']})",
+            )
+        )
+    if "test_bleu" in metrics:
+        d = metrics["decoding"]
+        rows.append(
+            (
+                "test BLEU / chrF",
+                f"{metrics['test_bleu']:.2f} / {metrics['test_chrf']:.2f} on "
+                f"{metrics['test_examples']} pairs (beam {d['beam_width']})",
+            )
+        )
+        rows.append(("test exact match", f"{metrics['test_exact_match']:.4f}"))
+    for s in metrics.get("samples", [])[:5]:
+        rows.append(("sample", f"{s['source']}  ->  {s['translation']}  (ref: {s['reference']})"))
+    return rows + training_rows(metrics)

@@ -20,24 +20,38 @@ class RuntimeConfig:
         seed: seeds Python, NumPy, TensorFlow/Keras, data generation, splits and augmentation.
         workers: processes for feature extraction.
         cache_dir: where generated data and cached features go.
+        deterministic: make TensorFlow ops deterministic
+            (``tf.config.experimental.enable_op_determinism``), so two runs with the same seed
+            give the same metrics.
     """
 
     seed: int = 0
     workers: int = 2
     cache_dir: str = ".cache"
+    deterministic: bool = True
 
     def __post_init__(self) -> None:
         check(self.workers >= 1, "runtime.workers", self.workers, ">= 1")
 
 
-def set_seed(seed: int) -> None:
-    """Seeds every random generator the project uses (Python, NumPy, TensorFlow, Keras)."""
+def set_seed(seed: int, deterministic: bool = False) -> None:
+    """Seeds every random generator the project uses (Python, NumPy, TensorFlow, Keras).
+
+    Args:
+        seed: the seed.
+        deterministic: also make TensorFlow's ops deterministic (same results run to run, at
+            some cost in speed). Once on, it stays on for the process.
+    """
     import keras
     import numpy as np
 
     random.seed(seed)
     np.random.seed(seed)
     keras.utils.set_random_seed(seed)
+    if deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
 
 
 def quiet_tensorflow() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,19 +10,35 @@ from typing import Any
 import numpy as np
 
 from data.audio import FeatureConfig, load_audio
-from data.augment import AugmentConfig, silence_clip
+from data.augment import AugmentConfig, write_silence_clips
 from data.checks import check
-from data.clips import SILENCE, SPLITS, Clip, Rejected, SourceListing
-from data.feature_store import FeatureSet, FeatureTask, compute_many
+from data.clips import SPLITS, Clip, SourceListing, is_audio_name
+from data.feature_store import FeatureSet, build_feature_set
 from data.files import read_json, write_json
-from data.speech_sources import DataConfig, assign_splits, balance, list_source
+from data.speech_sources import (
+    DataConfig,
+    assign_splits,
+    balance,
+    keep_trained_labels,
+    list_source,
+    readable_clips,
+    source_state,
+)
 from models.classifier import ModelConfig
 from models.gradients import GradientConfig
 from models.training import OptimizerConfig, TrainConfig
 from models.tuning import TuneConfig
-from pipelines.reporting import plot_confusion, plot_history, summary_rows, training_rows
+from pipelines.reporting import plot_confusion, speech_summary
 from pipelines.runner import PIPELINES, Pipeline, Stage, StageContext
-from pipelines.runtime import RuntimeConfig, set_seed
+from pipelines.runtime import RuntimeConfig
+from pipelines.stages import (
+    TRAIN_OUTPUTS,
+    TrainTask,
+    check_rejected,
+    check_splits,
+    require_trained,
+    train_stage,
+)
 
 
 @dataclass(frozen=True)
@@ -80,72 +95,38 @@ class SpeechConfig:
 # ---------------------------------------------------------------- ingest
 
 
-def _check_header(path: str) -> str | None:
-    """Why the file cannot be used, from its header alone, or None."""
-    import soundfile
-
-    try:
-        info = soundfile.info(path)
-    except FileNotFoundError:
-        return "file not found"
-    except Exception as err:  # noqa: BLE001 - libsndfile reports many formats' errors
-        return f"unreadable audio ({str(err).strip()[:120]})"
-    if info.frames == 0:
-        return "empty audio (0 samples)"
-    return None
-
-
 def ingest(ctx: StageContext) -> dict[str, Any]:
     """Lists clips, assigns deterministic splits, adds ``_silence_`` clips, records rejections."""
     config: SpeechConfig = ctx.config
     data = config.data
     listing = list_source(data, Path(config.runtime.cache_dir), config.runtime.seed)
-    rejected = list(listing.rejected)
-    usable = []
-    from rich.progress import track
-
-    for clip in track(listing.clips, description="Checking audio", transient=True):
-        reason = _check_header(clip.path)
-        if reason:
-            rejected.append(Rejected(clip.path, reason))
-        else:
-            usable.append(clip)
+    usable, rejected = readable_clips(listing)
+    # what counts against data.max_rejected_percent: audio files that cannot be used
+    unusable = sum(is_audio_name(r.item) for r in rejected)
+    where = str(ctx.final_dir / "rejected.json")
+    check_rejected(len(usable), unusable, data.max_rejected_percent, "clips", where)
     clips, left_out = balance(assign_splits(SourceListing(clips=usable), data), data)
 
     if data.silence_percent:
-        rng = np.random.default_rng(config.runtime.seed)
-        noises = [load_audio(p, config.features.sample_rate) for p in listing.noise_files]
-        n_samples = int(config.features.sample_rate * config.features.clip_seconds)
-        silence_dir = ctx.out_dir / "silence"
-        silence_dir.mkdir()
-        import soundfile
+        per_split = {split: sum(c.split == split for c in clips) for split in SPLITS}
+        clips += write_silence_clips(
+            listing.noise_files,
+            {k: int(round(v * data.silence_percent / 100)) for k, v in per_split.items()},
+            ctx.out_dir / "silence",
+            ctx.final_dir / "silence",  # where they will be once the runner publishes the stage
+            config.features,
+            config.runtime.seed,
+        )
 
-        for split in SPLITS:
-            count = int(round(sum(c.split == split for c in clips) * data.silence_percent / 100))
-            for i in range(count):
-                path = silence_dir / f"{split}_{i:05d}.wav"
-                soundfile.write(
-                    path, silence_clip(noises, n_samples, rng), config.features.sample_rate
-                )
-                # listed at the path it will have once the runner renames out_dir to final_dir
-                final = ctx.final_dir / "silence" / path.name
-                clips.append(Clip(str(final), SILENCE, f"silence-{split}", split))
-
-    train_labels = sorted({c.label for c in clips if c.split == "train"})
-    kept = []
-    for clip in clips:
-        if clip.label in train_labels:
-            kept.append(clip)
-        else:
-            rejected.append(Rejected(clip.path, f"label {clip.label!r} has no training clips"))
-    clips = kept
+    clips, train_labels = keep_trained_labels(clips, rejected)
     counts = {s: sum(c.split == s for c in clips) for s in SPLITS}
-    for split, count in counts.items():
-        if not count:
-            raise ValueError(
-                f"The {split} split is empty after ingesting {data.source!r} ({len(clips)} clips, "
-                f"{len(rejected)} rejected). Check data.split and its percentages or speakers."
-            )
+    check_splits(counts, "clips", data.source, "Check data.split and its percentages or speakers.")
+    wanted = [c for c in data.commands if c not in train_labels]
+    if wanted:
+        raise ValueError(
+            f"data.commands {wanted}: no training clips for these words in {data.source!r}; "
+            f"the labels with training clips are {train_labels}"
+        )
     if len(train_labels) < 2:
         raise ValueError(f"Need at least 2 labels to train a classifier; found {train_labels}")
 
@@ -166,6 +147,7 @@ def ingest(ctx: StageContext) -> dict[str, Any]:
             "examples": counts,
             "speakers": speakers,
             "rejected": {"ingest": len(rejected)},
+            "unusable_audio": {"ingest": unusable},
             # good clips skipped by design, listed in left_out.json (balance: by hash, unlisted)
             "left_out": {"not a class": len(listing.left_out), "balance": left_out},
         },
@@ -188,49 +170,35 @@ def features(ctx: StageContext) -> dict[str, Any]:
     counts = {}
     for split in SPLITS:
         in_split = [c for c in clips if c.split == split]
-        tasks, owners = [], []
-        for clip in in_split:  # copy 0 is the clean clip, 1.. the augmented ones
-            copies = config.augment.copies_for(clip.source) if split == "train" else 0
-            for k in range(1 + copies):
-                tasks.append(FeatureTask(clip.path, k))
-                owners.append(clip)
-        results = compute_many(
-            tasks,
+        feature_set, failed = build_feature_set(
+            in_split,
+            index,
+            {
+                c.path: config.augment.copies_for(c.source) if split == "train" else 0
+                for c in in_split
+            },
             config.features,
             config.augment,
             noise_files,
             cache,
             config.runtime.seed,
-            workers=config.runtime.workers,
+            config.runtime.workers,
             description=f"MFCC {split}",
         )
-        seqs, labs, paths, copy_ids = [], [], [], []
-        for task, clip, result in zip(tasks, owners, results, strict=True):
-            if isinstance(result, str):
-                if task.copy == 0:
-                    rejected.append({"item": clip.path, "reason": result, "split": split})
-                continue
-            seqs.append(result)
-            labs.append(index[clip.label])
-            paths.append(clip.path)
-            copy_ids.append(task.copy)
-        if not seqs:
-            raise ValueError(
-                f"No usable audio in the {split} split ({len(in_split)} clips rejected)"
-            )
-        feature_set = FeatureSet(
-            frames=np.concatenate(seqs).astype(np.float32),
-            lengths=np.array([len(s) for s in seqs], np.int32),
-            labels=np.array(labs, np.int32),
-            paths=np.array(paths),
-            copies=np.array(copy_ids, np.int32),
-        )
+        rejected += [{"item": path, "reason": reason, "split": split} for path, reason in failed]
         feature_set.save(ctx.out_dir / f"{split}.npz")
-        counts[split] = int(sum(c == 0 for c in copy_ids))
+        counts[split] = int(np.sum(feature_set.copies == 0))
         if split == "train":
-            augmented = int(sum(c > 0 for c in copy_ids))
+            augmented = int(np.sum(feature_set.copies > 0))
     write_json(ctx.out_dir / "rejected.json", rejected)
     previous = ctx.results.get("ingest", {}).get("metrics", {})
+    check_rejected(
+        sum(counts.values()),
+        len(rejected) + previous.get("unusable_audio", {}).get("ingest", 0),
+        config.data.max_rejected_percent,
+        "clips",
+        f"{ctx.input('ingest') / 'rejected.json'} and {ctx.final_dir / 'rejected.json'}",
+    )
     return {
         "metrics": {
             "examples": counts,
@@ -277,99 +245,25 @@ def build_model(config: SpeechConfig, n_classes: int, use_cudnn: bool | str = "a
     )
 
 
-def train(ctx: StageContext) -> dict[str, Any]:
-    """Fits the classifier with clipping, gradient monitoring, checkpoints and resumable backups."""
-    from models.training import fit_resumable
-
-    config: SpeechConfig = ctx.config
-    set_seed(config.runtime.seed)
-    labels = read_json(ctx.input("ingest") / "labels.json")
+def _train_datasets(ctx: StageContext) -> tuple[Any, Any, int]:
     train_set, train_ds = _datasets(ctx, "train", shuffle=True)
     _, val_ds = _datasets(ctx, "validation", shuffle=False)
-    model = build_model(config, len(labels))
+    return train_ds, val_ds, len(train_set)
+
+
+def _build_for_training(ctx: StageContext, train_ds: Any) -> Any:
+    model = build_model(ctx.config, len(read_json(ctx.input("ingest") / "labels.json")))
     model.get_layer("normalization").adapt(train_ds)
-    steps = config.train.steps_per_epoch or int(np.ceil(len(train_set) / config.train.batch_size))
-    # Checkpoints are keyed by the stage fingerprint: a changed config never resumes a stale run.
-    ckpt_dir = ctx.run_dir / "checkpoints" / ctx.fingerprint
-    if ctx.force:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-    result = fit_resumable(
-        model,
-        train_ds,
-        val_ds,
-        config.train,
-        config.optimizer,
-        config.gradients,
-        steps,
-        ckpt_dir,
-        ctx.run_dir / "logs",
-        recurrent_layer_names(model),
-    )
-    return finish_training(ctx, model, result, config.train.monitor)
+    return model
 
 
-def recurrent_layer_names(model) -> list[str]:  # noqa: ANN001 - a keras.Model
-    """Names of the model's recurrent layers, input side first."""
-    import keras
+def _recurrent_layers(model: Any) -> list[str]:
+    from models.classifier import recurrent_layer_names
 
-    return [
-        layer.name
-        for layer in model.layers
-        if isinstance(layer, keras.layers.RNN | keras.layers.Bidirectional)
-    ]
+    return recurrent_layer_names(model)
 
 
-def finish_training(
-    ctx: StageContext,
-    model,  # noqa: ANN001 - a keras.Model
-    result,  # noqa: ANN001 - a FitResult
-    monitor: str,
-    save_as: str = "model.keras",
-) -> dict[str, Any]:
-    """Saves the kept model, logs and plots of a fit; returns the train stage's summary.
-
-    ``save_as`` ending in ``.weights.h5`` saves the weights only (models rebuilt from config).
-    """
-    import keras
-
-    from models.gradients import clip_threshold
-    from pipelines.reporting import plot_gradients
-
-    if save_as.endswith(".weights.h5"):
-        model.save_weights(ctx.out_dir / save_as)
-    else:
-        model.save(ctx.out_dir / save_as)
-    ckpt_dir = result.kept_weights.parent
-    for name in ("history.csv", "gradients.csv"):
-        if (ckpt_dir / name).is_file():
-            shutil.copy(ckpt_dir / name, ctx.out_dir / name)
-    if (ckpt_dir / "gradients.csv").is_file():
-        shutil.copy(ckpt_dir / "gradients.csv", ctx.run_dir / "gradients.csv")
-    plot_history(ckpt_dir / "history.csv", ctx.run_dir / "plots" / "training.png")
-    plot_gradients(
-        result.gradient_rows,
-        result.gradient_layers,
-        clip_threshold(model.optimizer),
-        ctx.run_dir / "plots" / "gradients.png",
-    )
-    for warning in result.gradient_warnings:
-        print(f"WARNING: {warning}", flush=True)
-    rows = [r for r in result.history if r.get(monitor) not in (None, "", "nan")]
-    best_row = (min if monitor.endswith("loss") else max)(rows, key=lambda r: float(r[monitor]))
-    return {
-        "epochs": len(result.history),
-        "parameters": int(model.count_params()),
-        "metrics": {
-            "epochs_trained": len(result.history),
-            "best_epoch": int(best_row["epoch"]) + 1,
-            "val_accuracy": float(best_row["val_accuracy"]),
-            "parameters": int(model.count_params()),
-            "keras_version": keras.__version__,
-            "gradients": result.gradient_summary,
-            "gradient_warnings": result.gradient_warnings,
-            "diverged_at_step": result.diverged_step,
-        },
-    }
+train = train_stage(TrainTask(_train_datasets, _build_for_training, _recurrent_layers))
 
 
 # ---------------------------------------------------------------- evaluate
@@ -385,7 +279,7 @@ def _load_model(ctx: StageContext):  # noqa: ANN202
 
 def evaluate(ctx: StageContext) -> dict[str, Any]:
     """Test-split accuracy, per-class precision/recall/F1, confusion matrix, misclassified clips."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+    from models.evaluation import classification_report
 
     config: SpeechConfig = ctx.config
     labels = read_json(ctx.input("ingest") / "labels.json")
@@ -396,50 +290,18 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
     probs = model.predict(
         sequence_dataset(test_set, config.eval.batch_size).map(lambda x, y: x), verbose=0
     )
-    predicted = probs.argmax(axis=1)
-    truth = test_set.labels
-    accuracy = float(np.mean(predicted == truth))
-    ids = list(range(len(labels)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        truth, predicted, labels=ids, zero_division=0
+    report = classification_report(
+        probs, test_set.labels, labels, test_set.paths, config.eval.misclassified
     )
-    matrix = confusion_matrix(truth, predicted, labels=ids)
+    matrix = np.array(report["confusion_matrix"]["matrix"])
     plot_confusion(
         matrix,
         labels,
-        ctx.run_dir / "plots" / "confusion_matrix.png",
-        f"test accuracy {accuracy:.3f}",
+        ctx.output("plots/confusion_matrix.png"),
+        f"test accuracy {report['test_accuracy']:.3f}",
     )
-    write_json(ctx.out_dir / "confusion_matrix.json", {"labels": labels, "matrix": matrix.tolist()})
-    wrong = np.flatnonzero(predicted != truth)
-    wrong = wrong[np.argsort(-probs[wrong, predicted[wrong]])][: config.eval.misclassified]
-    misclassified = [
-        {
-            "path": str(test_set.paths[i]),
-            "true": labels[truth[i]],
-            "predicted": labels[predicted[i]],
-            "probability": round(float(probs[i, predicted[i]]), 4),
-        }
-        for i in wrong
-    ]
-    per_class = {
-        label: {
-            "precision": round(float(p), 4),
-            "recall": round(float(r), 4),
-            "f1": round(float(f), 4),
-            "support": int(s),
-        }
-        for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)
-    }
-    return {
-        "metrics": {
-            "test_accuracy": accuracy,
-            "test_examples": len(truth),
-            "per_class": per_class,
-            "confusion_matrix": {"labels": labels, "matrix": matrix.tolist()},
-            "misclassified": misclassified,
-        }
-    }
+    write_json(ctx.out_dir / "confusion_matrix.json", report["confusion_matrix"])
+    return {"metrics": report}
 
 
 # ---------------------------------------------------------------- export
@@ -452,9 +314,7 @@ def export(ctx: StageContext) -> dict[str, Any]:
     config: SpeechConfig = ctx.config
     if not config.export.enabled:
         return {"skipped": "export.enabled is false"}
-    train_summary = ctx.results.get("train", {})
-    if not train_summary.get("epochs"):
-        raise RuntimeError("Refusing to export: the train stage reports no completed epoch")
+    require_trained(ctx)
     labels = read_json(ctx.input("ingest") / "labels.json")
     trained = _load_model(ctx)
     portable = build_model(config, len(labels), use_cudnn=False)
@@ -463,11 +323,11 @@ def export(ctx: StageContext) -> dict[str, Any]:
     sample = load_audio(
         next(c.path for c in clips if c.split == "test"), config.features.sample_rate
     )
-    out = export_speech_classifier(
+    export_speech_classifier(
         portable,
         config.features,
         labels,
-        ctx.run_dir / "export",
+        ctx.output("export"),
         metadata={
             "top_k": config.export.top_k,
             "test_accuracy": ctx.results.get("evaluate", {})
@@ -477,34 +337,8 @@ def export(ctx: StageContext) -> dict[str, Any]:
         },
         check_waveform=sample,
     )
-    return {"path": str(out), "metrics": {"export_dir": str(out)}}
-
-
-def summarize(metrics: dict[str, Any]) -> list[tuple[str, str]]:
-    """Run-summary rows for this pipeline."""
-    rows = [("source", str(metrics.get("source", "")))]
-    rows += summary_rows(metrics)
-    left_out = {k: v for k, v in metrics.get("left_out", {}).items() if v}
-    if left_out:
-        rows.append(("left out by design", ", ".join(f"{k} {v}" for k, v in left_out.items())))
-    if "val_accuracy" in metrics:
-        rows.append(
-            ("best val accuracy", f"{metrics['val_accuracy']:.4f} (epoch {metrics['best_epoch']})")
-        )
-    if "test_accuracy" in metrics:
-        rows.append(
-            ("test accuracy", f"{metrics['test_accuracy']:.4f} on {metrics['test_examples']} clips")
-        )
-        worst = sorted(metrics["per_class"].items(), key=lambda kv: kv[1]["f1"])[:3]
-        rows.append(("weakest classes (F1)", ", ".join(f"{k} {v['f1']:.2f}" for k, v in worst)))
-    for item in metrics.get("misclassified", [])[:3]:
-        rows.append(
-            (
-                "misclassified",
-                f"{Path(item['path']).name}: {item['true']} -> {item['predicted']} ({item['probability']:.2f})",
-            )
-        )
-    return rows + training_rows(metrics)
+    final = ctx.run_dir / "export"
+    return {"path": str(final), "metrics": {"export_dir": str(final)}}
 
 
 PIPELINE = PIPELINES.register("speech_commands")(
@@ -515,28 +349,49 @@ PIPELINE = PIPELINES.register("speech_commands")(
             Stage(
                 "ingest",
                 ingest,
+                version=2,
                 sections=("data", "features.sample_rate", "features.clip_seconds", "runtime.seed"),
+                watch=lambda config: source_state(config.data),
             ),
             Stage(
                 "features",
                 features,
+                version=2,
                 reads=("ingest",),
-                sections=("features", "augment", "runtime.seed"),
+                sections=("features", "augment", "runtime.seed", "data.max_rejected_percent"),
             ),
             Stage(
                 "train",
                 train,
+                version=2,
                 reads=("ingest", "features"),
-                sections=("model", "optimizer", "gradients", "train", "runtime.seed"),
+                sections=(
+                    "model",
+                    "optimizer",
+                    "gradients",
+                    "train",
+                    "runtime.seed",
+                    "runtime.deterministic",
+                ),
+                outputs=TRAIN_OUTPUTS,
             ),
-            Stage("evaluate", evaluate, reads=("ingest", "features", "train"), sections=("eval",)),
+            Stage(
+                "evaluate",
+                evaluate,
+                version=2,
+                reads=("ingest", "features", "train"),
+                sections=("eval",),
+                outputs=("plots/confusion_matrix.png",),
+            ),
             Stage(
                 "export",
                 export,
+                version=2,
                 reads=("ingest", "train", "evaluate"),
                 sections=("export", "features"),
+                outputs=("export",),
             ),
         ),
-        summarize=summarize,
+        summarize=speech_summary,
     )
 )

@@ -6,23 +6,30 @@ import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from data.checks import check
 from data.files import read_json, write_json
-from data.text import TextConfig
-from data.text_sources import SPLITS, TextDataConfig
+from data.text import TextConfig, read_vocabulary
+from data.text_sources import SPLITS, TextDataConfig, source_state
 from models.decoding import DecodeConfig
 from models.gradients import GradientConfig
 from models.seq2seq import Seq2SeqConfig
 from models.training import OptimizerConfig, TrainConfig
 from models.tuning import TuneConfig
-from pipelines.reporting import summary_rows, training_rows
+from pipelines.reporting import translation_summary
 from pipelines.runner import PIPELINES, Pipeline, Stage, StageContext
-from pipelines.runtime import RuntimeConfig, set_seed
+from pipelines.runtime import RuntimeConfig
+from pipelines.stages import (
+    TRAIN_OUTPUTS,
+    TrainTask,
+    check_rejected,
+    check_splits,
+    require_trained,
+    train_stage,
+)
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,7 @@ class TranslationConfig:
 def ingest(ctx: StageContext) -> dict[str, Any]:
     """Reads pairs, cleans them, drops (and lists) unusable ones, splits by source sentence."""
     from data.text import tokenize_many
-    from data.text_sources import list_pairs, prepare_pairs
+    from data.text_sources import UNUSABLE, list_pairs, prepare_pairs
 
     config: TranslationConfig = ctx.config
     listing = list_pairs(config.data, config.runtime.seed)
@@ -89,13 +96,20 @@ def ingest(ctx: StageContext) -> dict[str, Any]:
         listing, config.data, config.text, token_counts, config.runtime.seed
     )
     counts = {s: sum(p["split"] == s for p in pairs) for s in SPLITS}
-    for split, count in counts.items():
-        if not count:
-            raise ValueError(
-                f"The {split} split is empty after ingesting {config.data.source!r} "
-                f"({len(pairs)} pairs kept, {len(rejected)} rejected). Check data.val_percent, "
-                "data.test_percent and the length limits in text."
-            )
+    check_splits(
+        counts,
+        "pairs",
+        config.data.source,
+        "Check data.val_percent, data.test_percent and the length limits in text.",
+    )
+    unusable = sum(r.get("count", 1) for r in rejected if r["kind"] in UNUSABLE)
+    check_rejected(
+        len(listing.pairs) + len(listing.rejected) - unusable,
+        unusable,
+        config.data.max_rejected_percent,
+        "lines",
+        str(ctx.final_dir / "rejected.json"),
+    )
     for split in SPLITS:
         write_json(ctx.out_dir / f"{split}.json", [p for p in pairs if p["split"] == split])
     write_json(ctx.out_dir / "rejected.json", rejected)
@@ -142,21 +156,14 @@ def tokenize(ctx: StageContext) -> dict[str, Any]:
             side: round(float(np.mean([t == 1 for row in rows for t in row] or [0])), 4)
             for side, rows in (("source", src), ("target", tgt))
         }
-    vocab_dir = ctx.run_dir / "vocab"
-    vocab_dir.mkdir(exist_ok=True)
     for name in ("source_vocab.txt", "target_vocab.txt"):
-        shutil.copy(ctx.out_dir / name, vocab_dir / name)
+        shutil.copy(ctx.out_dir / name, ctx.output(f"vocab/{name}"))
     return {
         "metrics": {
             "vocab_size": {"source": len(vocab_src), "target": len(vocab_tgt)},
             "unknown_token_rate": unknown,
         }
     }
-
-
-def read_vocabulary(path: Path) -> list[str]:
-    """A vocabulary file: one token per line, line number = id (line 1 is the empty padding)."""
-    return path.read_text(encoding="utf-8").split("\n")[:-1]
 
 
 # ---------------------------------------------------------------- train
@@ -183,46 +190,45 @@ def _vocab_sizes(ctx: StageContext) -> tuple[int, int]:
     )
 
 
-def train(ctx: StageContext) -> dict[str, Any]:
-    """Fits the encoder-decoder with clipping, gradient monitoring, checkpoints and backups."""
+def _train_datasets(ctx: StageContext) -> tuple[Any, Any, int]:
     from data.text_datasets import PairIds, pair_dataset
-    from models.seq2seq import TokenAccuracy, smoothed_loss
-    from models.training import fit_resumable
-    from pipelines.speech_commands import finish_training
 
     config: TranslationConfig = ctx.config
-    set_seed(config.runtime.seed)
     ids = {s: PairIds.load(ctx.input("tokenize") / f"{s}.npz") for s in ("train", "validation")}
-    bs = config.train.batch_size
-    train_ds = pair_dataset(
-        ids["train"], bs, True, config.runtime.seed, config.train.bucket_by_length
+    bs, bucket = config.train.batch_size, config.train.bucket_by_length
+    train_ds = pair_dataset(ids["train"], bs, True, config.runtime.seed, bucket)
+    val_ds = pair_dataset(ids["validation"], bs, bucket_by_length=bucket)
+    return train_ds, val_ds, len(ids["train"])
+
+
+def _build_for_training(ctx: StageContext, train_ds: Any) -> Any:
+    return build_model(ctx.config, *_vocab_sizes(ctx)).build_with_dummy()
+
+
+def _recurrent_layers(model: Any) -> list[str]:
+    return [*(layer.name for layer in model.encoder_layers), model.decoder.name]
+
+
+def _metrics() -> list:
+    from models.seq2seq import TokenAccuracy
+
+    return [TokenAccuracy()]
+
+
+def train(ctx: StageContext) -> dict[str, Any]:
+    """Fits the encoder-decoder with the shared train stage (clipping, monitor, backups)."""
+    from models.seq2seq import smoothed_loss
+
+    task = TrainTask(
+        _train_datasets,
+        _build_for_training,
+        _recurrent_layers,
+        loss=smoothed_loss(ctx.config.model.label_smoothing),
+        metrics=_metrics,
+        save_as="model.weights.h5",
+        accuracy_key="val_token_accuracy",
     )
-    val_ds = pair_dataset(ids["validation"], bs, bucket_by_length=config.train.bucket_by_length)
-    model = build_model(config, *_vocab_sizes(ctx)).build_with_dummy()
-    steps = config.train.steps_per_epoch or int(np.ceil(len(ids["train"]) / bs))
-    ckpt_dir = ctx.run_dir / "checkpoints" / ctx.fingerprint
-    if ctx.force:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-    result = fit_resumable(
-        model,
-        train_ds,
-        val_ds,
-        config.train,
-        config.optimizer,
-        config.gradients,
-        steps,
-        ckpt_dir,
-        ctx.run_dir / "logs",
-        recurrent_layers=[
-            *(layer.name for layer in model.encoder_layers),
-            model.decoder.name,
-        ],
-        loss=smoothed_loss(config.model.label_smoothing),
-        metrics=[TokenAccuracy()],
-    )
-    summary = finish_training(ctx, model, result, config.train.monitor, "model.weights.h5")
-    summary["metrics"]["val_token_accuracy"] = summary["metrics"].pop("val_accuracy")
-    return summary
+    return train_stage(task)(ctx)
 
 
 # ---------------------------------------------------------------- evaluate
@@ -236,55 +242,12 @@ def load_trained(ctx: StageContext):  # noqa: ANN201
     return model
 
 
-def translate_ids(model, sources: list[np.ndarray], decode: DecodeConfig) -> list[list[int]]:  # noqa: ANN001
-    """Decodes id sequences in length-sorted batches; returns output ids in input order."""
-    import tensorflow as tf
-
-    from models.decoding import decode_ids
-
-    fn = tf.function(
-        lambda src: decode_ids(model, src, decode),
-        input_signature=[tf.TensorSpec([None, None], tf.int32)],
-    )
-    order = np.argsort([len(s) for s in sources], kind="stable")
-    outputs: list[list[int]] = [[] for _ in sources]
-    from rich.progress import track
-
-    batches = range(0, len(order), decode.batch_size)
-    for start in track(batches, description="Translating test split", transient=True):
-        chosen = order[start : start + decode.batch_size]
-        width = max(1, max(len(sources[i]) for i in chosen))
-        batch = np.zeros((len(chosen), width), np.int32)
-        for row, i in enumerate(chosen):
-            batch[row, : len(sources[i])] = sources[i]
-        ids = fn(tf.constant(batch)).numpy()
-        for row, i in enumerate(chosen):
-            outputs[i] = ids[row].tolist()
-    return outputs
-
-
-def detokenize(rows: list[list[int]], vocabulary: list[str], level: str) -> list[str]:
-    """Output ids -> sentences, with the same graph ops as the export."""
-    import tensorflow as tf
-
-    from data.text import join_tokens
-    from models.decoding import ids_to_tokens
-
-    if not rows:
-        return []
-    width = max(1, max(len(r) for r in rows))
-    ids = np.zeros((len(rows), width), np.int32)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = r
-    tokens = ids_to_tokens(tf.constant(ids), tf.constant(vocabulary))
-    return [s.decode("utf-8") for s in join_tokens(tokens, level).numpy()]
-
-
 def evaluate(ctx: StageContext) -> dict[str, Any]:
     """Decodes the test split; sacreBLEU BLEU and chrF, exact match, samples, attention plot."""
     import sacrebleu
 
     from data.text_datasets import PairIds
+    from models.decoding import detokenize, translate_ids
 
     config: TranslationConfig = ctx.config
     pairs = read_json(ctx.input("ingest") / "test.json")
@@ -333,28 +296,23 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
 
 def _plot_attention(ctx: StageContext, model, pairs, sources, chosen) -> None:  # noqa: ANN001
     """Attention heat maps (greedy decoding) for a few test sentences."""
-    import tensorflow as tf
-
     from data.text import tokenize_many
-    from models.decoding import greedy_decode
+    from models.decoding import attention_panel
     from pipelines.reporting import plot_attention
 
     config: TranslationConfig = ctx.config
     vocab_tgt = read_vocabulary(ctx.input("tokenize") / "target_vocab.txt")
-    panels = []
-    for i in chosen:
-        ids, weights = greedy_decode(
+    panels = [
+        attention_panel(
             model,
-            tf.constant(sources[i][None], tf.int32),
-            config.decode.max_length,
-            config.decode.allow_unknown,
+            sources[i],
+            tokenize_many([pairs[i]["source"]], config.text, "source")[0],
+            vocab_tgt,
+            config.decode,
         )
-        out = ids.numpy()[0].tolist()
-        steps = out.index(3) + 1 if 3 in out else len(out)
-        src_tokens = tokenize_many([pairs[i]["source"]], config.text, "source")[0]
-        tgt_tokens = [vocab_tgt[t] for t in out[:steps]]
-        panels.append((src_tokens, tgt_tokens, weights.numpy()[0, :steps, : len(src_tokens)]))
-    plot_attention(panels, ctx.run_dir / "plots" / "attention.png")
+        for i in chosen
+    ]
+    plot_attention(panels, ctx.output("plots/attention.png"))
 
 
 # ---------------------------------------------------------------- export
@@ -367,18 +325,17 @@ def export(ctx: StageContext) -> dict[str, Any]:
     config: TranslationConfig = ctx.config
     if not config.export.enabled:
         return {"skipped": "export.enabled is false"}
-    if not ctx.results.get("train", {}).get("epochs"):
-        raise RuntimeError("Refusing to export: the train stage reports no completed epoch")
+    require_trained(ctx)
     tok = ctx.input("tokenize")
     model = load_trained(ctx)
     test = read_json(ctx.input("ingest") / "test.json")[:4]
-    out = export_translator(
+    export_translator(
         model,
         config.text,
         config.decode,
         read_vocabulary(tok / "source_vocab.txt"),
         read_vocabulary(tok / "target_vocab.txt"),
-        ctx.run_dir / "export",
+        ctx.output("export"),
         metadata={
             "source": config.data.source,
             "direction": config.data.direction,
@@ -386,36 +343,8 @@ def export(ctx: StageContext) -> dict[str, Any]:
         },
         check_sentences=[p["source"] for p in test],
     )
-    return {"path": str(out), "metrics": {"export_dir": str(out)}}
-
-
-def summarize(metrics: dict[str, Any]) -> list[tuple[str, str]]:
-    """Run-summary rows for this pipeline."""
-    rows = [("source", f"{metrics.get('source', '')} ({metrics.get('direction', '')})")]
-    rows += summary_rows(metrics)
-    if "vocab_size" in metrics:
-        v = metrics["vocab_size"]
-        rows.append(("vocabulary", f"source {v['source']}, target {v['target']}"))
-    if "val_token_accuracy" in metrics:
-        rows.append(
-            (
-                "best val token accuracy",
-                f"{metrics['val_token_accuracy']:.4f} (epoch {metrics['best_epoch']})",
-            )
-        )
-    if "test_bleu" in metrics:
-        d = metrics["decoding"]
-        rows.append(
-            (
-                "test BLEU / chrF",
-                f"{metrics['test_bleu']:.2f} / {metrics['test_chrf']:.2f} on "
-                f"{metrics['test_examples']} pairs (beam {d['beam_width']})",
-            )
-        )
-        rows.append(("test exact match", f"{metrics['test_exact_match']:.4f}"))
-    for s in metrics.get("samples", [])[:5]:
-        rows.append(("sample", f"{s['source']}  ->  {s['translation']}  (ref: {s['reference']})"))
-    return rows + training_rows(metrics)
+    final = ctx.run_dir / "export"
+    return {"path": str(final), "metrics": {"export_dir": str(final)}}
 
 
 PIPELINE = PIPELINES.register("translation")(
@@ -423,27 +352,53 @@ PIPELINE = PIPELINES.register("translation")(
         name="translation",
         config_class=TranslationConfig,
         stages=(
-            Stage("ingest", ingest, sections=("data", "text", "runtime.seed")),
-            Stage("tokenize", tokenize, reads=("ingest",), sections=("text",)),
+            Stage(
+                "ingest",
+                ingest,
+                version=2,
+                sections=("data", "text", "runtime.seed"),
+                watch=lambda config: source_state(config.data),
+            ),
+            Stage(
+                "tokenize",
+                tokenize,
+                version=2,
+                reads=("ingest",),
+                sections=("text",),
+                outputs=("vocab",),
+            ),
             Stage(
                 "train",
                 train,
+                version=2,
                 reads=("tokenize",),
-                sections=("model", "optimizer", "gradients", "train", "runtime.seed"),
+                sections=(
+                    "model",
+                    "optimizer",
+                    "gradients",
+                    "train",
+                    "runtime.seed",
+                    "runtime.deterministic",
+                ),
+                outputs=TRAIN_OUTPUTS,
             ),
             Stage(
                 "evaluate",
                 evaluate,
+                version=2,
                 reads=("ingest", "tokenize", "train"),
                 sections=("decode", "eval", "text.level"),
+                outputs=("plots/attention.png",),
             ),
             Stage(
                 "export",
                 export,
+                version=2,
                 reads=("ingest", "tokenize", "train", "evaluate"),
                 sections=("export", "decode", "text"),
+                outputs=("export",),
             ),
         ),
-        summarize=summarize,
+        summarize=translation_summary,
     )
 )

@@ -10,7 +10,6 @@ search (``overwrite=False``); with ``KERASTUNER_TUNER_ID`` / ``KERASTUNER_ORACLE
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import socket
@@ -23,8 +22,10 @@ from typing import Any
 
 import keras_tuner
 
+from data.files import write_json
 from models.tuning import TuneConfig, build_oracle, overrides
 from pipelines import config as cfg
+from pipelines.locking import RunDirLock
 from pipelines.runner import Pipeline, run_pipeline
 
 TRIAL_COLUMNS = ("trial", "status", "objective", "epochs", "seconds", "tuner_id", "error")
@@ -152,12 +153,17 @@ def trial_rows(oracle, tune: TuneConfig, trial_dirs: Path) -> list[dict[str, Any
 
 
 def write_trials_csv(rows: list[dict[str, Any]], path: Path, tune: TuneConfig) -> None:
+    import io
+
+    from data.files import write_text_atomic
+
     columns = [*TRIAL_COLUMNS, *tune.space]
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
 
 
 def _free_port() -> int:
@@ -228,13 +234,19 @@ def tune_pipeline(pipeline: Pipeline, base_raw: dict[str, Any], tune: TuneConfig
 
     run_dir = Path(run_dir)
     base_raw = {k: v for k, v in base_raw.items() if k != "tune"}
-    tuner = PipelineTuner(pipeline, base_raw, tune, run_dir)
     is_worker = dist_utils.has_chief_oracle() and not dist_utils.is_chief_oracle()
-    if not is_worker:
-        _stop_at_deadline(tuner.oracle, tune.max_minutes)
-    tuner.search()
-    if is_worker:
+    if is_worker:  # workers share the chief's folder; each trial folder is locked by its runner
+        PipelineTuner(pipeline, base_raw, tune, run_dir).search()
         return None
+    with RunDirLock(run_dir / "tuning", what="tuning directory"):
+        tuner = PipelineTuner(pipeline, base_raw, tune, run_dir)
+        _stop_at_deadline(tuner.oracle, tune.max_minutes)
+        tuner.search()
+        return _report(tuner, pipeline, tune, run_dir)
+
+
+def _report(tuner: PipelineTuner, pipeline: Pipeline, tune: TuneConfig, run_dir: Path):  # noqa: ANN202
+    """Writes trials.csv, best.yaml/json and the plot; retrains the best configuration."""
     tuning_dir = run_dir / "tuning"
     rows = trial_rows(tuner.oracle, tune, tuning_dir / "trials")
     write_trials_csv(rows, tuning_dir / "trials.csv", tune)
@@ -249,8 +261,9 @@ def tune_pipeline(pipeline: Pipeline, base_raw: dict[str, Any], tune: TuneConfig
     best_values = {k: best[k] for k in tune.space}
     best_config = tuner.trial_config(best_values)
     cfg.save(best_config, tuning_dir / "best.yaml")
-    (tuning_dir / "best.json").write_text(
-        json.dumps({"trial": best["trial"], "objective": best["objective"], "values": best_values})
+    write_json(
+        tuning_dir / "best.json",
+        {"trial": best["trial"], "objective": best["objective"], "values": best_values},
     )
     from pipelines.reporting import plot_tuning
 

@@ -67,7 +67,8 @@ def _train(ctx: StageContext) -> dict:
 
 def _export(ctx: StageContext) -> dict:
     if ctx.config.export.enabled:
-        (ctx.run_dir / "export").mkdir(exist_ok=True)
+        (ctx.output("export") / "model.txt").parent.mkdir(parents=True, exist_ok=True)
+        (ctx.output("export") / "model.txt").write_text("a model")
     return {"metrics": {"exported": ctx.config.export.enabled}}
 
 
@@ -75,7 +76,14 @@ FAKE = Pipeline(
     name="fake",
     config_class=FakeConfig,
     stages=(
-        Stage("train", _train, sections=("model", "train")),
-        Stage("export", _export, reads=("train",), sections=("export",)),
+        Stage("train", _train, version=1, sections=("model", "train")),
+        Stage(
+            "export",
+            _export,
+            version=1,
+            reads=("train",),
+            sections=("export",),
+            outputs=("export",),
+        ),
     ),
 )

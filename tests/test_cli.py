@@ -156,6 +156,23 @@ def test_export_runs_in_plain_tensorflow(tiny_run, tmp_path):
         assert shape == ["string", [2], [2, 5]]
 
 
+def test_serving_bad_waveforms_get_a_clear_error_or_a_defined_answer(tiny_run):
+    import tensorflow as tf
+
+    run_dir, _, _ = tiny_run
+    serve = tf.saved_model.load(str(run_dir / "export")).signatures["serving_default"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="waveform has 0 samples"):
+        serve(waveform=tf.zeros([1, 0]))
+    nan = np.full((1, 16000), 0.1, np.float32)
+    nan[0, 500] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or Inf"):
+        serve(waveform=tf.constant(nan))
+    with pytest.raises((ValueError, TypeError)):  # wrong rank: refused by the signature
+        serve(waveform=tf.zeros([16000]))
+    out = serve(waveform=tf.zeros([2, 3]))  # silence, three samples: a defined answer
+    np.testing.assert_allclose(out["probabilities"].numpy().sum(axis=1), 1.0, atol=1e-4)
+
+
 def test_export_matches_training_features(tiny_run):
     """Served probabilities on a raw clip equal the trained model's on the librosa features."""
     import keras

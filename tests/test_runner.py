@@ -41,8 +41,8 @@ def make_pipeline(calls: list[str], fail_in: str | None = None) -> Pipeline:
         "toy",
         Root,
         (
-            Stage("first", first, sections=("a",)),
-            Stage("second", second, reads=("first",), sections=("b",)),
+            Stage("first", first, version=1, sections=("a",)),
+            Stage("second", second, version=1, reads=("first",), sections=("b",)),
         ),
     )
 
@@ -94,3 +94,154 @@ def test_stage_seconds_recorded(tmp_path):
     run_pipeline(make_pipeline([]), Root(), tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(metrics["stage_seconds"]) == {"first", "second"}
+
+
+def _publishing_pipeline(calls: list[str], folder, version: int = 1) -> Pipeline:
+    from data.fingerprints import folder_state
+
+    def read(ctx):
+        calls.append("read")
+        names = sorted(p.name for p in folder.iterdir())
+        (ctx.out_dir / "names.txt").write_text("\n".join(names))
+        return {"metrics": {"files": len(names)}}
+
+    def publish(ctx):
+        calls.append("publish")
+        (ctx.output("export") / "sub").mkdir(parents=True)
+        (ctx.output("export") / "sub" / "model.bin").write_text("weights")
+        ctx.output("plots/a.png").write_text("png")
+        return {}
+
+    return Pipeline(
+        "publishing",
+        Root,
+        (
+            Stage("read", read, version=version, watch=lambda config: folder_state(folder)),
+            Stage(
+                "publish",
+                publish,
+                version=1,
+                reads=("read",),
+                outputs=("export", "plots/a.png", "plots/never.png"),
+            ),
+        ),
+    )
+
+
+def test_changed_input_files_rerun_the_stage_that_read_them(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "a.wav").write_text("1")
+    calls: list[str] = []
+    run = lambda: run_pipeline(_publishing_pipeline(calls, folder), Root(), tmp_path / "run")  # noqa: E731
+    run()
+    calls.clear()
+    assert run().skipped == ["read", "publish"] and calls == []
+    (folder / "b.wav").write_text("2")  # added
+    assert run().metrics["files"] == 2 and calls == ["read", "publish"]
+    calls.clear()
+    (folder / "a.wav").write_text("changed")  # edited (size changes)
+    run()
+    assert calls == ["read", "publish"]
+    calls.clear()
+    (folder / "b.wav").unlink()  # removed
+    assert run().metrics["files"] == 1 and calls == ["read", "publish"]
+
+
+def test_a_new_stage_version_reruns_it(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    calls: list[str] = []
+    run_pipeline(_publishing_pipeline(calls, folder), Root(), tmp_path / "run")
+    calls.clear()
+    run_pipeline(_publishing_pipeline(calls, folder, version=2), Root(), tmp_path / "run")
+    assert calls == ["read", "publish"]
+
+
+def test_outputs_are_published_and_a_missing_or_partial_one_reruns(tmp_path):
+    import shutil
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    calls: list[str] = []
+    run_dir = tmp_path / "run"
+    run = lambda: run_pipeline(_publishing_pipeline(calls, folder), Root(), run_dir)  # noqa: E731
+    run()
+    assert (run_dir / "export" / "sub" / "model.bin").read_text() == "weights"
+    assert (run_dir / "plots" / "a.png").is_file() and not (
+        run_dir / "plots" / "never.png"
+    ).exists()
+    assert not (run_dir / "stages" / "publish" / "_outputs").exists()
+    shutil.rmtree(run_dir / "export")  # deleted
+    calls.clear()
+    report = run()
+    assert calls == ["publish"] and report.skipped == ["read"]
+    assert (run_dir / "export" / "sub" / "model.bin").is_file()
+    (run_dir / "export" / "sub" / "model.bin").write_text("half")  # damaged
+    calls.clear()
+    run()
+    assert calls == ["publish"]
+    (run_dir / "plots" / "never.png").write_text("stale")  # not produced: a rerun removes it
+    (run_dir / "plots" / "a.png").unlink()
+    calls.clear()
+    run()
+    assert calls == ["publish"] and not (run_dir / "plots" / "never.png").exists()
+
+
+def test_undeclared_output_is_a_bug_not_a_silent_file(tmp_path):
+    def sneaky(ctx):
+        ctx.output("secret.txt").write_text("x")
+        return {}
+
+    pipeline = Pipeline("sneaky", Root, (Stage("s", sneaky, version=1, outputs=("export",)),))
+    with pytest.raises(RuntimeError, match=r"undeclared outputs \['secret.txt'\]"):
+        run_pipeline(pipeline, Root(), tmp_path)
+    assert not (tmp_path / "secret.txt").exists()
+
+
+def test_run_dir_lock_names_the_holder(tmp_path):
+    from pipelines.locking import RunDirBusyError, RunDirLock
+
+    with RunDirLock(tmp_path):
+        with pytest.raises(RunDirBusyError, match=rf"{tmp_path}.*in use by process \d+"):
+            run_pipeline(make_pipeline([]), Root(), tmp_path)
+    run_pipeline(make_pipeline([]), Root(), tmp_path)  # released
+
+
+def test_every_stage_declares_a_version_and_no_pipeline_imports_another():
+    import ast
+
+    from pipelines.cli import _load_pipelines
+    from pipelines.runner import PIPELINES
+    from tests.conftest import ROOT
+
+    _load_pipelines()
+    for name in PIPELINES.names():
+        for stage in PIPELINES.get(name).stages:
+            assert isinstance(stage.version, int) and stage.version >= 1, (name, stage.name)
+    modules = {"speech_commands", "translation"}
+    for module in modules:
+        tree = ast.parse((ROOT / "pipelines" / f"{module}.py").read_text())
+        imported = {
+            node.module.split(".")[-1]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module
+        }
+        assert not imported & (modules - {module}), module
+
+
+def test_atomic_text_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
+    import os
+
+    from data.files import write_text_atomic
+
+    target = tmp_path / "config.yaml"
+    write_text_atomic(target, "old")
+
+    def fail(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError):
+        write_text_atomic(target, "new")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["config.yaml"]

@@ -19,9 +19,19 @@ from tests.test_cli import TINY
 
 
 def fsdd_config(folder, cache, *overrides):
-    """The fsdd preset on a generated FSDD-style ``folder``, caching under ``cache``."""
+    """The fsdd preset on a generated FSDD-style ``folder``, caching under ``cache``.
+
+    The generated folders hold a few bad files on purpose (10% of ``wav_folder``), so the
+    rejection limit is raised unless the test sets it.
+    """
     return resolve_config(
-        "fsdd", overrides=[f"data.source=fsdd:{folder}", f"runtime.cache_dir={cache}", *overrides]
+        "fsdd",
+        overrides=[
+            f"data.source=fsdd:{folder}",
+            f"runtime.cache_dir={cache}",
+            "data.max_rejected_percent=20",
+            *overrides,
+        ],
     )
 
 
@@ -94,9 +104,7 @@ def test_bad_files_are_counted_and_listed(tmp_path):
     report = run_pipeline(pipeline, config, tmp_path / "run", until="features")
     rejected = json.loads((tmp_path / "run" / "stages" / "ingest" / "rejected.json").read_text())
     reasons = {r["item"].split("/")[-1]: r["reason"] for r in rejected}
-    assert (
-        "unreadable" in reasons["low_ann_7.wav"] and "name does not match" in reasons["README.txt"]
-    )
+    assert "unreadable" in reasons["low_ann_7.wav"] and "not an audio file" in reasons["README.txt"]
     late = json.loads((tmp_path / "run" / "stages" / "features" / "rejected.json").read_text())
     assert [r["item"].split("/")[-1] for r in late] == ["high_bob_8.wav"]
     assert "all zeros" in late[0]["reason"]
@@ -159,3 +167,57 @@ def test_extra_clips_of_other_labels_are_left_out_and_reported(tmp_path, wav_fol
     assert [Path(r["item"]).parent.name for r in left_out] == ["bed"]
     clips = json.loads((tmp_path / "run" / "stages" / "ingest" / "clips.json").read_text())
     assert [c["label"] for c in clips if c["origin"] == "extra"] == ["a"]
+
+
+def _tiny_speech(tmp_path, *overrides):
+    return resolve_config(
+        "speech_commands",
+        overrides=[
+            *TINY,
+            f"runtime.cache_dir={tmp_path / 'cache'}",
+            "export.enabled=false",
+            "train.early_stopping=0",
+            *overrides,
+        ],
+    )
+
+
+def test_a_failure_after_fit_does_not_lose_the_training(tmp_path, monkeypatch):
+    import pipelines.reporting
+
+    pipeline, config = _tiny_speech(tmp_path)
+    real_plot = pipelines.reporting.plot_history
+
+    def broken_plot(*args, **kwargs):
+        raise OSError("disk hiccup while plotting")
+
+    monkeypatch.setattr(pipelines.reporting, "plot_history", broken_plot)
+    with pytest.raises(OSError, match="disk hiccup"):
+        run_pipeline(pipeline, config, tmp_path / "run")
+    monkeypatch.setattr(pipelines.reporting, "plot_history", real_plot)
+    fits = []
+    real_fit = keras.Model.fit
+    monkeypatch.setattr(keras.Model, "fit", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
+    report = run_pipeline(pipeline, config, tmp_path / "run")
+    assert fits == []  # the finished fit was reused, not redone
+    assert report.metrics["epochs_trained"] == 3
+    history = next((tmp_path / "run" / "checkpoints").glob("*/history.csv"))
+    with history.open(newline="") as handle:
+        assert [int(r["epoch"]) for r in csv.DictReader(handle)] == [0, 1, 2]
+    assert (tmp_path / "run" / "plots" / "training.png").is_file()
+
+
+def test_same_command_twice_gives_the_same_metrics(tmp_path):
+    """runtime.deterministic (the default): two runs of the same command agree exactly."""
+    from tests.test_cli import run_cli, tiny_args
+
+    cache = tmp_path / "cache"
+    for run in ("a", "b"):
+        run_cli(*tiny_args(tmp_path / run, cache), "--until", "evaluate")
+    first, second = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in "ab")
+    for key in ("val_accuracy", "test_accuracy", "best_epoch", "confusion_matrix"):
+        assert first[key] == second[key], key
+    histories = [
+        next((tmp_path / run / "checkpoints").glob("*/history.csv")).read_text() for run in "ab"
+    ]
+    assert histories[0] == histories[1]

@@ -64,6 +64,29 @@ def test_graph_standardize_matches_clean():
     assert graph == clean(sentence, config)
 
 
+@pytest.mark.parametrize("form", ["NFC", "NFD"])
+@pytest.mark.parametrize("strip", [False, True])
+@pytest.mark.parametrize("lowercase", [False, True])
+def test_graph_and_python_cleaning_agree_on_any_normalization(form, strip, lowercase):
+    """The graph normalizes itself, keeps combining marks and treats Unicode spaces as spaces."""
+    sentences = [
+        "¿Dónde está el niño?",
+        "Él DIJO: ¡Hola, Ñandú!",
+        "Ça\u00a0coûte 3\u202f€, n'est-ce pas ?",  # no-break spaces
+        "Ελληνικά και русский\u3000текст",
+        "  spaces\t\tand tabs  ",
+        "",
+    ]
+    config = TextConfig(lowercase=lowercase, strip_punctuation=strip, unicode_form="NFC")
+    given = [unicodedata.normalize(form, s) for s in sentences]
+    graph = [t.decode() for t in standardize(tf.constant(given), config).numpy()]
+    python = [clean(s, config) for s in given]
+    assert graph == python
+    assert graph == [clean(s, config) for s in sentences]  # NFD input ends up as NFC input does
+    if strip:
+        assert python[0].endswith("está el niño")  # accents kept, "?" stripped
+
+
 def test_vocabulary_specials_limit_min_count_and_ties():
     lists = [["b", "a", "a"], ["c", "b", "a"], ["d"]]
     vocab = build_vocabulary(lists, size=6, min_count=1)

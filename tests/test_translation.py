@@ -93,6 +93,7 @@ def test_export_runs_in_plain_tensorflow(text_run, tmp_path):
         f"""
         import sys
         import tensorflow as tf
+        import tensorflow_text  # registers the text ops (Unicode normalization) of the export
         assert not any(m.split(".")[0] in ("data", "models", "pipelines", "keras_tuner") for m in sys.modules)
         serve = tf.saved_model.load({str(run_dir / "export")!r}).signatures["serving_default"]
         out = serve(text=tf.constant(["March 3, 2021", "", "le 1er mai 1999 et encore plus de mots"]))
@@ -115,6 +116,8 @@ def test_export_agrees_with_evaluation(text_run):
     rows = (run_dir / "stages" / "evaluate" / "translations.tsv").read_text().splitlines()[1:6]
     sources = [r.split("\t")[0] for r in rows]
     expected = [r.split("\t")[2] for r in rows]
+    import tensorflow_text  # noqa: F401 - registers the export's Unicode normalization op
+
     serve = tf.saved_model.load(str(run_dir / "export")).signatures["serving_default"]
     got = [t.decode() for t in serve(text=tf.constant(sources))["translation"].numpy()]
     assert got == expected
@@ -123,11 +126,51 @@ def test_export_agrees_with_evaluation(text_run):
 def test_predict_sentences_and_stdin(text_run):
     run_dir, _ = text_run
     result = run_cli(
-        "predict", str(run_dir / "export"), "March 3, 2021", "-", stdin="3 mars 2021\n\n1.2.1999\n"
+        "predict", str(run_dir / "export"), "March 3, 2021", "-", stdin="3 mars 2021\n1.2.1999\n"
     )
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["input"] for line in lines] == ["March 3, 2021", "3 mars 2021", "1.2.1999"]
     assert all(isinstance(line["translation"], str) for line in lines)
+
+
+def test_predict_reports_bad_lines_and_exits_1(text_run):
+    run_dir, _ = text_run
+    result = subprocess.run(
+        [sys.executable, "run.py", "predict", str(run_dir / "export"), "-"],
+        cwd=Path(__file__).resolve().parents[1],
+        input=b"3 mars 2021\n\nbad \xff byte\n1.2.1999\n",
+        capture_output=True,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr.decode()
+    lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert len(lines) == 4  # one line per input line, in order
+    assert "translation" in lines[0] and "translation" in lines[3]
+    assert lines[1]["error"].startswith("empty input") and "not UTF-8" in lines[2]["error"]
+
+
+def test_serving_odd_text_gets_a_defined_answer(text_run):
+    import unicodedata
+
+    import tensorflow as tf
+
+    run_dir, _ = text_run
+    import tensorflow_text  # noqa: F401 - registers the export's Unicode normalization op
+
+    serve = tf.saved_model.load(str(run_dir / "export")).signatures["serving_default"]
+    sentence = "mercredi 3 décembre 2021"
+    odd = [
+        "",
+        "   ",
+        " ".join(["mot"] * 1000),  # 1,000 words
+        "漢字 ☃ 🙂 ȹ",  # characters never seen in training
+        unicodedata.normalize("NFD", sentence),
+        sentence,
+    ]
+    out = [t.decode() for t in serve(text=tf.constant(odd))["translation"].numpy()]
+    assert out[0] == "" and out[1] == ""  # nothing in, nothing out
+    assert all(isinstance(t, str) for t in out[2:4])
+    assert out[4] == out[5]  # the export normalizes Unicode itself
 
 
 def test_bad_source_is_a_clear_error(tmp_path):
