@@ -22,7 +22,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(pipeline: str, run_dir: Path, sets: list[str]) -> dict:
-    args = [sys.executable, "run.py", "run", pipeline, "--run-dir", str(run_dir), "--until", "train"]
+    args = [
+        sys.executable,
+        "run.py",
+        "run",
+        pipeline,
+        "--run-dir",
+        str(run_dir),
+        "--until",
+        "train",
+    ]
     for item in sets:
         args += ["--set", item]
     subprocess.run(args, cwd=ROOT, check=True, capture_output=True, text=True)
