@@ -102,9 +102,8 @@ def ingest(ctx: StageContext) -> dict[str, Any]:
     listing = list_source(data, Path(config.runtime.cache_dir), config.runtime.seed)
     usable, rejected = readable_clips(listing)
     # what counts against data.max_rejected_percent: audio files that cannot be used
-    unusable = sum(is_audio_name(r.item) for r in rejected)
-    where = str(ctx.final_dir / "rejected.json")
-    check_rejected(len(usable), unusable, data.max_rejected_percent, "clips", where)
+    unusable = [(r.item, r.reason) for r in rejected if is_audio_name(r.item)]
+    check_rejected(len(usable), unusable, data.max_rejected_percent, "audio files")
     clips, left_out = balance(assign_splits(SourceListing(clips=usable), data), data)
 
     if data.silence_percent:
@@ -147,7 +146,7 @@ def ingest(ctx: StageContext) -> dict[str, Any]:
             "examples": counts,
             "speakers": speakers,
             "rejected": {"ingest": len(rejected)},
-            "unusable_audio": {"ingest": unusable},
+            "unusable_audio": {"ingest": len(unusable)},
             # good clips skipped by design, listed in left_out.json (balance: by hash, unlisted)
             "left_out": {"not a class": len(listing.left_out), "balance": left_out},
         },
@@ -192,12 +191,16 @@ def features(ctx: StageContext) -> dict[str, Any]:
             augmented = int(np.sum(feature_set.copies > 0))
     write_json(ctx.out_dir / "rejected.json", rejected)
     previous = ctx.results.get("ingest", {}).get("metrics", {})
+    earlier = [  # unusable audio found by the ingest stage, counted again with these
+        (r["item"], r["reason"])
+        for r in read_json(ingest_dir / "rejected.json")
+        if is_audio_name(r["item"])
+    ]
     check_rejected(
         sum(counts.values()),
-        len(rejected) + previous.get("unusable_audio", {}).get("ingest", 0),
+        earlier + [(r["item"], r["reason"]) for r in rejected],
         config.data.max_rejected_percent,
-        "clips",
-        f"{ctx.input('ingest') / 'rejected.json'} and {ctx.final_dir / 'rejected.json'}",
+        "audio files",
     )
     return {
         "metrics": {

@@ -146,33 +146,24 @@ def check_splits(counts: dict[str, int], what: str, source: str, hint: str) -> N
             )
 
 
-def check_classes(per_label: dict[str, dict[str, int]], labels: list[str]) -> None:
-    """Stops before training if a class has no example in some split."""
-    for split, counts in per_label.items():
-        empty = [label for label in labels if not counts.get(label)]
-        if empty:
-            raise ValueError(
-                f"Class(es) {empty} have no clips in the {split} split (clips per class: "
-                f"{dict(sorted(counts.items()))}). Add data for them, or leave them out with "
-                "data.commands."
-            )
-
-
-def check_rejected(kept: int, rejected: int, max_percent: float, what: str, listed: str) -> None:
+def check_rejected(
+    kept: int, rejected: list[tuple[str, str]], max_percent: float, what: str
+) -> None:
     """Stops before training if more than ``max_percent`` of the input was unusable.
 
     Args:
         kept: usable examples.
-        rejected: unusable ones.
+        rejected: ``(item, reason)`` of each unusable one.
         max_percent: ``data.max_rejected_percent``.
         what: what the examples are, for the message.
-        listed: where the rejected items are listed with their reasons.
     """
-    total = kept + rejected
-    percent = 100.0 * rejected / total if total else 0.0
+    total = kept + len(rejected)
+    percent = 100.0 * len(rejected) / total if total else 0.0
     if percent > max_percent:
+        shown = "; ".join(f"{item}: {reason}" for item, reason in rejected[:5])
+        more = f" (and {len(rejected) - 5} more)" if len(rejected) > 5 else ""
         raise ValueError(
-            f"{rejected} of {total} {what} ({percent:.1f}%) were rejected as unusable, more than "
-            f"data.max_rejected_percent={max_percent:g}. See {listed} for each one and its "
-            "reason; fix the data or raise data.max_rejected_percent."
+            f"{len(rejected)} of {total} {what} ({percent:.1f}%) are unusable, more than "
+            f"data.max_rejected_percent={max_percent:g}: {shown}{more}. Fix the data or raise "
+            "data.max_rejected_percent."
         )

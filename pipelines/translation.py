@@ -96,19 +96,18 @@ def ingest(ctx: StageContext) -> dict[str, Any]:
         listing, config.data, config.text, token_counts, config.runtime.seed
     )
     counts = {s: sum(p["split"] == s for p in pairs) for s in SPLITS}
+    unusable = [(r["item"], r["reason"]) for r in rejected if r["kind"] in UNUSABLE]
+    check_rejected(
+        len(listing.pairs) + len(listing.rejected) - len(unusable),
+        unusable,
+        config.data.max_rejected_percent,
+        "lines",
+    )
     check_splits(
         counts,
         "pairs",
         config.data.source,
         "Check data.val_percent, data.test_percent and the length limits in text.",
-    )
-    unusable = sum(r.get("count", 1) for r in rejected if r["kind"] in UNUSABLE)
-    check_rejected(
-        len(listing.pairs) + len(listing.rejected) - unusable,
-        unusable,
-        config.data.max_rejected_percent,
-        "lines",
-        str(ctx.final_dir / "rejected.json"),
     )
     for split in SPLITS:
         write_json(ctx.out_dir / f"{split}.json", [p for p in pairs if p["split"] == split])

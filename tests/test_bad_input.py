@@ -121,7 +121,9 @@ def test_too_many_unusable_files_stop_before_training(tmp_path):
         "data.test_speakers=[s4]",
         "data.val_speakers=[s3]",
     )
-    with pytest.raises(ValueError, match=r"3 of 27 clips \(11.1%\).*max_rejected_percent=5"):
+    with pytest.raises(
+        ValueError, match=r"3 of 27 audio files \(11.1%\) are unusable.*max_rejected_percent=5: "
+    ):
         run_pipeline(pipeline, config, tmp_path / "run")
     assert not (tmp_path / "run" / "stages" / "features").exists()  # stopped at ingest
 
@@ -207,6 +209,18 @@ def test_tsv_odd_lines(tmp_path):
     )
     assert {r["kind"] for r in rejected} >= {"empty source", "source too long"}
     assert {p["source"] for p in kept} == {"Go.", "Hi.", "Run!", "Stop!"}
+
+
+def test_too_many_bad_tsv_lines_stop_before_training(tmp_path):
+    path = tmp_path / "pairs.tsv"
+    good = [f"sentence {i}\tfrase {i}" for i in range(40)]
+    path.write_text("\n".join([*good, "no tab here", "a\tb\tc\td\te", "\tempty"]) + "\n")
+    pipeline, config = resolve_config(
+        "translation",
+        overrides=[f"data.source=tsv:{path}", "data.val_percent=20", "data.test_percent=20"],
+    )
+    with pytest.raises(ValueError, match=r"3 of 43 lines \(7.0%\) are unusable.*pairs.tsv:41"):
+        run_pipeline(pipeline, config, tmp_path / "run")
 
 
 @pytest.mark.parametrize(

@@ -167,8 +167,12 @@ def test_serving_bad_waveforms_get_a_clear_error_or_a_defined_answer(tiny_run):
     nan[0, 500] = np.nan
     with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or Inf"):
         serve(waveform=tf.constant(nan))
-    with pytest.raises((ValueError, TypeError)):  # wrong rank: refused by the signature
+    # wrong rank: TensorFlow's signature binding refuses it, naming the expected shape (its
+    # fallback then re-raises as an op error; the first error is the one that explains)
+    with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError)) as refused:
         serve(waveform=tf.zeros([16000]))
+    chain = f"{refused.value} {refused.value.__context__}"
+    assert "TensorSpec(shape=(None, None), dtype=tf.float32, name='waveform')" in chain
     out = serve(waveform=tf.zeros([2, 3]))  # silence, three samples: a defined answer
     np.testing.assert_allclose(out["probabilities"].numpy().sum(axis=1), 1.0, atol=1e-4)
 

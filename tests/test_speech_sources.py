@@ -1,5 +1,6 @@
 """Each speech source on tiny generated or real data, and the split rules."""
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -155,6 +156,40 @@ def test_synthetic_is_deterministic_and_voice_disjoint(tmp_path):
     assert len(first.noise_files) == 4
     y, sr = soundfile.read(first.clips[0].path)
     assert sr == 16000 and y.shape == (16000,)
+
+
+def test_concurrent_generators_share_one_synthetic_set(tmp_path):
+    """Two processes generating the same set at once (e.g. tuning workers): both get it whole."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    script = (
+        "import json, sys; from pathlib import Path\n"
+        "from data.speech_sources import DataConfig, SyntheticConfig, list_source\n"
+        "config = DataConfig(synthetic=SyntheticConfig(words=('yes', 'no'), voices=8, takes=2))\n"
+        "listing = list_source(config, Path(sys.argv[1]), seed=5)\n"
+        "print(json.dumps(sorted(c.path for c in listing.clips)))\n"
+    )
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], [err[-2000:] for _, err in outputs]
+    listed = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    assert listed[0] == listed[1] and len(listed[0]) >= 32
+    assert all(Path(path).is_file() for path in listed[0])
+    folder = tmp_path / "synthetic"
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []  # no leftovers
+    assert len([p for p in folder.iterdir()]) == 1
 
 
 def test_balance_caps_labels():
