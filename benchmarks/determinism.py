@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="determinism-"))
-    base = [*args.set, f"runtime.cache_dir={root / 'cache'}"]
+    base = [f"runtime.cache_dir={root / 'cache'}", *args.set]  # a --set may override
     run(args.pipeline, root / "warm", [*base, "train.epochs=1"])  # data and features cached
     seconds: dict[bool, list[float]] = {False: [], True: []}
     results: dict[bool, list[tuple]] = {False: [], True: []}

@@ -165,9 +165,11 @@ def run_pipeline(
         The run report; ``metrics.json`` has been written into ``run_dir``.
     """
     names = [s.name for s in pipeline.stages]
-    for name in [until, *rerun]:
-        if name is not None and name not in names:
-            raise ValueError(f"--until {name!r}: expected one of {names}")
+    if until is not None and until not in names:
+        raise ValueError(f"--until {until!r}: expected one of {names}")
+    unknown = [name for name in rerun if name not in names]
+    if unknown:
+        raise ValueError(f"Stages to rerun {unknown}: expected some of {names}")
     with RunDirLock(run_dir):
         return _run_locked(pipeline, config, Path(run_dir), until, force, on_stage, rerun)
 
