@@ -28,12 +28,21 @@ def file_state(path: Path) -> str:
     return digest.hexdigest()
 
 
-def folder_state(folder: Path) -> str:
-    """A hash over every file under ``folder``: relative path, size and mtime (ns)."""
+def folder_state(folder: Path, depth: int | None = None) -> str:
+    """A hash over every file under ``folder``: relative path, size and mtime (ns).
+
+    Args:
+        folder: the folder.
+        depth: only files at most this many levels down (1 = the folder's own files), so a
+            source is not disturbed by what is written beside its clips; None = all.
+    """
     digest = hashlib.sha256()
     if not folder.is_dir():
         return "missing"
     for root, dirs, files in os.walk(folder):
+        level = len(Path(root).relative_to(folder).parts) + 1
+        if depth is not None and level >= depth:
+            dirs.clear()  # files of this folder are the deepest read
         dirs.sort()
         for name in sorted(files):
             path = Path(root) / name

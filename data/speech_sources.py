@@ -266,9 +266,9 @@ def _manifest_state(argument: str) -> str:
     return f"{file_state(csv_path)}:{paths_state(paths)}"
 
 
-_STATE: dict[str, Callable[[str], str]] = {
-    "fsdd": lambda argument: folder_state(Path(argument).expanduser()),
-    "speech_commands": lambda argument: folder_state(Path(argument).expanduser()),
+_STATE: dict[str, Callable[[str], str]] = {  # the depth each source lists files at
+    "fsdd": lambda argument: folder_state(Path(argument).expanduser(), depth=1),
+    "speech_commands": lambda argument: folder_state(Path(argument).expanduser(), depth=2),
     "manifest": _manifest_state,
 }
 

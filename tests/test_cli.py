@@ -198,6 +198,17 @@ def test_export_matches_training_features(tiny_run):
         np.testing.assert_allclose(served, expected, atol=1e-3)
 
 
+def test_deleted_export_is_made_again(tiny_run):
+    import shutil
+
+    run_dir, cache, _ = tiny_run
+    shutil.rmtree(run_dir / "export")
+    result = run_cli(*tiny_args(run_dir, cache))
+    assert "running stage export (output export is missing or changed)" in result.stderr
+    assert result.stderr.count("reusing stage") == 4
+    assert (run_dir / "export" / "saved_model.pb").is_file()
+
+
 def test_export_command_rewrites_export(tiny_run):
     run_dir, _, _ = tiny_run
     before = (run_dir / "export" / "saved_model.pb").stat().st_mtime_ns

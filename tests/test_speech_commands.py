@@ -221,3 +221,18 @@ def test_same_command_twice_gives_the_same_metrics(tmp_path):
         next((tmp_path / run / "checkpoints").glob("*/history.csv")).read_text() for run in "ab"
     ]
     assert histories[0] == histories[1]
+
+
+def test_changed_data_folder_reruns_ingest(tmp_path, wav_folder):
+    pipeline, config = fsdd_config(
+        wav_folder, tmp_path / "cache", "data.test_speakers=[s3]", "data.val_speakers=[s2]"
+    )
+    first = run_pipeline(pipeline, config, tmp_path / "run", until="ingest")
+    assert run_pipeline(pipeline, config, tmp_path / "run", until="ingest").skipped == ["ingest"]
+    soundfile.write(wav_folder / "a_s1_7.wav", tone(310, 0.4, 8000), 8000)  # a new clip
+    second = run_pipeline(pipeline, config, tmp_path / "run", until="ingest")
+    assert second.ran == ["ingest"]
+    assert second.metrics["examples"]["train"] == first.metrics["examples"]["train"] + 1
+    (wav_folder / "a_s1_7.wav").unlink()  # removed again
+    third = run_pipeline(pipeline, config, tmp_path / "run", until="ingest")
+    assert third.ran == ["ingest"] and third.metrics["examples"] == first.metrics["examples"]

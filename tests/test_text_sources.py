@@ -135,3 +135,22 @@ def test_tatoeba_spanish_to_english():
     kept, _ = _prepare(listing, data)
     assert kept[0]["source"] == "Ve." and kept[0]["target"] == "Go."
     assert len({p["source"] for p in kept if p["split"] == "test"}) > 1000
+
+
+def test_edited_tsv_reruns_ingest(tmp_path):
+    from pipelines.cli import resolve_config
+    from pipelines.runner import run_pipeline
+
+    path = tmp_path / "pairs.tsv"
+    path.write_text("".join(f"sentence {i}\tfrase {i}\n" for i in range(60)), encoding="utf-8")
+    pipeline, config = resolve_config(
+        "translation",
+        overrides=[f"data.source=tsv:{path}", "data.val_percent=20", "data.test_percent=20"],
+    )
+    first = run_pipeline(pipeline, config, tmp_path / "run", until="ingest")
+    assert run_pipeline(pipeline, config, tmp_path / "run", until="ingest").skipped == ["ingest"]
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("one more\tuna más\n")
+    second = run_pipeline(pipeline, config, tmp_path / "run", until="ingest")
+    assert second.ran == ["ingest"]
+    assert sum(second.metrics["examples"].values()) == sum(first.metrics["examples"].values()) + 1
