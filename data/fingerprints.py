@@ -43,6 +43,9 @@ def folder_state(folder: Path, depth: int | None = None) -> str:
         level = len(Path(root).relative_to(folder).parts) + 1
         if depth is not None and level >= depth:
             dirs.clear()  # files of this folder are the deepest read
+        if root != str(folder) and ".lock" in files:
+            dirs.clear()  # a run directory placed inside the data: not data
+            continue
         dirs.sort()
         for name in sorted(files):
             path = Path(root) / name

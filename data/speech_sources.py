@@ -258,7 +258,7 @@ def _manifest_state(argument: str) -> str:
     csv_path = Path(argument).expanduser()
     if not csv_path.is_file():
         return "missing"
-    with csv_path.open(newline="", encoding="utf-8", errors="replace") as handle:
+    with csv_path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
         listed = [
             (row.get("path") or "").strip() for row in csv.DictReader(handle) if row.get("path")
         ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,13 +165,23 @@ class GradientMonitor(keras.callbacks.Callback):
         self.rows = []
         if self.csv_path is None or not self.csv_path.is_file():
             return
+        rows = []
         with self.csv_path.open(newline="") as handle:
-            rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+            for row in csv.DictReader(handle):
+                try:
+                    rows.append({k: float(v) for k, v in row.items()})
+                except (TypeError, ValueError):  # a row cut short by a kill
+                    continue
         self.rows = [r for r in rows if upto is None or r["step"] <= upto]
-        if len(self.rows) != len(rows):
+        if not self.rows:
             self.csv_path.unlink()
-            for row in self.rows:
-                self._append_csv(row)
+        elif len(self.rows) != len(rows):  # rewritten whole, then renamed over the old log
+            tmp = self.csv_path.with_suffix(".tmp")
+            with tmp.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(self.rows[0]))
+                writer.writeheader()
+                writer.writerows(self.rows)
+            os.replace(tmp, self.csv_path)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         step = int(self.model.optimizer.iterations.numpy())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -195,8 +196,6 @@ def fit_resumable(
         The history rows, the weights file that was loaded into ``model``, and the gradients'
         summary and warnings.
     """
-    import shutil
-
     from models.gradients import GradientMonitor, diagnose
 
     model.compile(
@@ -211,7 +210,7 @@ def fit_resumable(
     done = read_fit_done(done_file)
     if done is not None:
         # The fit finished before a later step of the stage failed: reuse it, do not retrain.
-        kept = Path(done["kept"])
+        kept = checkpoint_dir / done["kept"]
         monitor.load_rows()
         monitor.diverged_step = done["diverged_step"]
     else:
@@ -246,7 +245,10 @@ def fit_resumable(
     if done is None:
         from data.files import write_json
 
-        write_json(done_file, {"kept": str(kept), "diverged_step": monitor.diverged_step})
+        # Names relative to the checkpoint folder: a moved or copied run keeps its own weights.
+        write_json(done_file, {"kept": kept.name, "diverged_step": monitor.diverged_step})
+        # Only now is the backup redundant (it is kept through fit's end, see build_callbacks).
+        shutil.rmtree(checkpoint_dir / "backup", ignore_errors=True)
     with history_csv.open(newline="") as handle:
         history = list(csv.DictReader(handle))
     return FitResult(
@@ -264,14 +266,42 @@ FIT_DONE = "fit_done.json"
 
 
 def read_fit_done(path: Path) -> dict[str, Any] | None:
-    """The record of a finished fit (its kept weights still on disk), or None."""
+    """The record of a finished fit (its kept weights still on disk and readable), or None."""
     import json
 
     try:
         done = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        kept = path.parent / Path(done["kept"]).name
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    return done if Path(done.get("kept", "")).is_file() else None
+    return done if _readable_weights(kept) else None
+
+
+def _backup_epochs(backup: Path, suffix: str) -> int | None:
+    """Epochs held by a ``BackupAndRestore`` backup, or None if it is missing or damaged.
+
+    ``suffix`` ".bkp" reads the previous backup that ``double_checkpoint`` keeps.
+    """
+    import json
+
+    try:
+        meta = json.loads((backup / f"training_metadata.json{suffix}").read_text())
+        epochs = int(meta["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return epochs if _readable_weights(backup / f"latest.weights.h5{suffix}") else None
+
+
+def _readable_weights(path: Path) -> bool:
+    """Whether ``path`` is a whole HDF5 weights file (a kill mid-save leaves a broken one)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            handle.visit(lambda name: None)
+        return True
+    except (OSError, ValueError, KeyError, RuntimeError):
+        return False
 
 
 def resume_logs(checkpoint_dir: Path, history_csv: Path) -> None:
@@ -279,17 +309,24 @@ def resume_logs(checkpoint_dir: Path, history_csv: Path) -> None:
 
     Keeps the history rows of the epochs the backup holds (a killed run may have logged an epoch
     whose backup was never written) and drops every log when there is no backup, so a resumed or
-    restarted fit never appends to stale rows. The gradient log is trimmed by the monitor itself,
-    once the backup has restored the optimizer's step.
+    restarted fit never appends to stale rows. A backup damaged by a kill mid-save is replaced by
+    the previous one (``double_checkpoint``), or dropped; damaged checkpoints are deleted. The
+    gradient log is trimmed by the monitor itself, once the backup has restored the optimizer's
+    step.
     """
-    import json
-
-    meta = checkpoint_dir / "backup" / "training_metadata.json"
-    try:
-        epochs = int(json.loads(meta.read_text())["epoch"])
-    except (OSError, ValueError, KeyError):
-        epochs = 0
+    backup = checkpoint_dir / "backup"
+    epochs = _backup_epochs(backup, "")
+    if epochs is None:  # killed while the backup was written: fall back to the previous one
+        epochs = _backup_epochs(backup, ".bkp")
+        if epochs is not None:
+            for name in ("latest.weights.h5", "training_metadata.json"):
+                shutil.copyfile(backup / f"{name}.bkp", backup / name)
+    epochs = epochs or 0
+    for name in ("best.weights.h5", "last.weights.h5"):
+        if (checkpoint_dir / name).exists() and not _readable_weights(checkpoint_dir / name):
+            (checkpoint_dir / name).unlink()
     if not epochs:
+        shutil.rmtree(backup, ignore_errors=True)
         for name in (history_csv.name, "gradients.csv", "best.weights.h5", "last.weights.h5"):
             (checkpoint_dir / name).unlink(missing_ok=True)
         return
@@ -356,7 +393,11 @@ def build_callbacks(
             else None,
         ),
         keras.callbacks.ModelCheckpoint(str(last), save_weights_only=True),
-        keras.callbacks.BackupAndRestore(str(checkpoint_dir / "backup")),
+        # double_checkpoint: a kill while saving leaves the previous backup usable;
+        # delete_checkpoint=False: fit_resumable deletes it once the fit is recorded as done.
+        keras.callbacks.BackupAndRestore(
+            str(checkpoint_dir / "backup"), double_checkpoint=True, delete_checkpoint=False
+        ),
         keras.callbacks.TensorBoard(str(log_dir), write_graph=False, profile_batch=0),
     ]
     if config.early_stopping:

@@ -117,7 +117,7 @@ def cmd_default(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Re-runs the export stage of a finished run (earlier stages are reused)."""
+    """Re-runs the export stage of a finished run; stops if an earlier stage is out of date."""
     from pipelines.runner import run_pipeline
 
     run_dir = Path(args.run_dir)
@@ -125,7 +125,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"error: {run_dir} is not a run directory (no config.yaml)", file=sys.stderr)
         return 2
     pipeline, config = resolve_config("_", [str(run_dir / "config.yaml")])
-    run_pipeline(pipeline, config, run_dir, on_stage=_progress, rerun=("export",))
+    before = tuple(s.name for s in pipeline.stages if s.name != "export")
+    run_pipeline(pipeline, config, run_dir, on_stage=_progress, rerun=("export",), frozen=before)
     print(run_dir / "export")
     return 0
 
@@ -363,9 +364,14 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         if err.errno not in _DISK_ERRORS:
             raise
+        hint = (
+            "Free some space"
+            if err.errno in (errno.ENOSPC, errno.EDQUOT)
+            else "Check the permissions"
+        )
         print(
-            f"error: cannot write {err.filename or 'the run directory'!s}: {err.strerror}. "
-            "Free some space or choose a writable --run-dir (and runtime.cache_dir).",
+            f"error: cannot use {err.filename or 'the run directory'!s}: {err.strerror}. {hint}, "
+            "or choose another --run-dir (and runtime.cache_dir).",
             file=sys.stderr,
         )
         return 4

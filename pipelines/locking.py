@@ -57,8 +57,12 @@ class RunDirLock:
             "command": " ".join(sys.argv),
             "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        except OSError:
+            os.close(fd)  # e.g. a full disk: release the lock, report the error
+            raise
         self._fd = fd
         return self
 

@@ -146,6 +146,7 @@ def run_pipeline(
     force: bool = False,
     on_stage: Callable[[str, str], None] | None = None,
     rerun: tuple[str, ...] = (),
+    frozen: tuple[str, ...] = (),
 ) -> RunReport:
     """Runs the stages in order, skipping those whose fingerprint and outputs are unchanged.
 
@@ -160,6 +161,8 @@ def run_pipeline(
         force: rerun every stage even if its outputs are current.
         on_stage: called with (stage name, "run" | "skip" | reason) before each stage.
         rerun: names of stages to rerun even if current (e.g. ``("export",)``).
+        frozen: names of stages that must be reused: if one is out of date, stop with an error
+            instead of recomputing it (``run.py export`` never retrains behind your back).
 
     Returns:
         The run report; ``metrics.json`` has been written into ``run_dir``.
@@ -171,7 +174,7 @@ def run_pipeline(
     if unknown:
         raise ValueError(f"Stages to rerun {unknown}: expected some of {names}")
     with RunDirLock(run_dir):
-        return _run_locked(pipeline, config, Path(run_dir), until, force, on_stage, rerun)
+        return _run_locked(pipeline, config, Path(run_dir), until, force, on_stage, rerun, frozen)
 
 
 def _run_locked(
@@ -182,11 +185,17 @@ def _run_locked(
     force: bool,
     on_stage: Callable[[str, str], None] | None,
     rerun: tuple[str, ...],
+    frozen: tuple[str, ...],
 ) -> RunReport:
     cfg.save(config, run_dir / "config.yaml")
     stages_root = run_dir / "stages"
     stages_root.mkdir(exist_ok=True)
-    for stale in stages_root.glob(".*.tmp"):  # left by a killed run (we hold the lock)
+    # left by a killed run (we hold the lock): private stage folders, replaced outputs
+    for stale in [
+        *stages_root.glob(".*.tmp"),
+        *stages_root.glob(".*.old"),
+        *run_dir.glob(".*.old"),
+    ]:
         shutil.rmtree(stale, ignore_errors=True)
     report = RunReport(run_dir)
     prints: dict[str, str] = {}
@@ -204,6 +213,11 @@ def _run_locked(
             report.skipped.append(stage.name)
             report.results[stage.name] = record.get("summary", {})
         else:
+            if stage.name in frozen:
+                raise RuntimeError(
+                    f"Stage {stage.name!r} of {run_dir} is out of date ({stale}); rerun the "
+                    "pipeline with `run.py run` first."
+                )
             if on_stage:
                 on_stage(stage.name, "run" if stale in (None, "new") else f"run ({stale})")
             summary, seconds = _run_stage(stage, config, run_dir, fp, force, report.results)

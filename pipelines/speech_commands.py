@@ -133,6 +133,7 @@ def ingest(ctx: StageContext) -> dict[str, Any]:
     write_json(ctx.out_dir / "rejected.json", [r.to_dict() for r in rejected])
     write_json(ctx.out_dir / "left_out.json", [r.to_dict() for r in listing.left_out])
     write_json(ctx.out_dir / "labels.json", train_labels)
+    write_json(ctx.out_dir / "audio_files.json", {"usable": len(usable), "unusable": unusable})
     write_json(ctx.out_dir / "noise.json", listing.noise_files)
     speakers = {s: len({c.speaker for c in clips if c.split == s}) for s in SPLITS}
     per_label = {s: dict(Counter(c.label for c in clips if c.split == s)) for s in SPLITS}
@@ -146,7 +147,6 @@ def ingest(ctx: StageContext) -> dict[str, Any]:
             "examples": counts,
             "speakers": speakers,
             "rejected": {"ingest": len(rejected)},
-            "unusable_audio": {"ingest": len(unusable)},
             # good clips skipped by design, listed in left_out.json (balance: by hash, unlisted)
             "left_out": {"not a class": len(listing.left_out), "balance": left_out},
         },
@@ -191,14 +191,10 @@ def features(ctx: StageContext) -> dict[str, Any]:
             augmented = int(np.sum(feature_set.copies > 0))
     write_json(ctx.out_dir / "rejected.json", rejected)
     previous = ctx.results.get("ingest", {}).get("metrics", {})
-    earlier = [  # unusable audio found by the ingest stage, counted again with these
-        (r["item"], r["reason"])
-        for r in read_json(ingest_dir / "rejected.json")
-        if is_audio_name(r["item"])
-    ]
+    audio = read_json(ingest_dir / "audio_files.json")  # what ingest found unusable, and the rest
     check_rejected(
-        sum(counts.values()),
-        earlier + [(r["item"], r["reason"]) for r in rejected],
+        audio["usable"] - len(rejected),
+        [tuple(r) for r in audio["unusable"]] + [(r["item"], r["reason"]) for r in rejected],
         config.data.max_rejected_percent,
         "audio files",
     )

@@ -185,3 +185,39 @@ def test_planted_nan_stops_cleanly_and_keeps_finite_best(tmp_path):
         not (tmp_path / "b" / "backup").exists()
         and not (tmp_path / "b" / "last.weights.h5").exists()
     )
+
+
+def test_resume_logs_trims_to_the_backup_and_recovers_a_damaged_one(tmp_path):
+    """What a kill leaves behind, crafted: logs ahead of the backup, a backup cut mid-save."""
+    import json
+
+    import keras
+    import numpy as np
+
+    from models.training import resume_logs
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    model.save_weights(tmp_path / "good.weights.h5")
+    (backup / "latest.weights.h5.bkp").write_bytes((tmp_path / "good.weights.h5").read_bytes())
+    (backup / "training_metadata.json.bkp").write_text(json.dumps({"epoch": 2, "batch": -1}))
+    (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n cut short")  # killed mid-save
+    (backup / "training_metadata.json").write_text(json.dumps({"epoch": 3, "batch": -1}))
+    (tmp_path / "best.weights.h5").write_bytes(b"half")
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,loss\n0,1.0\n1,0.8\n2,0.7\n3,0.6\n")
+    resume_logs(tmp_path, history)
+    assert history.read_text().splitlines() == ["epoch,loss", "0,1.0", "1,0.8"]
+    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 2
+    restored = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    restored.load_weights(backup / "latest.weights.h5")
+    np.testing.assert_array_equal(restored.get_weights()[0], model.get_weights()[0])
+    assert not (tmp_path / "best.weights.h5").exists()  # a damaged checkpoint is not kept
+
+    for name in ("latest.weights.h5", "latest.weights.h5.bkp"):  # nothing usable: start over
+        (backup / name).write_bytes(b"junk")
+    (tmp_path / "gradients.csv").write_text("step,loss\n1,1.0\n")
+    resume_logs(tmp_path, history)
+    assert not backup.exists() and not history.exists()
+    assert not (tmp_path / "gradients.csv").exists()
