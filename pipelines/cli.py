@@ -20,6 +20,7 @@ EPILOG = """examples:
   python run.py predict runs/speech_commands-*/export clip.wav
   python run.py run tatoeba_spa_eng               Spanish -> English on Tatoeba pairs
   python run.py predict runs/translation-*/export "the 3rd of March, 2021"
+  python run.py detect runs/speech_commands-*/export long_recording.wav
   python run.py export runs/speech_commands-20260101-120000
   python run.py study gradients --quick           vanishing/exploding gradients, measured
   python run.py tune speech_commands --set tune.max_trials=4
@@ -232,6 +233,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return predict(args.export_dir, args.inputs, top_k=args.top_k)
 
 
+def cmd_detect(args: argparse.Namespace) -> int:
+    from models.detection import DetectorConfig
+    from pipelines.detect import detect
+
+    config = DetectorConfig(
+        threshold=args.threshold,
+        average_ms=args.average_ms,
+        suppression_ms=args.suppression_ms,
+        hop_ms=args.hop_ms,
+    )
+    return detect(args.export_dir, args.files, config)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from data.speech_sources import SOURCES
     from data.text import SPLITTERS
@@ -325,6 +339,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--top-k", type=int, default=None, help="alternatives to print")
     predict.set_defaults(func=cmd_predict)
+
+    detect = sub.add_parser(
+        "detect", help="find commands in recordings of any length (one JSON line per detection)"
+    )
+    detect.add_argument("export_dir", help="a speech RUN_DIR/export folder")
+    detect.add_argument("files", nargs="+", help="audio files (any length, format, sample rate)")
+    detect.add_argument("--threshold", type=float, default=0.7, metavar="P")
+    detect.add_argument("--hop-ms", type=float, default=100.0, metavar="N")
+    detect.add_argument(
+        "--average-ms", type=float, default=500.0, metavar="N", help="posterior smoothing"
+    )
+    detect.add_argument(
+        "--suppression-ms",
+        type=float,
+        default=500.0,
+        metavar="N",
+        help="a same-label detection closer than this to the previous one is merged into it",
+    )
+    detect.set_defaults(func=cmd_detect)
 
     export = sub.add_parser("export", help="(re)export the model of a finished run")
     export.add_argument("run_dir", help="a run directory holding config.yaml")

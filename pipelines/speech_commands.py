@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from data.audio import FeatureConfig, load_audio
-from data.augment import AugmentConfig, write_silence_clips
-from data.checks import check
+from data.audio import load_audio
+from data.augment import write_silence_clips
 from data.clips import SPLITS, Clip, SourceListing, is_audio_name
 from data.feature_store import FeatureSet, build_feature_set
 from data.files import read_json, write_json
 from data.speech_sources import (
-    DataConfig,
     assign_splits,
     balance,
     keep_trained_labels,
@@ -24,13 +21,9 @@ from data.speech_sources import (
     readable_clips,
     source_state,
 )
-from models.classifier import ModelConfig
-from models.gradients import GradientConfig
-from models.training import OptimizerConfig, TrainConfig
-from models.tuning import TuneConfig
 from pipelines.reporting import plot_confusion, speech_summary
 from pipelines.runner import PIPELINES, Pipeline, Stage, StageContext
-from pipelines.runtime import RuntimeConfig
+from pipelines.speech_config import SpeechConfig
 from pipelines.stages import (
     TRAIN_OUTPUTS,
     TrainTask,
@@ -39,58 +32,6 @@ from pipelines.stages import (
     require_trained,
     train_stage,
 )
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """The ``eval`` config section.
-
-    Attributes:
-        misclassified: how many misclassified test clips to list in metrics.json.
-        batch_size: batch size for evaluation.
-    """
-
-    misclassified: int = 10
-    batch_size: int = 128
-
-    def __post_init__(self) -> None:
-        check(self.misclassified >= 0, "eval.misclassified", self.misclassified, ">= 0")
-        check(self.batch_size >= 1, "eval.batch_size", self.batch_size, ">= 1")
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    """The ``export`` config section.
-
-    Attributes:
-        enabled: write the SavedModel to ``RUN_DIR/export``.
-        top_k: how many alternatives ``predict`` prints.
-    """
-
-    enabled: bool = True
-    top_k: int = 3
-
-    def __post_init__(self) -> None:
-        check(self.top_k >= 1, "export.top_k", self.top_k, ">= 1")
-
-
-@dataclass(frozen=True)
-class SpeechConfig:
-    """Root config of the ``speech_commands`` pipeline."""
-
-    pipeline: str = "speech_commands"
-    data: DataConfig = field(default_factory=DataConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    gradients: GradientConfig = field(default_factory=GradientConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    tune: TuneConfig = field(default_factory=TuneConfig)
-
 
 # ---------------------------------------------------------------- ingest
 

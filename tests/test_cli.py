@@ -198,6 +198,40 @@ def test_export_matches_training_features(tiny_run):
         np.testing.assert_allclose(served, expected, atol=1e-3)
 
 
+def test_detect_prints_events_and_reports_bad_files(tiny_run, tmp_path):
+    run_dir, _, _ = tiny_run
+    clips = json.loads((run_dir / "stages" / "ingest" / "clips.json").read_text())
+    rng = np.random.default_rng(0)
+    parts = []
+    for clip in [c for c in clips if c["split"] == "test"][:8]:
+        parts += [rng.normal(0, 0.005, 12000).astype(np.float32), soundfile.read(clip["path"])[0]]
+    recording = tmp_path / "recording.wav"
+    soundfile.write(recording, np.concatenate(parts).astype(np.float32), 16000)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF nope")
+    result = run_cli(
+        "detect",
+        str(run_dir / "export"),
+        str(recording),
+        str(broken),
+        "--threshold",
+        "0.3",
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[-1] == {"file": str(broken), "error": lines[-1]["error"]}
+    duration = soundfile.info(recording).duration
+    for event in lines[:-1]:  # what a 3-epoch model finds; the format and bounds are exact
+        assert set(event) == {"file", "label", "start", "end", "score"}
+        assert event["label"] in {"yes", "no", "up"} and 0.3 <= event["score"] <= 1
+        assert 0 <= event["start"] < event["end"] <= duration + 0.2
+    bad = run_cli(
+        "detect", str(run_dir / "export"), str(recording), "--threshold", "2", check=False
+    )
+    assert bad.returncode == 2 and "threshold" in bad.stderr
+
+
 def test_deleted_export_is_made_again(tiny_run):
     import shutil
 

@@ -1,0 +1,149 @@
+"""Finding commands in a stream of posteriors: smoothing, a threshold and a refractory period.
+
+The classifier is run on overlapping windows of a long recording; each window gives class
+probabilities at its end time. Like Speech Commands' ``RecognizeCommands``, the posteriors are
+averaged over the last ``average_ms``, and a command is reported when its smoothed probability
+reaches ``threshold``. One utterance lights up several consecutive windows: they form one event.
+The first of them ends about as far after the word's start as the last one starts before the
+word's end, so the event's span runs between those two times (its middle is the word's middle;
+at least two hops wide). A new event of the same label whose first detection comes within
+``suppression_ms`` of the previous one's last is merged into it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from data.checks import check
+from data.clips import SILENCE, UNKNOWN
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Settings of the detector (``RecognizeCommands``' defaults).
+
+    Attributes:
+        threshold: smoothed probability a command must reach.
+        average_ms: posteriors are averaged over this much time.
+        suppression_ms: refractory period: a same-label event closer than this is merged.
+        hop_ms: step between consecutive windows.
+    """
+
+    threshold: float = 0.7
+    average_ms: float = 500.0
+    suppression_ms: float = 500.0
+    hop_ms: float = 100.0
+
+    def __post_init__(self) -> None:
+        check(0 < self.threshold <= 1, "threshold", self.threshold, "in (0, 1]")
+        check(self.average_ms >= 0, "average_ms", self.average_ms, ">= 0")
+        check(self.suppression_ms >= 0, "suppression_ms", self.suppression_ms, ">= 0")
+        check(self.hop_ms > 0, "hop_ms", self.hop_ms, "> 0")
+
+
+@dataclass
+class Event:
+    """A detected command: its label, where it is (seconds) and its best smoothed score."""
+
+    label: str
+    start: float
+    end: float
+    score: float
+
+    def to_dict(self) -> dict[str, float | str]:
+        return {
+            "label": self.label,
+            "start": round(self.start, 3),
+            "end": round(self.end, 3),
+            "score": round(self.score, 4),
+        }
+
+
+class Detector:
+    """Turns per-window posteriors into events, incrementally (constant memory).
+
+    Example:
+        >>> d = Detector(["_silence_", "yes"], window_s=1.0, config=DetectorConfig(average_ms=0))
+        >>> events = [e for t in range(1, 15) for e in d.push(t / 10 + 1,
+        ...           np.array([0.1, 0.9]) if 5 <= t <= 8 else np.array([0.9, 0.1]))]
+        >>> [(e.label, round(e.start, 1), round(e.end, 1)) for e in events + d.flush()]
+        [('yes', 0.8, 1.5)]
+    """
+
+    def __init__(
+        self,
+        labels: list[str],
+        window_s: float,
+        config: DetectorConfig,
+        ignore: tuple[str, ...] = (SILENCE, UNKNOWN),
+    ) -> None:
+        self.labels = list(labels)
+        self.window_s = window_s
+        self.config = config
+        self.reportable = np.array([label not in ignore for label in self.labels])
+        self._recent: deque[tuple[float, np.ndarray]] = deque()
+        self._open: Event | None = None
+        self._open_first = 0.0  # end time of the open event's first and last windows
+        self._open_last = 0.0
+        self._done: Event | None = None  # closed, held back in case the next one merges
+        self._done_last = 0.0
+
+    def push(self, t_end: float, probabilities: np.ndarray) -> list[Event]:
+        """Adds the posteriors of the window ending at ``t_end`` seconds; returns finished events."""
+        self._recent.append((t_end, np.asarray(probabilities, np.float64)))
+        horizon = t_end - self.config.average_ms / 1000.0
+        while len(self._recent) > 1 and self._recent[0][0] <= horizon:
+            self._recent.popleft()
+        smoothed = np.mean([p for _, p in self._recent], axis=0)
+        masked = np.where(self.reportable, smoothed, -1.0)
+        best = int(np.argmax(masked))
+        score = float(smoothed[best])
+        finished: list[Event] = []
+        if score >= self.config.threshold and self.reportable[best]:
+            label = self.labels[best]
+            if self._open is not None and self._open.label != label:
+                finished += self._close()
+            if self._open is None:  # start/end become the span when the event closes
+                self._open = Event(label, t_end - self.window_s, t_end, score)
+                self._open_first = t_end
+            self._open.start = max(self._open.start, t_end - self.window_s)
+            self._open.score = max(self._open.score, score)
+            self._open_last = t_end
+        elif self._open is not None:
+            finished += self._close()
+        gap = self.config.suppression_ms / 1000.0
+        if self._done is not None and self._open is None and t_end - self._done_last >= gap:
+            finished.append(self._done)  # no later window can merge into it any more
+            self._done = None
+        return finished
+
+    def _close(self) -> list[Event]:
+        event, self._open = self._open, None
+        # event.start: the last detecting window's start; event.end: the first one's end
+        start, end = sorted((event.start, event.end))
+        middle, half = (start + end) / 2, max(end - start, 2 * self.config.hop_ms / 1000) / 2
+        event.start, event.end = max(0.0, middle - half), middle + half
+        out = []
+        gap = self.config.suppression_ms / 1000.0
+        if self._done is not None:
+            # refractory period: measured between detections, as RecognizeCommands does
+            if self._done.label == event.label and self._open_first - self._done_last < gap:
+                self._done.start = min(self._done.start, event.start)
+                self._done.end = max(self._done.end, event.end)
+                self._done.score = max(self._done.score, event.score)
+                self._done_last = self._open_last
+                return out
+            out.append(self._done)
+        self._done, self._done_last = event, self._open_last
+        return out
+
+    def flush(self) -> list[Event]:
+        """Ends the stream: returns the events still open or held back."""
+        out = self._close() if self._open is not None else []
+        if self._done is not None:
+            out.append(self._done)
+            self._done = None
+        return out

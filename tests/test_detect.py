@@ -1,0 +1,106 @@
+"""``run.py detect``'s reading and windowing, and detection end to end with a known model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile
+
+from models.detection import DetectorConfig
+from pipelines.detect import detect_file, read_blocks, windows
+
+RATE = 16000
+
+
+def test_windows_cover_a_recording_read_in_blocks():
+    y = np.random.default_rng(0).normal(0, 0.1, int(RATE * 10.37)).astype(np.float32)
+    blocks = (y[i : i + 11_000] for i in range(0, y.size, 11_000))
+    got = [(end, w.copy()) for end, w in windows(blocks, 16000, 1600)]
+    ends = [end for end, _ in got]
+    assert ends[0] == 16000 and ends[-1] == y.size
+    assert all(b - a == 1600 for a, b in zip(ends[:-2], ends[1:-1], strict=True))
+    for end, w in got:
+        np.testing.assert_array_equal(w, y[end - 16000 : end])
+
+
+def test_a_recording_shorter_than_the_window_is_one_window():
+    y = np.ones(5000, np.float32)
+    got = list(windows(iter([y[:3000], y[3000:]]), 16000, 1600))
+    assert len(got) == 1 and got[0][0] == 5000 and got[0][1].size == 5000
+
+
+def test_read_blocks_resamples_mixes_down_and_stays_in_blocks(tmp_path):
+    seconds = 25.0
+    t = np.arange(int(44100 * seconds)) / 44100
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 440 * t)], axis=1) * 0.3
+    path = tmp_path / "long.flac"
+    soundfile.write(path, stereo.astype(np.float32), 44100, format="FLAC")
+    blocks = list(read_blocks(str(path), RATE, block_seconds=2.0))
+    assert max(b.size for b in blocks) <= int(RATE * 2.05)  # never the whole file at once
+    total = sum(b.size for b in blocks)
+    assert abs(total - seconds * RATE) <= 2
+    whole = np.concatenate(blocks)
+    assert abs(np.sqrt(np.mean(whole[RATE:-RATE] ** 2)) - 0.3 / np.sqrt(2)) < 0.01
+
+
+def test_read_blocks_rejects_bad_files(tmp_path):
+    from data.audio import AudioError
+
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "text.wav").write_text("not audio")
+    for name, reason in (
+        ("empty.wav", "empty file"),
+        ("text.wav", "unreadable"),
+        ("no.wav", "not found"),
+    ):
+        with pytest.raises(AudioError, match=reason):
+            list(read_blocks(str(tmp_path / name), RATE))
+
+
+class ToneModel:
+    """A stand-in for the SavedModel: hears 'yes' in a window holding a loud 1 kHz burst and
+    'no' for a 3 kHz one, silence otherwise (so the test knows the exact answer)."""
+
+    labels = ["_silence_", "_unknown_", "yes", "no"]
+
+    def __call__(self, waveform):
+        import tensorflow as tf
+
+        x = waveform.numpy()
+        spectrum = np.abs(np.fft.rfft(x, axis=1))
+        freqs = np.fft.rfftfreq(x.shape[1], 1 / RATE)
+        band = lambda f: spectrum[:, np.abs(freqs - f) < 50].sum(axis=1)  # noqa: E731
+        total = spectrum.sum(axis=1) + 1e-9
+        probs = np.zeros((x.shape[0], 4), np.float32)
+        yes, no = band(1000) / total, band(3000) / total
+        probs[:, 2] = np.where(yes > 0.3, 0.97, 0.01)
+        probs[:, 3] = np.where(no > 0.3, 0.97, 0.01)
+        probs[:, 0] = 1 - probs[:, 2] - probs[:, 3]
+        return {"probabilities": tf.constant(probs)}
+
+
+def test_detect_finds_every_burst_at_its_time(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.normal(0, 0.01, RATE * 60).astype(np.float32)  # a minute of faint noise
+    truth = [("yes", 3.2), ("no", 9.0), ("yes", 17.5), ("yes", 31.0), ("no", 44.4), ("no", 52.1)]
+    t = np.arange(int(0.4 * RATE)) / RATE
+    for label, start in truth:
+        freq = 1000 if label == "yes" else 3000
+        i = int(start * RATE)
+        y[i : i + t.size] += 0.5 * np.sin(2 * np.pi * freq * t).astype(np.float32)
+    path = tmp_path / "recording_8k.wav"  # another rate: resampled on the way in
+    import librosa
+
+    soundfile.write(path, librosa.resample(y, orig_sr=RATE, target_sr=8000), 8000)
+    meta = {"sample_rate": RATE, "labels": ToneModel.labels, "features": {"clip_seconds": 1.0}}
+
+    def serve(waveform):
+        return ToneModel()(waveform)
+
+    events = detect_file(serve, str(path), meta, DetectorConfig(average_ms=300))
+    assert [e["label"] for e in events] == [label for label, _ in truth]
+    for event, (_, start) in zip(events, truth, strict=True):
+        # centred on the burst (0.4 s long) within two hops (smoothing delays it); overlapping it
+        assert abs((event["start"] + event["end"]) / 2 - (start + 0.2)) <= 0.2, (event, start)
+        assert event["start"] < start + 0.4 and event["end"] > start
+        assert event["end"] - event["start"] <= 1.0

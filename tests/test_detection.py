@@ -1,0 +1,93 @@
+"""The detector: smoothing, threshold, event spans, refractory merge, ignored classes."""
+
+import numpy as np
+import pytest
+
+from models.detection import Detector, DetectorConfig
+
+LABELS = ["_silence_", "_unknown_", "yes", "no"]
+
+
+def posterior(label: str, p: float = 0.95) -> np.ndarray:
+    out = np.full(len(LABELS), (1 - p) / (len(LABELS) - 1))
+    out[LABELS.index(label)] = p
+    return out
+
+
+def run(timeline: list[tuple[float, str]], **settings) -> list[dict]:
+    """``timeline``: (window end in seconds, the label the window 'hears')."""
+    detector = Detector(LABELS, window_s=1.0, config=DetectorConfig(**settings))
+    events = []
+    for t_end, label in timeline:
+        events += detector.push(t_end, posterior(label))
+    events += detector.flush()
+    return [e.to_dict() for e in events]
+
+
+def ticks(start: float, stop: float, label: str, hop: float = 0.1) -> list[tuple[float, str]]:
+    n = int(round((stop - start) / hop))
+    return [(round(start + i * hop, 3), label) for i in range(n)]
+
+
+def test_two_commands_give_two_events_with_the_overlap_of_their_windows():
+    timeline = (
+        ticks(1.0, 2.0, "_silence_")
+        + ticks(2.0, 2.5, "yes")  # windows ending 2.0-2.4 hear "yes"
+        + ticks(2.5, 5.0, "_silence_")
+        + ticks(5.0, 5.3, "no")
+        + ticks(5.3, 7.0, "_silence_")
+    )
+    events = run(timeline, average_ms=0)
+    assert [(e["label"], e["start"], e["end"]) for e in events] == [
+        ("yes", 1.4, 2.0),  # inside every window that heard it: [2.4 - 1, 2.0]
+        ("no", 4.2, 5.0),
+    ]
+    assert all(e["score"] == pytest.approx(0.95) for e in events)
+
+
+def test_silence_and_unknown_are_never_reported_and_threshold_applies():
+    timeline = ticks(1.0, 3.0, "_unknown_") + ticks(3.0, 4.0, "_silence_")
+    assert run(timeline, average_ms=0) == []
+    weak = [(t, "yes") for t, _ in ticks(1.0, 2.0, "yes")]
+    detector = Detector(LABELS, 1.0, DetectorConfig(threshold=0.7, average_ms=0))
+    for t, _ in weak:
+        assert detector.push(t, posterior("yes", 0.6)) == []
+    assert detector.flush() == []
+
+
+def test_a_flicker_within_the_refractory_period_is_one_event():
+    timeline = (
+        ticks(1.0, 1.3, "yes")
+        + [(1.3, "_silence_")]
+        + ticks(1.4, 1.7, "yes")
+        + ticks(1.7, 4.0, "_silence_")
+    )
+    merged = run(timeline, average_ms=0, suppression_ms=500)
+    assert [e["label"] for e in merged] == ["yes"]
+    assert merged[0]["start"] == pytest.approx(0.2) and merged[0]["end"] == pytest.approx(1.4)
+    separate = run(timeline, average_ms=0, suppression_ms=0)
+    assert [e["label"] for e in separate] == ["yes", "yes"]
+
+
+def test_smoothing_removes_a_single_noisy_window():
+    timeline = ticks(1.0, 2.0, "_silence_") + [(2.0, "yes")] + ticks(2.1, 4.0, "_silence_")
+    assert run(timeline, average_ms=0) != []
+    assert run(timeline, average_ms=500) == []  # one window in five: mean 0.22 < 0.7
+
+
+def test_events_are_released_while_the_stream_goes_on():
+    detector = Detector(LABELS, 1.0, DetectorConfig(average_ms=0, suppression_ms=500))
+    released = []
+    for t, label in ticks(1.0, 1.3, "yes") + ticks(1.3, 4.0, "_silence_"):
+        released += detector.push(t, posterior(label))
+    assert [e.label for e in released] == ["yes"]  # before flush: usable live
+    assert detector.flush() == []
+
+
+def test_bad_settings_name_the_setting():
+    from pipelines.config import ConfigError
+
+    with pytest.raises(ConfigError, match="threshold"):
+        DetectorConfig(threshold=1.5)
+    with pytest.raises(ConfigError, match="hop_ms"):
+        DetectorConfig(hop_ms=0)
