@@ -188,3 +188,34 @@ def write_silence_clips(
             )
             clips.append(Clip(str(listed_dir / name), SILENCE, f"silence-{split}", split))
     return clips
+
+
+def place_in_window(
+    y: np.ndarray,
+    n: int,
+    noises: list[np.ndarray],
+    rng: np.random.Generator,
+    level_db: tuple[float, float] = (-50.0, -35.0),
+) -> np.ndarray:
+    """``y`` at a random position inside ``n`` samples of background noise, as a microphone hears it.
+
+    Args:
+        y: the clip (trimmed to ``n`` if longer).
+        n: window length in samples.
+        noises: background recordings to cut the noise from (white noise when empty).
+        rng: random generator (position, noise excerpt, level).
+        level_db: the noise level range in dBFS (RMS).
+
+    Returns:
+        float32 ``[n]``: noise everywhere, the clip added at a random offset.
+    """
+    y = np.asarray(y, np.float32)[:n]
+    if noises:
+        noise = noise_excerpt(noises[int(rng.integers(len(noises)))], n, rng)
+    else:
+        noise = rng.standard_normal(n).astype(np.float32)
+    level = 10 ** (rng.uniform(*level_db) / 20)
+    out = noise / (rms(noise) + 1e-9) * level
+    start = int(rng.integers(0, n - y.size + 1))
+    out[start : start + y.size] += y
+    return np.clip(out, -1, 1).astype(np.float32)

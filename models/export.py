@@ -82,11 +82,38 @@ def export_speech_classifier(
     mfcc = MfccLayer(features, name="mfcc")
     label_table = tf.constant(labels)
 
-    def serve(waveform: tf.Tensor) -> dict[str, tf.Tensor]:
-        waveform = check_waveform_input(waveform)
-        probabilities = model(mfcc(waveform), training=False)
+    shape = mfcc.shape_info
+
+    def answer(probabilities: tf.Tensor) -> dict[str, tf.Tensor]:
         index = tf.argmax(probabilities, axis=-1)
         return {"label": tf.gather(label_table, index), "probabilities": probabilities}
+
+    def serve(waveform: tf.Tensor) -> dict[str, tf.Tensor]:
+        waveform = check_waveform_input(waveform)
+        return answer(model(mfcc(waveform), training=False))
+
+    def serve_lengths(waveform: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Rows of different lengths in one zero-padded batch: each answered as if alone."""
+        waveform = check_waveform_input(waveform)
+        width = tf.shape(waveform)[1]
+        checks = [
+            tf.debugging.assert_equal(
+                tf.shape(lengths)[0],
+                tf.shape(waveform)[0],
+                message="lengths: expected one length per waveform row",
+            ),
+            tf.debugging.assert_positive(lengths, message="lengths: expected >= 1 sample"),
+            tf.debugging.assert_less_equal(
+                lengths, width, message="lengths: expected <= the waveform's width"
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            waveform = waveform * tf.sequence_mask(lengths, width, dtype=tf.float32)
+        features = mfcc(waveform)
+        # A row alone has 1 + length // hop frames; the rest are zeroed, which the model masks.
+        frames = 1 + tf.minimum(lengths, shape.clip_samples) // shape.hop_length
+        keep = tf.sequence_mask(frames, tf.shape(features)[1], dtype=features.dtype)
+        return answer(model(features * keep[..., None], training=False))
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -94,6 +121,14 @@ def export_speech_classifier(
         name="serving_default",
         fn=serve,
         input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveform")],
+    )
+    archive.add_endpoint(
+        name="serving_lengths",
+        fn=serve_lengths,
+        input_signature=[
+            tf.TensorSpec([None, None], tf.float32, name="waveform"),
+            tf.TensorSpec([None], tf.int32, name="lengths"),
+        ],
     )
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
@@ -107,6 +142,13 @@ def export_speech_classifier(
         "signature": {
             "inputs": {"waveform": "float32 [batch, samples]"},
             "outputs": {"label": "string [batch]", "probabilities": "float32 [batch, classes]"},
+        },
+        "signatures": {
+            "serving_default": {"inputs": ["waveform"]},
+            "serving_lengths": {
+                "inputs": ["waveform", "lengths"],
+                "note": "lengths int32 [batch]: samples of each row; padding beyond is ignored",
+            },
         },
         "versions": versions(),
         **metadata,

@@ -9,15 +9,16 @@ from pathlib import Path
 import numpy as np
 
 
-def predict(export_dir: str, inputs: list[str], top_k: int | None = None) -> int:
+def predict(export_dir: str, inputs: list[str], top_k: int | None = None, batch: int = 16) -> int:
     """Prints one JSON object per input; returns 1 if any input failed, else 0.
 
-    Speech exports take wav paths; translation exports take sentences (``-`` reads one sentence
-    per line from stdin).
+    Speech exports take audio files (any format soundfile reads, any rate): clips up to the
+    model's window go in zero-padded batches through ``serving_lengths``, so each answer is the
+    one the clip gets alone; a longer recording is searched for commands (as ``run.py detect``)
+    and answered with the strongest one and its time. Translation exports take sentences (``-``
+    reads one sentence per line from stdin).
     """
     import tensorflow as tf
-
-    from data.audio import AudioError, load_audio
 
     meta_path = Path(export_dir) / "assets.extra" / "metadata.json"
     if not meta_path.is_file():
@@ -26,35 +27,106 @@ def predict(export_dir: str, inputs: list[str], top_k: int | None = None) -> int
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     if meta.get("task") == "translation":
         import tensorflow_text  # noqa: F401 - registers the text ops the export uses
-    serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
+    model = tf.saved_model.load(str(export_dir))
     if meta.get("task") == "translation":
-        return _translate(serve, meta, inputs)
+        return _translate(model.signatures["serving_default"], meta, inputs)
     k = min(top_k or meta.get("top_k", 3), len(meta["labels"]))
-    failed = 0
-    for path in inputs:
+    return _classify(model, meta, inputs, k, batch)
+
+
+def _top(probs: np.ndarray, labels: list[str], k: int) -> dict:
+    order = np.argsort(-probs)[:k]
+    return {
+        "label": labels[order[0]],
+        "probability": round(float(probs[order[0]]), 4),
+        "top_k": [{"label": labels[i], "probability": round(float(probs[i]), 4)} for i in order],
+    }
+
+
+def _classify(model, meta: dict, inputs: list[str], k: int, batch: int) -> int:  # noqa: ANN001
+    import tensorflow as tf
+
+    from data.audio import AudioError, load_audio
+
+    rate, labels = int(meta["sample_rate"]), meta["labels"]
+    window = int(round(rate * float(meta["features"]["clip_seconds"])))
+    lengths_fn = model.signatures.get("serving_lengths")
+    results: dict[int, dict] = {}
+    short: list[tuple[int, np.ndarray]] = []
+    for index, path in enumerate(inputs):
         try:
-            waveform = load_audio(path, meta["sample_rate"])
+            waveform = load_audio(path, rate)
         except AudioError as err:
-            print(json.dumps({"input": path, "error": str(err)}))
-            failed += 1
+            results[index] = {"input": path, "error": str(err)}
             continue
-        out = serve(waveform=tf.constant(waveform[None], tf.float32))
-        probs = out["probabilities"].numpy()[0]
-        order = np.argsort(-probs)[:k]
-        print(
-            json.dumps(
-                {
-                    "input": path,
-                    "label": out["label"].numpy()[0].decode(),
-                    "probability": round(float(probs[order[0]]), 4),
-                    "top_k": [
-                        {"label": meta["labels"][i], "probability": round(float(probs[i]), 4)}
-                        for i in order
-                    ],
-                }
+        if waveform.size > window:
+            results[index] = {"input": path, **_strongest(model, meta, waveform, k)}
+        else:
+            short.append((index, waveform))
+    for start in range(0, len(short), batch):
+        chunk = short[start : start + batch]
+        padded = np.zeros((len(chunk), max(w.size for _, w in chunk)), np.float32)
+        for row, (_, w) in enumerate(chunk):
+            padded[row, : w.size] = w
+        if lengths_fn is not None:
+            lengths = tf.constant([w.size for _, w in chunk], tf.int32)
+            probs = lengths_fn(waveform=tf.constant(padded), lengths=lengths)["probabilities"]
+        else:  # an export from before serving_lengths: one clip at a time
+            serve = model.signatures["serving_default"]
+            probs = tf.concat(
+                [serve(waveform=tf.constant(w[None]))["probabilities"] for _, w in chunk], axis=0
             )
-        )
-    return 1 if failed else 0
+        for (index, _), p in zip(chunk, probs.numpy(), strict=True):
+            results[index] = {"input": inputs[index], **_top(p, labels, k)}
+    for index in range(len(inputs)):
+        print(json.dumps(results[index], ensure_ascii=False))
+    return 1 if any("error" in r for r in results.values()) else 0
+
+
+def _strongest(model, meta: dict, waveform: np.ndarray, k: int) -> dict:  # noqa: ANN001
+    """The strongest command in a recording longer than the window, with its time."""
+    import tensorflow as tf
+
+    from models.detection import Detector, DetectorConfig
+    from pipelines.detect import windows
+
+    rate, labels = int(meta["sample_rate"]), meta["labels"]
+    window = int(round(rate * float(meta["features"]["clip_seconds"])))
+    config = DetectorConfig()
+    serve = model.signatures["serving_default"]
+    detector = Detector(labels, window / rate, config)
+    spans = list(windows(iter([waveform]), window, int(rate * config.hop_ms / 1000)))
+    probs = np.concatenate(
+        [
+            serve(waveform=tf.constant(np.stack([w for _, w in spans[i : i + 32]])))[
+                "probabilities"
+            ].numpy()
+            for i in range(0, len(spans), 32)
+        ]
+    )
+    events = [
+        e for (end, _), p in zip(spans, probs, strict=True) for e in detector.push(end / rate, p)
+    ]
+    events += detector.flush()
+    if not events:  # nothing reached the threshold: the most confident window's answer
+        best = int(np.argmax(probs.max(axis=1)))
+        return {**_top(probs[best], labels, k), "start": None, "end": None}
+    event = max(events, key=lambda e: e.score)
+    ends = np.array([end / rate for end, _ in spans])
+    inside = np.flatnonzero((ends >= event.end) & (ends - window / rate <= event.start))
+    label_id = labels.index(event.label)
+    best = (
+        inside[np.argmax(probs[inside, label_id])]
+        if inside.size
+        else int(np.argmax(probs[:, label_id]))
+    )
+    return {
+        **_top(probs[best], labels, k),
+        "label": event.label,
+        "probability": round(event.score, 4),  # the detector's smoothed score
+        "start": round(event.start, 3),
+        "end": round(event.end, 3),
+    }
 
 
 def _translate(serve, meta: dict, inputs: list[str], batch: int = 64) -> int:  # noqa: ANN001

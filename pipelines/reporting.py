@@ -245,6 +245,14 @@ def speech_summary(metrics: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(
             ("test accuracy", f"{metrics['test_accuracy']:.4f} on {metrics['test_examples']} clips")
         )
+        if "test_accuracy_windowed" in metrics:
+            rows.append(
+                (
+                    "test accuracy, windowed",
+                    f"{metrics['test_accuracy_windowed']:.4f} (each clip somewhere in a full "
+                    "window of background noise)",
+                )
+            )
         worst = sorted(metrics["per_class"].items(), key=lambda kv: kv[1]["f1"])[:3]
         rows.append(("weakest classes (F1)", ", ".join(f"{k} {v['f1']:.2f}" for k, v in worst)))
     for item in metrics.get("misclassified", [])[:3]:

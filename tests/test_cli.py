@@ -177,6 +177,48 @@ def test_serving_bad_waveforms_get_a_clear_error_or_a_defined_answer(tiny_run):
     np.testing.assert_allclose(out["probabilities"].numpy().sum(axis=1), 1.0, atol=1e-4)
 
 
+def test_serving_lengths_answers_each_row_as_if_alone(tiny_run):
+    import tensorflow as tf
+
+    run_dir, _, _ = tiny_run
+    model = tf.saved_model.load(str(run_dir / "export"))
+    alone, batched = model.signatures["serving_default"], model.signatures["serving_lengths"]
+    clips = json.loads((run_dir / "stages" / "ingest" / "clips.json").read_text())
+    rng = np.random.default_rng(0)
+    waves = []
+    for clip in [c for c in clips if c["split"] == "test"][:10]:
+        y = soundfile.read(clip["path"], dtype="float32")[0]
+        waves.append(y[: int(rng.integers(3000, y.size + 1))])  # mixed lengths
+    padded = np.zeros((len(waves), max(w.size for w in waves) + 4000), np.float32)
+    for row, w in enumerate(waves):
+        padded[row, : w.size] = w
+    out = batched(
+        waveform=tf.constant(padded), lengths=tf.constant([w.size for w in waves], tf.int32)
+    )["probabilities"].numpy()
+    for row, w in enumerate(waves):
+        single = alone(waveform=tf.constant(w[None]))["probabilities"].numpy()[0]
+        np.testing.assert_allclose(out[row], single, atol=1e-4)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="lengths"):
+        batched(waveform=tf.constant(padded), lengths=tf.constant([0] * len(waves), tf.int32))
+
+
+def test_predict_answers_a_long_recording_with_a_time(tiny_run, tmp_path):
+    run_dir, _, _ = tiny_run
+    clips = json.loads((run_dir / "stages" / "ingest" / "clips.json").read_text())
+    clip = next(c for c in clips if c["split"] == "test" and c["label"] == "yes")
+    y = soundfile.read(clip["path"], dtype="float32")[0]
+    noise = np.random.default_rng(0).normal(0, 0.003, 16000 * 3).astype(np.float32)
+    noise[20000 : 20000 + y.size] += y
+    path = tmp_path / "three_seconds.wav"
+    soundfile.write(path, noise, 16000)
+    result = run_cli("predict", str(run_dir / "export"), str(path), clip["path"])
+    long_line, short_line = (json.loads(line) for line in result.stdout.splitlines())
+    assert {"label", "probability", "top_k", "start", "end"} <= set(long_line)
+    if long_line["start"] is not None:  # what a 3-epoch model finds: a span inside the file
+        assert 0 <= long_line["start"] < long_line["end"] <= 3.0 + 0.2
+    assert "start" not in short_line and short_line["label"] == short_line["top_k"][0]["label"]
+
+
 def test_export_matches_training_features(tiny_run):
     """Served probabilities on a raw clip equal the trained model's on the librosa features."""
     import keras
