@@ -31,6 +31,12 @@ class FeatureConfig:
         fmax: highest mel frequency in Hz; 0 means sample_rate / 2.
         top_db: dynamic range floor of the log-mel spectrum, as librosa's ``power_to_db``.
         deltas: 0 (none), 1 (add deltas) or 2 (add deltas and delta-deltas), computed in the model.
+        window: ``masked``: a clip shorter than ``clip_seconds`` stays short (padded in the batch
+            and masked), as stored. ``full``: every clip fills the window, as a microphone or a
+            batching client delivers it: zero-padded at the end when served or evaluated as
+            stored; training clips (the clean one too) are placed at a random position with
+            background noise or silence around them (``augment.gap_*``). ``full`` makes the
+            export's answer independent of padding and position.
         normalize: ``global`` standardizes each coefficient with training-set statistics;
             ``utterance`` first subtracts each clip's own mean (cepstral mean normalization, which
             removes much of the speaker and channel), then standardizes; ``utterance_var`` also divides
@@ -49,6 +55,7 @@ class FeatureConfig:
     top_db: float = 80.0
     deltas: int = 0
     normalize: Literal["global", "utterance", "utterance_var"] = "global"
+    window: Literal["masked", "full"] = "masked"
 
     def __post_init__(self) -> None:
         check(self.sample_rate >= 1000, "features.sample_rate", self.sample_rate, ">= 1000 Hz")
@@ -172,9 +179,12 @@ def check_waveform(y: np.ndarray, sr: int, sample_rate: int) -> np.ndarray:
     return y.astype(np.float32)
 
 
-def fit_length(y: np.ndarray, clip_samples: int) -> np.ndarray:
-    """Trims ``y`` to at most ``clip_samples`` (shorter clips stay short and are masked later)."""
-    return y[:clip_samples]
+def fit_length(y: np.ndarray, clip_samples: int, full: bool = False) -> np.ndarray:
+    """Trims ``y`` to at most ``clip_samples``; with ``full``, zero-pads it to exactly that."""
+    y = y[:clip_samples]
+    if full and y.size < clip_samples:
+        y = np.pad(y, (0, clip_samples - y.size))
+    return y
 
 
 def mfcc(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
@@ -186,7 +196,7 @@ def mfcc(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     import librosa
 
     shape = feature_shape(config)
-    y = fit_length(np.asarray(y, dtype=np.float32), shape.clip_samples)
+    y = fit_length(np.asarray(y, dtype=np.float32), shape.clip_samples, config.window == "full")
     if y.size < 2:
         raise AudioError(f"clip too short for features ({y.size} samples)")
     mel = librosa.feature.melspectrogram(

@@ -30,6 +30,10 @@ class AugmentConfig:
         copies_by_source: augmented copies for the training clips of one source, by source name
             (``fsdd``, ``synthetic``, ``speech_commands``, ...), overriding ``copies``; e.g. more
             copies of a small set of real speakers added with ``data.train_extra``.
+        gap_silence_prob: with ``features.window: full``, the share of training windows whose
+            gaps around the clip are digital silence (the others get background noise).
+        gap_db_min: quietest background noise around a placed clip, dBFS (RMS);
+            gap_db_max: loudest.
     """
 
     copies: int = 0
@@ -41,8 +45,23 @@ class AugmentConfig:
     snr_db_max: float = 30.0
     gain_db: float = 6.0
     copies_by_source: dict[str, int] = field(default_factory=dict)
+    gap_silence_prob: float = 0.2
+    gap_db_min: float = -70.0
+    gap_db_max: float = -30.0
 
     def __post_init__(self) -> None:
+        check(
+            0 <= self.gap_silence_prob <= 1,
+            "augment.gap_silence_prob",
+            self.gap_silence_prob,
+            "in [0, 1]",
+        )
+        check(
+            self.gap_db_min <= self.gap_db_max <= 0,
+            "augment.gap_db_min/gap_db_max",
+            (self.gap_db_min, self.gap_db_max),
+            "gap_db_min <= gap_db_max <= 0 dBFS",
+        )
         check(self.copies >= 0, "augment.copies", self.copies, ">= 0")
         check(self.time_shift_ms >= 0, "augment.time_shift_ms", self.time_shift_ms, ">= 0")
         check(
@@ -196,6 +215,7 @@ def place_in_window(
     noises: list[np.ndarray],
     rng: np.random.Generator,
     level_db: tuple[float, float] = (-50.0, -35.0),
+    silence_prob: float = 0.0,
 ) -> np.ndarray:
     """``y`` at a random position inside ``n`` samples of background noise, as a microphone hears it.
 
@@ -205,6 +225,7 @@ def place_in_window(
         noises: background recordings to cut the noise from (white noise when empty).
         rng: random generator (position, noise excerpt, level).
         level_db: the noise level range in dBFS (RMS).
+        silence_prob: probability that the gaps are digital silence instead of noise.
 
     Returns:
         float32 ``[n]``: noise everywhere, the clip added at a random offset.
@@ -216,6 +237,8 @@ def place_in_window(
         noise = rng.standard_normal(n).astype(np.float32)
     level = 10 ** (rng.uniform(*level_db) / 20)
     out = noise / (rms(noise) + 1e-9) * level
+    if rng.random() < silence_prob:
+        out = np.zeros(n, np.float32)
     start = int(rng.integers(0, n - y.size + 1))
     out[start : start + y.size] += y
     return np.clip(out, -1, 1).astype(np.float32)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.audio import AudioError, FeatureConfig, load_audio, mfcc
-from data.augment import AugmentConfig, augment
+from data.audio import AudioError, FeatureConfig, feature_shape, load_audio, mfcc
+from data.augment import AugmentConfig, augment, place_in_window
 
 CACHE_VERSION = 2  # 2: augmentation seeded by content
 
@@ -24,6 +24,7 @@ class FeatureTask:
 
     path: str
     copy: int = 0
+    place: bool = False  # placed at a random position in a full window (training, window: full)
 
 
 @dataclass
@@ -65,9 +66,10 @@ def _cache_key(
         "mtime": stat.st_mtime_ns,
         "features": asdict(features),
         "copy": task.copy,
+        "place": task.place,
         "v": CACHE_VERSION,
-        "augment": asdict(aug) if task.copy and aug else None,
-        "seed": seed if task.copy else None,
+        "augment": asdict(aug) if (task.copy or task.place) and aug else None,
+        "seed": seed if task.copy or task.place else None,
     }
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -108,6 +110,17 @@ def compute_one(
             rng = np.random.default_rng([seed, task.copy, zlib.crc32(y.tobytes())])
             y = augment(
                 y, aug, features.sample_rate, _noises(noise_files, features.sample_rate), rng
+            )
+        if task.place:
+            aug = aug or AugmentConfig()
+            rng = np.random.default_rng([seed, task.copy, zlib.crc32(y.tobytes()), 1])
+            y = place_in_window(
+                y,
+                feature_shape(features).clip_samples,
+                _noises(noise_files, features.sample_rate),
+                rng,
+                (aug.gap_db_min, aug.gap_db_max),
+                aug.gap_silence_prob,
             )
         result = mfcc(y, features)
     except AudioError as err:
@@ -168,6 +181,7 @@ def build_feature_set(
     seed: int,
     workers: int,
     description: str = "MFCC",
+    place: bool = False,
 ) -> tuple[FeatureSet, list[tuple[str, str]]]:
     """MFCC of one split's clips and their augmented copies, as one ``FeatureSet``.
 
@@ -182,6 +196,8 @@ def build_feature_set(
         seed: random seed of the augmentation.
         workers: processes.
         description: the progress bar's label.
+        place: put every clip at a random position in a full window (training clips with
+            ``features.window: full``).
 
     Returns:
         The feature set and ``(path, reason)`` of every clip that could not be decoded.
@@ -192,7 +208,7 @@ def build_feature_set(
     tasks, owners = [], []
     for clip in clips:  # copy 0 is the clean clip, 1.. the augmented ones
         for k in range(1 + copies.get(clip.path, 0)):
-            tasks.append(FeatureTask(clip.path, k))
+            tasks.append(FeatureTask(clip.path, k, place))
             owners.append(clip)
     results = compute_many(
         tasks, features, aug, noise_files, cache_dir, seed, workers=workers, description=description

@@ -52,6 +52,7 @@ class Event:
     start: float
     end: float
     score: float
+    detected: float = 0.0  # when it was first detected (end of the first window above threshold)
 
     def to_dict(self) -> dict[str, float | str]:
         return {
@@ -107,7 +108,7 @@ class Detector:
             if self._open is not None and self._open.label != label:
                 finished += self._close()
             if self._open is None:  # start/end become the span when the event closes
-                self._open = Event(label, t_end - self.window_s, t_end, score)
+                self._open = Event(label, t_end - self.window_s, t_end, score, detected=t_end)
                 self._open_first = t_end
             self._open.start = max(self._open.start, t_end - self.window_s)
             self._open.score = max(self._open.score, score)
@@ -147,3 +148,48 @@ class Detector:
             out.append(self._done)
             self._done = None
         return out
+
+
+def score_events(
+    events: list[Event], placed: list, ignore: tuple[str, ...], seconds: float
+) -> dict[str, float | int]:
+    """Recall, wrong-label rate, false alarms per hour and mean delay of detections.
+
+    An event matches a command clip it overlaps; the first right-label event of each clip counts
+    as found, a clip with only wrong-label events as a wrong label; every other event (on a
+    gap, on an ignored word, a second event on one clip) is a false alarm.
+
+    Args:
+        events: the detections.
+        placed: ``data.long_recording.Placed`` clips: labels and spans (seconds).
+        ignore: labels that are not commands (``_unknown_`` words are placed but never targets).
+        seconds: the recording's length.
+    """
+    commands = [p for p in placed if p.label not in ignore]
+    used: set[int] = set()
+    found = wrong = 0
+    delays = []
+    for clip in commands:
+        overlapping = [
+            i
+            for i, e in enumerate(events)
+            if i not in used and e.start < clip.end and e.end > clip.start
+        ]
+        right = [i for i in overlapping if events[i].label == clip.label]
+        if right:
+            found += 1
+            used.add(right[0])
+            delays.append(events[right[0]].detected - clip.end)
+        elif overlapping:
+            wrong += 1
+            used.add(overlapping[0])
+    false_alarms = len(events) - len(used)
+    return {
+        "commands": len(commands),
+        "recall": round(found / max(len(commands), 1), 4),
+        "wrong_label_rate": round(wrong / max(len(commands), 1), 4),
+        "false_alarms": false_alarms,
+        "false_alarms_per_hour": round(false_alarms / seconds * 3600, 1),
+        "mean_delay_seconds": round(float(np.mean(delays)), 3) if delays else None,
+        "seconds": round(seconds, 1),
+    }

@@ -83,6 +83,7 @@ def export_speech_classifier(
     label_table = tf.constant(labels)
 
     shape = mfcc.shape_info
+    features_config = features
 
     def answer(probabilities: tf.Tensor) -> dict[str, tf.Tensor]:
         index = tf.argmax(probabilities, axis=-1)
@@ -110,6 +111,8 @@ def export_speech_classifier(
         with tf.control_dependencies(checks):
             waveform = waveform * tf.sequence_mask(lengths, width, dtype=tf.float32)
         features = mfcc(waveform)
+        if features_config.window == "full":  # zero padding is what a row alone gets too
+            return answer(model(features, training=False))
         # A row alone has 1 + length // hop frames; the rest are zeroed, which the model masks.
         frames = 1 + tf.minimum(lengths, shape.clip_samples) // shape.hop_length
         keep = tf.sequence_mask(frames, tf.shape(features)[1], dtype=features.dtype)

@@ -53,6 +53,9 @@ class MfccLayer(keras.layers.Layer):
     def call(self, waveform: tf.Tensor) -> tf.Tensor:
         s = self.shape_info
         waveform = tf.convert_to_tensor(waveform, tf.float32)[:, : s.clip_samples]
+        if self.feature_config.window == "full":  # as data.audio.fit_length: fill the window
+            short = tf.maximum(0, s.clip_samples - tf.shape(waveform)[1])
+            waveform = tf.pad(waveform, [[0, 0], [0, short]])
         pad = s.n_fft // 2
         padded = tf.pad(waveform, [[0, 0], [pad, pad]])
         frames = tf.signal.frame(padded, s.n_fft, s.hop_length)  # [b, t, n_fft]

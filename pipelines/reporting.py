@@ -253,6 +253,18 @@ def speech_summary(metrics: dict[str, Any]) -> list[tuple[str, str]]:
                     "window of background noise)",
                 )
             )
+        if metrics.get("stream"):
+            st = metrics["stream"]
+            delay = st["mean_delay_seconds"]
+            rows.append(
+                (
+                    "stream detection",
+                    f"recall {st['recall']:.3f}, wrong label {st['wrong_label_rate']:.3f}, "
+                    f"{st['false_alarms_per_hour']:.0f} false alarms/h, delay "
+                    f"{'-' if delay is None else f'{delay:.2f} s'} ({st['commands']} commands in "
+                    f"{st['seconds'] / 60:.1f} min of test audio)",
+                )
+            )
         worst = sorted(metrics["per_class"].items(), key=lambda kv: kv[1]["f1"])[:3]
         rows.append(("weakest classes (F1)", ", ".join(f"{k} {v['f1']:.2f}" for k, v in worst)))
     for item in metrics.get("misclassified", [])[:3]:

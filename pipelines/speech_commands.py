@@ -124,6 +124,7 @@ def features(ctx: StageContext) -> dict[str, Any]:
             config.runtime.seed,
             config.runtime.workers,
             description=f"MFCC {split}",
+            place=split == "train" and config.features.window == "full",
         )
         rejected += [{"item": path, "reason": reason, "split": split} for path, reason in failed]
         feature_set.save(ctx.out_dir / f"{split}.npz")
@@ -242,7 +243,49 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
     )
     write_json(ctx.out_dir / "confusion_matrix.json", report["confusion_matrix"])
     report["test_accuracy_windowed"] = _windowed_accuracy(ctx, model, test_set)
+    if config.eval.stream_clips:
+        report["stream"] = _stream_metrics(ctx, model, test_set, labels)
     return {"metrics": report}
+
+
+def _stream_metrics(ctx: StageContext, model: Any, test_set: FeatureSet, labels: list) -> dict:
+    """The detector of ``run.py detect`` on a long recording made of test clips.
+
+    Returns recall, wrong-label rate, false alarms per hour and mean delay after the word
+    (``data.long_recording.build_recording``, ``models.detection.score_events``).
+    """
+    import tensorflow as tf
+
+    from data.audio import feature_shape
+    from data.clips import SILENCE, UNKNOWN
+    from data.long_recording import build_recording
+    from models.detection import Detector, DetectorConfig, score_events
+    from models.features import MfccLayer
+    from pipelines.detect import windows
+
+    config: SpeechConfig = ctx.config
+    rate = config.features.sample_rate
+    rng = np.random.default_rng(config.runtime.seed)
+    chosen = [
+        i for i in np.flatnonzero(test_set.copies == 0) if labels[test_set.labels[i]] != SILENCE
+    ]
+    chosen = rng.permutation(chosen)[: config.eval.stream_clips]
+    clips = [(load_audio(str(test_set.paths[i]), rate), labels[test_set.labels[i]]) for i in chosen]
+    noises = [load_audio(p, rate) for p in read_json(ctx.input("ingest") / "noise.json")]
+    audio, placed = build_recording(clips, rate, noises, rng)
+    detector_config = DetectorConfig()
+    window = feature_shape(config.features).clip_samples
+    detector = Detector(labels, window / rate, detector_config)
+    mfcc = MfccLayer(config.features)
+    spans = [(end, w.copy()) for end, w in windows(iter([audio]), window, int(rate * 0.1))]
+    events = []
+    for start in range(0, len(spans), config.eval.batch_size):
+        batch = spans[start : start + config.eval.batch_size]
+        probs = model(mfcc(tf.constant(np.stack([w for _, w in batch]))), training=False)
+        for (end, _), p in zip(batch, probs.numpy(), strict=True):
+            events += detector.push(end / rate, p)
+    events += detector.flush()
+    return score_events(events, placed, (SILENCE, UNKNOWN), audio.size / rate)
 
 
 def _windowed_accuracy(ctx: StageContext, model: Any, test_set: FeatureSet) -> float:
@@ -325,7 +368,7 @@ PIPELINE = PIPELINES.register("speech_commands")(
             Stage(
                 "features",
                 features,
-                version=2,
+                version=3,
                 reads=("ingest",),
                 sections=("features", "augment", "runtime.seed", "data.max_rejected_percent"),
             ),
@@ -347,7 +390,7 @@ PIPELINE = PIPELINES.register("speech_commands")(
             Stage(
                 "evaluate",
                 evaluate,
-                version=3,
+                version=4,
                 reads=("ingest", "features", "train"),
                 sections=("eval",),
                 outputs=("plots/confusion_matrix.png",),
@@ -355,7 +398,7 @@ PIPELINE = PIPELINES.register("speech_commands")(
             Stage(
                 "export",
                 export,
-                version=2,
+                version=3,
                 reads=("ingest", "train", "evaluate"),
                 sections=("export", "features"),
                 outputs=("export",),

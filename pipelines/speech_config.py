@@ -24,14 +24,18 @@ class EvalConfig:
     Attributes:
         misclassified: how many misclassified test clips to list in metrics.json.
         batch_size: batch size for evaluation.
+        stream_clips: test clips laid end to end, with pauses of background noise, into the long
+            recording that the stream evaluation runs the detector on (0 = no stream evaluation).
     """
 
     misclassified: int = 10
     batch_size: int = 128
+    stream_clips: int = 200
 
     def __post_init__(self) -> None:
         check(self.misclassified >= 0, "eval.misclassified", self.misclassified, ">= 0")
         check(self.batch_size >= 1, "eval.batch_size", self.batch_size, ">= 1")
+        check(self.stream_clips >= 0, "eval.stream_clips", self.stream_clips, ">= 0")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ def _standardized_gap(reference: list[np.ndarray], graph: list[np.ndarray]) -> f
     [
         FeatureConfig(),
         FeatureConfig(sample_rate=8000, window_ms=25, n_mels=26, n_mfcc=20, fmin=100, fmax=3800),
+        FeatureConfig(window="full"),
     ],
 )
 def test_mfcc_layer_matches_librosa_on_generated_audio(config, deltas):
@@ -95,3 +96,34 @@ def test_utterance_variance_normalization():
     out = FeatureNormalization(4, utterance_var=True).transform(x, mask).numpy()
     np.testing.assert_allclose(out[1, :20].std(0), 1.0, atol=1e-3)  # padding not counted
     np.testing.assert_allclose(out[0].mean(0), 0.0, atol=1e-4)
+
+
+def test_full_window_pads_every_clip_to_the_window_and_ignores_padding():
+    from data.audio import feature_shape
+
+    config = FeatureConfig(window="full", clip_seconds=1.0)
+    frames = feature_shape(config).max_frames
+    short, long = tone(440, 0.3), tone(440, 1.4)
+    assert mfcc(short, config).shape == (frames, 13) and mfcc(long, config).shape == (frames, 13)
+    layer = MfccLayer(config)
+    padded = np.zeros((1, 12000), np.float32)
+    padded[0, : short.size] = short
+    np.testing.assert_allclose(layer(short[None]).numpy(), layer(padded).numpy(), atol=1e-5)
+
+
+def test_training_placement_puts_the_clip_somewhere_in_noise_or_silence(tmp_path):
+    import soundfile
+
+    from data.augment import AugmentConfig
+    from data.feature_store import FeatureTask, compute_one
+
+    path = tmp_path / "word.wav"
+    soundfile.write(path, tone(600, 0.3), 16000)
+    config = FeatureConfig(window="full")
+    aug = AugmentConfig(gap_silence_prob=0.0, gap_db_min=-40, gap_db_max=-40)
+    placed = compute_one(FeatureTask(str(path), 0, place=True), config, aug, (), None, seed=0)
+    plain = compute_one(FeatureTask(str(path), 0), config, aug, (), None, seed=0)
+    assert placed.shape == plain.shape == (101, 13)
+    assert not np.allclose(placed, plain)  # moved, with noise around it
+    again = compute_one(FeatureTask(str(path), 0, place=True), config, aug, (), None, seed=0)
+    np.testing.assert_array_equal(placed, again)  # seeded: the same every run

@@ -1,0 +1,81 @@
+"""Speed of ``run.py detect``: seconds of audio per second of compute, on one core.
+
+Builds a recording of ``--minutes`` of background noise with test clips of the run spread through
+it, then times, in the same process: the detector end to end (block reading, resampling, sliding
+windows, the SavedModel, smoothing) and, as the plain baseline, the SavedModel alone on the same
+windows already in memory. Prints the real-time factor of each and their ratio.
+
+    python benchmarks/detect_speed.py runs/speech_commands-*/ --minutes 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, help="a finished speech run (export and clips)")
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--hop-ms", type=float, default=100.0)
+    args = parser.parse_args()
+
+    import numpy as np
+    import soundfile
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)  # one core
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from models.detection import DetectorConfig
+    from pipelines.detect import detect_file, windows
+
+    export = args.run_dir / "export"
+    meta = json.loads((export / "assets.extra" / "metadata.json").read_text())
+    rate = int(meta["sample_rate"])
+    clips = json.loads((args.run_dir / "stages" / "ingest" / "clips.json").read_text())
+    test = [c["path"] for c in clips if c["split"] == "test"]
+    rng = np.random.default_rng(0)
+    total = int(args.minutes * 60 * rate)
+    audio = rng.normal(0, 0.003, total).astype(np.float32)
+    position = rate
+    while position < total - 2 * rate:
+        y = soundfile.read(test[int(rng.integers(len(test)))], dtype="float32")[0]
+        audio[position : position + y.size] += y[: total - position]
+        position += y.size + int(rng.uniform(1.0, 3.0) * rate)
+    path = Path(tempfile.mkdtemp()) / "recording.wav"
+    soundfile.write(path, audio, rate)
+    serve = tf.saved_model.load(str(export)).signatures["serving_default"]
+    config = DetectorConfig(hop_ms=args.hop_ms)
+    detect_file(serve, str(path), meta, config)  # warm up (tracing)
+
+    start = time.perf_counter()
+    events = detect_file(serve, str(path), meta, config)
+    detect_seconds = time.perf_counter() - start
+
+    window = int(rate * float(meta["features"]["clip_seconds"]))
+    hop = int(rate * args.hop_ms / 1000)
+    batches = [w.copy() for _, w in windows(iter([audio]), window, hop)]
+    start = time.perf_counter()
+    for i in range(0, len(batches), 32):
+        serve(waveform=tf.constant(np.stack(batches[i : i + 32])))
+    model_seconds = time.perf_counter() - start
+
+    duration = total / rate
+    print(f"{duration / 60:.1f} min of audio, {len(batches)} windows, {len(events)} detections")
+    print(f"detect end to end: {duration / detect_seconds:.1f}x real time ({detect_seconds:.1f} s)")
+    print(f"model alone (baseline): {duration / model_seconds:.1f}x real time")
+    print(f"ratio detect / model alone: {detect_seconds / model_seconds:.2f}")
+
+
+if __name__ == "__main__":
+    main()
