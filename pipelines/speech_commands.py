@@ -361,7 +361,7 @@ PIPELINE = PIPELINES.register("speech_commands")(
             Stage(
                 "ingest",
                 ingest,
-                version=2,
+                version=3,
                 sections=("data", "features.sample_rate", "features.clip_seconds", "runtime.seed"),
                 watch=lambda config: source_state(config.data),
             ),
