@@ -36,8 +36,8 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from models.detection import DetectorConfig
-    from pipelines.detect import detect_file, windows
+    from models.detection import DetectorConfig, windows
+    from pipelines.detect import detect_file
 
     export = args.run_dir / "export"
     meta = json.loads((export / "assets.extra" / "metadata.json").read_text())

@@ -60,3 +60,92 @@ def classification_report(
             for i in wrong
         ],
     }
+
+
+def windowed_accuracy(
+    model: Any,
+    clips: list[tuple[np.ndarray, str]],
+    labels: list[str],
+    features: Any,
+    noises: list[np.ndarray],
+    seed: int,
+    batch_size: int = 128,
+) -> float:
+    """Accuracy with each clip somewhere in a full window of background noise.
+
+    The noise is -50 to -35 dBFS and the position random (seeded): the clip as a microphone or a
+    client padding to the model's window delivers it.
+
+    Args:
+        model: the trained classifier (raw MFCC frames in).
+        clips: ``(waveform, label)`` at the model's sample rate.
+        labels: class names by id.
+        features: the ``FeatureConfig`` the model was trained with.
+        noises: background recordings (white noise when empty).
+        seed: placement seed.
+        batch_size: prediction batch size.
+    """
+    from data.audio import feature_shape, mfcc
+    from data.augment import place_in_window
+
+    rng = np.random.default_rng(seed)
+    n = feature_shape(features).clip_samples
+    frames = np.stack([mfcc(place_in_window(y, n, noises, rng), features) for y, _ in clips])
+    probs = model.predict(frames, batch_size=batch_size, verbose=0)
+    truth = np.array([labels.index(label) for _, label in clips])
+    return float(np.mean(probs.argmax(axis=1) == truth))
+
+
+def stream_metrics(
+    model: Any,
+    clips: list[tuple[np.ndarray, str]],
+    labels: list[str],
+    features: Any,
+    noises: list[np.ndarray],
+    seed: int,
+    max_clips: int,
+    batch_size: int = 128,
+) -> dict[str, Any]:
+    """The detector of ``run.py detect`` on a long recording made of ``clips``.
+
+    Up to ``max_clips`` clips (``_silence_`` left out: the pauses are silence) are laid end to end
+    with noisy pauses (``data.long_recording``); the model runs on sliding windows through the
+    graph's MFCC, the detector (``models.detection``) on its posteriors.
+
+    Returns:
+        ``models.detection.score_events``: recall, wrong-label rate, false alarms per hour, delay.
+    """
+    import tensorflow as tf
+
+    from data.audio import feature_shape
+    from data.clips import SILENCE, UNKNOWN
+    from data.long_recording import build_recording
+    from models.detection import Detector, DetectorConfig, score_events, windows
+    from models.features import MfccLayer
+
+    rng = np.random.default_rng(seed)
+    chosen = [i for i, (_, label) in enumerate(clips) if label != SILENCE]
+    chosen = rng.permutation(chosen)[:max_clips]
+    rate = features.sample_rate
+    audio, placed = build_recording([clips[i] for i in chosen], rate, noises, rng)
+    config = DetectorConfig()
+    window = feature_shape(features).clip_samples
+    detector = Detector(labels, window / rate, config)
+    mfcc = MfccLayer(features)
+    events: list = []
+
+    def classify(batch: list[tuple[int, np.ndarray]]) -> None:
+        probs = model(mfcc(tf.constant(np.stack([w for _, w in batch]))), training=False)
+        for (t, _), p in zip(batch, probs.numpy(), strict=True):
+            events.extend(detector.push(t / rate, p))
+
+    batch: list[tuple[int, np.ndarray]] = []
+    for end, w in windows(iter([audio]), window, int(rate * config.hop_ms / 1000)):
+        batch.append((end, w.copy()))  # a batch of windows at a time: memory stays small
+        if len(batch) == batch_size:
+            classify(batch)
+            batch = []
+    if batch:
+        classify(batch)
+    events += detector.flush()
+    return score_events(events, placed, (SILENCE, UNKNOWN), audio.size / rate)

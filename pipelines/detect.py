@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.detection import Detector, DetectorConfig
+from models.detection import Detector, DetectorConfig, windows
 
 
 def read_blocks(path: str, sample_rate: int, block_seconds: float = 10.0) -> Iterator[np.ndarray]:
@@ -53,37 +53,6 @@ def read_blocks(path: str, sample_rate: int, block_seconds: float = 10.0) -> Ite
         raise
     except Exception as err:  # noqa: BLE001 - decoder errors vary by format
         raise AudioError(f"unreadable audio ({type(err).__name__}: {err})") from None
-
-
-def windows(
-    blocks: Iterator[np.ndarray], window: int, hop: int
-) -> Iterator[tuple[int, np.ndarray]]:
-    """``(end sample, window)`` for every window of ``window`` samples, ``hop`` apart.
-
-    A recording shorter than one window yields it once, whole (the model pads short input). The
-    last partial hop of a longer recording is covered by one final window ending at its end.
-    """
-    buffer = np.zeros(0, np.float32)
-    offset = 0  # file position of buffer[0]
-    next_end = window
-    total = 0
-    for block in blocks:
-        buffer = np.concatenate([buffer, block])
-        total += block.size
-        while total >= next_end:
-            start = next_end - window - offset
-            yield next_end, buffer[start : start + window]
-            next_end += hop
-        # keep what the next window needs, and at least one window for a final partial hop
-        keep_from = min(next_end - window, total - window) - offset
-        if keep_from > 0:
-            buffer, offset = buffer[keep_from:], offset + keep_from
-    last_end = next_end - hop
-    if total < window:
-        if total:
-            yield total, buffer[:total]
-    elif total > last_end:
-        yield total, buffer[-window:]
 
 
 def detect_file(

@@ -87,8 +87,7 @@ def _strongest(model, meta: dict, waveform: np.ndarray, k: int) -> dict:  # noqa
     """The strongest command in a recording longer than the window, with its time."""
     import tensorflow as tf
 
-    from models.detection import Detector, DetectorConfig
-    from pipelines.detect import windows
+    from models.detection import Detector, DetectorConfig, windows
 
     rate, labels = int(meta["sample_rate"]), meta["labels"]
     window = int(round(rate * float(meta["features"]["clip_seconds"])))

@@ -220,7 +220,7 @@ def _load_model(ctx: StageContext):  # noqa: ANN202
 
 def evaluate(ctx: StageContext) -> dict[str, Any]:
     """Test-split accuracy, per-class precision/recall/F1, confusion matrix, misclassified clips."""
-    from models.evaluation import classification_report
+    from models.evaluation import classification_report, stream_metrics, windowed_accuracy
 
     config: SpeechConfig = ctx.config
     labels = read_json(ctx.input("ingest") / "labels.json")
@@ -242,78 +242,28 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
         f"test accuracy {report['test_accuracy']:.3f}",
     )
     write_json(ctx.out_dir / "confusion_matrix.json", report["confusion_matrix"])
-    report["test_accuracy_windowed"] = _windowed_accuracy(ctx, model, test_set)
-    if config.eval.stream_clips:
-        report["stream"] = _stream_metrics(ctx, model, test_set, labels)
-    return {"metrics": report}
-
-
-def _stream_metrics(ctx: StageContext, model: Any, test_set: FeatureSet, labels: list) -> dict:
-    """The detector of ``run.py detect`` on a long recording made of test clips.
-
-    Returns recall, wrong-label rate, false alarms per hour and mean delay after the word
-    (``data.long_recording.build_recording``, ``models.detection.score_events``).
-    """
-    import tensorflow as tf
-
-    from data.audio import feature_shape
-    from data.clips import SILENCE, UNKNOWN
-    from data.long_recording import build_recording
-    from models.detection import Detector, DetectorConfig, score_events
-    from models.features import MfccLayer
-    from pipelines.detect import windows
-
-    config: SpeechConfig = ctx.config
+    # how the model does on audio as a microphone delivers it (models.evaluation)
     rate = config.features.sample_rate
-    rng = np.random.default_rng(config.runtime.seed)
-    chosen = [
-        i for i in np.flatnonzero(test_set.copies == 0) if labels[test_set.labels[i]] != SILENCE
-    ]
-    chosen = rng.permutation(chosen)[: config.eval.stream_clips]
-    clips = [(load_audio(str(test_set.paths[i]), rate), labels[test_set.labels[i]]) for i in chosen]
     noises = [load_audio(p, rate) for p in read_json(ctx.input("ingest") / "noise.json")]
-    audio, placed = build_recording(clips, rate, noises, rng)
-    detector_config = DetectorConfig()
-    window = feature_shape(config.features).clip_samples
-    detector = Detector(labels, window / rate, detector_config)
-    mfcc = MfccLayer(config.features)
-    spans = [(end, w.copy()) for end, w in windows(iter([audio]), window, int(rate * 0.1))]
-    events = []
-    for start in range(0, len(spans), config.eval.batch_size):
-        batch = spans[start : start + config.eval.batch_size]
-        probs = model(mfcc(tf.constant(np.stack([w for _, w in batch]))), training=False)
-        for (end, _), p in zip(batch, probs.numpy(), strict=True):
-            events += detector.push(end / rate, p)
-    events += detector.flush()
-    return score_events(events, placed, (SILENCE, UNKNOWN), audio.size / rate)
-
-
-def _windowed_accuracy(ctx: StageContext, model: Any, test_set: FeatureSet) -> float:
-    """Test accuracy with each clip somewhere in a full window of background noise.
-
-    The noise is -50 to -35 dBFS, the position random (seeded): the clip as a microphone or a
-    client padding to the model's window delivers it.
-    """
-    from data.audio import feature_shape, mfcc
-    from data.augment import place_in_window
-
-    config: SpeechConfig = ctx.config
-    rate = config.features.sample_rate
-    n = feature_shape(config.features).clip_samples
-    noises = [load_audio(p, rate) for p in read_json(ctx.input("ingest") / "noise.json")]
-    rng = np.random.default_rng(config.runtime.seed)
     clean = np.flatnonzero(test_set.copies == 0)
-    frames = np.stack(
-        [
-            mfcc(
-                place_in_window(load_audio(str(test_set.paths[i]), rate), n, noises, rng),
-                config.features,
-            )
-            for i in clean
-        ]
+    test_clips = [
+        (load_audio(str(test_set.paths[i]), rate), labels[test_set.labels[i]]) for i in clean
+    ]
+    report["test_accuracy_windowed"] = windowed_accuracy(
+        model, test_clips, labels, config.features, noises, config.runtime.seed
     )
-    probs = model.predict(frames, batch_size=config.eval.batch_size, verbose=0)
-    return float(np.mean(probs.argmax(axis=1) == test_set.labels[clean]))
+    if config.eval.stream_clips:
+        report["stream"] = stream_metrics(
+            model,
+            test_clips,
+            labels,
+            config.features,
+            noises,
+            config.runtime.seed,
+            config.eval.stream_clips,
+            config.eval.batch_size,
+        )
+    return {"metrics": report}
 
 
 # ---------------------------------------------------------------- export

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from models.detection import DetectorConfig
-from pipelines.detect import detect_file, read_blocks, windows
+from models.detection import DetectorConfig, windows
+from pipelines.detect import detect_file, read_blocks
 
 RATE = 16000
 
