@@ -44,43 +44,52 @@ def _top(probs: np.ndarray, labels: list[str], k: int) -> dict:
 
 
 def _classify(model, meta: dict, inputs: list[str], k: int, batch: int) -> int:  # noqa: ANN001
+    """Answers ``batch`` files at a time, printing each group in input order as it is done."""
+    failed = 0
+    for start in range(0, len(inputs), batch):
+        for result in _classify_group(model, meta, inputs[start : start + batch], k):
+            failed += "error" in result
+            print(json.dumps(result, ensure_ascii=False), flush=True)
+    return 1 if failed else 0
+
+
+def _classify_group(model, meta: dict, paths: list[str], k: int) -> list[dict]:  # noqa: ANN001
     import tensorflow as tf
 
     from data.audio import AudioError, load_audio
 
     rate, labels = int(meta["sample_rate"]), meta["labels"]
     window = int(round(rate * float(meta["features"]["clip_seconds"])))
-    lengths_fn = model.signatures.get("serving_lengths")
-    results: dict[int, dict] = {}
-    short: list[tuple[int, np.ndarray]] = []
-    for index, path in enumerate(inputs):
+    results: list[dict] = []
+    short: list[tuple[int, np.ndarray]] = []  # clips up to the window, answered in one batch
+    for index, path in enumerate(paths):
         try:
             waveform = load_audio(path, rate)
         except AudioError as err:
-            results[index] = {"input": path, "error": str(err)}
+            results.append({"input": path, "error": str(err)})
             continue
         if waveform.size > window:
-            results[index] = {"input": path, **_strongest(model, meta, waveform, k)}
+            results.append({"input": path, **_strongest(model, meta, waveform, k)})
         else:
+            results.append({"input": path})
             short.append((index, waveform))
-    for start in range(0, len(short), batch):
-        chunk = short[start : start + batch]
-        padded = np.zeros((len(chunk), max(w.size for _, w in chunk)), np.float32)
-        for row, (_, w) in enumerate(chunk):
-            padded[row, : w.size] = w
-        if lengths_fn is not None:
-            lengths = tf.constant([w.size for _, w in chunk], tf.int32)
-            probs = lengths_fn(waveform=tf.constant(padded), lengths=lengths)["probabilities"]
-        else:  # an export from before serving_lengths: one clip at a time
-            serve = model.signatures["serving_default"]
-            probs = tf.concat(
-                [serve(waveform=tf.constant(w[None]))["probabilities"] for _, w in chunk], axis=0
-            )
-        for (index, _), p in zip(chunk, probs.numpy(), strict=True):
-            results[index] = {"input": inputs[index], **_top(p, labels, k)}
-    for index in range(len(inputs)):
-        print(json.dumps(results[index], ensure_ascii=False))
-    return 1 if any("error" in r for r in results.values()) else 0
+    if not short:
+        return results
+    padded = np.zeros((len(short), max(w.size for _, w in short)), np.float32)
+    for row, (_, w) in enumerate(short):
+        padded[row, : w.size] = w
+    lengths_fn = model.signatures.get("serving_lengths")
+    if lengths_fn is not None:
+        lengths = tf.constant([w.size for _, w in short], tf.int32)
+        probs = lengths_fn(waveform=tf.constant(padded), lengths=lengths)["probabilities"]
+    else:  # an export from before serving_lengths: one clip at a time
+        serve = model.signatures["serving_default"]
+        probs = tf.concat(
+            [serve(waveform=tf.constant(w[None]))["probabilities"] for _, w in short], axis=0
+        )
+    for (index, _), p in zip(short, probs.numpy(), strict=True):
+        results[index].update(_top(p, labels, k))
+    return results
 
 
 def _strongest(model, meta: dict, waveform: np.ndarray, k: int) -> dict:  # noqa: ANN001
