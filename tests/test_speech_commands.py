@@ -225,7 +225,11 @@ def test_same_command_twice_gives_the_same_metrics(tmp_path):
 
 def test_changed_data_folder_reruns_ingest(tmp_path, wav_folder):
     pipeline, config = fsdd_config(
-        wav_folder, tmp_path / "cache", "data.test_speakers=[s3]", "data.val_speakers=[s2]"
+        wav_folder,
+        tmp_path / "cache",
+        "data.test_speakers=[s3]",
+        "data.val_speakers=[s2]",
+        "data.train_extra=[]",  # the preset's extras live in ../shared/data, absent in a clone
     )
     first = run_pipeline(pipeline, config, tmp_path / "run", until="ingest")
     assert run_pipeline(pipeline, config, tmp_path / "run", until="ingest").skipped == ["ingest"]
