@@ -13,7 +13,7 @@ at least two hops wide). A new event of the same label whose first detection com
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -225,3 +225,38 @@ def windows(
             yield total, buffer[:total]
     elif total > last_end:
         yield total, buffer[-window:]
+
+
+def posteriors(
+    spans: Iterable[tuple[int, np.ndarray]],
+    classify: Callable[[np.ndarray], np.ndarray],
+    rate: int,
+    batch: int = 32,
+) -> Iterator[tuple[float, np.ndarray]]:
+    """``(end time in seconds, class probabilities)`` of each ``(end sample, window)``.
+
+    Windows are classified ``batch`` at a time (zero-padded to the widest), so memory holds one
+    batch, whatever the recording's length.
+
+    Args:
+        spans: ``(end sample, window)`` pairs, e.g. from ``windows``.
+        classify: float32 ``[batch, samples]`` -> probabilities ``[batch, classes]``.
+        rate: sample rate.
+        batch: windows per call of ``classify``.
+    """
+    pending: list[tuple[int, np.ndarray]] = []
+
+    def run() -> Iterator[tuple[float, np.ndarray]]:
+        stacked = np.zeros((len(pending), max(w.size for _, w in pending)), np.float32)
+        for row, (_, w) in enumerate(pending):
+            stacked[row, : w.size] = w
+        for (end, _), p in zip(pending, classify(stacked), strict=True):
+            yield end / rate, p
+
+    for end, w in spans:
+        pending.append((end, w.copy()))  # windows() hands out views of its buffer
+        if len(pending) == batch:
+            yield from run()
+            pending = []
+    if pending:
+        yield from run()

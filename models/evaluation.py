@@ -120,7 +120,7 @@ def stream_metrics(
     from data.audio import feature_shape
     from data.clips import SILENCE, UNKNOWN
     from data.long_recording import build_recording
-    from models.detection import Detector, DetectorConfig, score_events, windows
+    from models.detection import Detector, DetectorConfig, posteriors, score_events, windows
     from models.features import MfccLayer
 
     rng = np.random.default_rng(seed)
@@ -132,20 +132,10 @@ def stream_metrics(
     window = feature_shape(features).clip_samples
     detector = Detector(labels, window / rate, config)
     mfcc = MfccLayer(features)
-    events: list = []
-
-    def classify(batch: list[tuple[int, np.ndarray]]) -> None:
-        probs = model(mfcc(tf.constant(np.stack([w for _, w in batch]))), training=False)
-        for (t, _), p in zip(batch, probs.numpy(), strict=True):
-            events.extend(detector.push(t / rate, p))
-
-    batch: list[tuple[int, np.ndarray]] = []
-    for end, w in windows(iter([audio]), window, int(rate * config.hop_ms / 1000)):
-        batch.append((end, w.copy()))  # a batch of windows at a time: memory stays small
-        if len(batch) == batch_size:
-            classify(batch)
-            batch = []
-    if batch:
-        classify(batch)
+    spans = windows(iter([audio]), window, int(rate * config.hop_ms / 1000))
+    classify = lambda x: model(mfcc(tf.constant(x)), training=False).numpy()  # noqa: E731
+    events = [
+        e for t, p in posteriors(spans, classify, rate, batch_size) for e in detector.push(t, p)
+    ]
     events += detector.flush()
     return score_events(events, placed, (SILENCE, UNKNOWN), audio.size / rate)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.detection import Detector, DetectorConfig, windows
+from models.detection import Detector, DetectorConfig, posteriors, windows
 
 
 def read_blocks(path: str, sample_rate: int, block_seconds: float = 10.0) -> Iterator[np.ndarray]:
@@ -78,26 +78,15 @@ def detect_file(
     except Exception:  # noqa: BLE001 - read_blocks reports unreadable files
         seconds = None
 
-    def run(pending: list[tuple[int, np.ndarray]]) -> None:
-        width = max(w.size for _, w in pending)
-        stacked = np.zeros((len(pending), width), np.float32)
-        for row, (_, w) in enumerate(pending):
-            stacked[row, : w.size] = w
-        probs = serve(waveform=tf.constant(stacked))["probabilities"].numpy()
-        for (end, _), p in zip(pending, probs, strict=True):
-            events.extend(detector.push(end / rate, p))
+    def classify(x: np.ndarray) -> np.ndarray:
+        return serve(waveform=tf.constant(x))["probabilities"].numpy()
 
     with Progress(console=Console(stderr=True), transient=True) as progress:  # stdout: JSON
         bar = progress.add_task(f"Detecting in {Path(path).name}", total=seconds)
-        pending: list[tuple[int, np.ndarray]] = []
-        for end, w in windows(read_blocks(path, rate), window, hop):
-            pending.append((end, w.copy()))
-            if len(pending) == batch:
-                run(pending)
-                progress.update(bar, completed=end / rate)
-                pending = []
-        if pending:
-            run(pending)
+        spans = windows(read_blocks(path, rate), window, hop)
+        for t, p in posteriors(spans, classify, rate, batch):
+            events.extend(detector.push(t, p))
+            progress.update(bar, completed=t)
     events.extend(detector.flush())
     return [{"file": path, **e.to_dict()} for e in events]
 

@@ -96,31 +96,24 @@ def _strongest(model, meta: dict, waveform: np.ndarray, k: int) -> dict:  # noqa
     """The strongest command in a recording longer than the window, with its time."""
     import tensorflow as tf
 
-    from models.detection import Detector, DetectorConfig, windows
+    from models.detection import Detector, DetectorConfig, posteriors, windows
 
     rate, labels = int(meta["sample_rate"]), meta["labels"]
     window = int(round(rate * float(meta["features"]["clip_seconds"])))
     config = DetectorConfig()
     serve = model.signatures["serving_default"]
     detector = Detector(labels, window / rate, config)
-    spans = list(windows(iter([waveform]), window, int(rate * config.hop_ms / 1000)))
-    probs = np.concatenate(
-        [
-            serve(waveform=tf.constant(np.stack([w for _, w in spans[i : i + 32]])))[
-                "probabilities"
-            ].numpy()
-            for i in range(0, len(spans), 32)
-        ]
+    spans = windows(iter([waveform]), window, int(rate * config.hop_ms / 1000))
+    scored = list(
+        posteriors(spans, lambda x: serve(waveform=tf.constant(x))["probabilities"].numpy(), rate)
     )
-    events = [
-        e for (end, _), p in zip(spans, probs, strict=True) for e in detector.push(end / rate, p)
-    ]
+    ends, probs = np.array([t for t, _ in scored]), np.stack([p for _, p in scored])
+    events = [e for t, p in scored for e in detector.push(t, p)]
     events += detector.flush()
     if not events:  # nothing reached the threshold: the most confident window's answer
         best = int(np.argmax(probs.max(axis=1)))
         return {**_top(probs[best], labels, k), "start": None, "end": None}
     event = max(events, key=lambda e: e.score)
-    ends = np.array([end / rate for end, _ in spans])
     inside = np.flatnonzero((ends >= event.end) & (ends - window / rate <= event.start))
     label_id = labels.index(event.label)
     best = (

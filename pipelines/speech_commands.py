@@ -26,6 +26,7 @@ from pipelines.runner import PIPELINES, Pipeline, Stage, StageContext
 from pipelines.speech_config import SpeechConfig
 from pipelines.stages import (
     TRAIN_OUTPUTS,
+    TRAIN_SECTIONS,
     TrainTask,
     check_rejected,
     check_splits,
@@ -327,14 +328,7 @@ PIPELINE = PIPELINES.register("speech_commands")(
                 train,
                 version=2,
                 reads=("ingest", "features"),
-                sections=(
-                    "model",
-                    "optimizer",
-                    "gradients",
-                    "train",
-                    "runtime.seed",
-                    "runtime.deterministic",
-                ),
+                sections=TRAIN_SECTIONS,
                 outputs=TRAIN_OUTPUTS,
             ),
             Stage(

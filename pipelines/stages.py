@@ -17,6 +17,15 @@ from pipelines.runner import StageContext
 from pipelines.runtime import set_seed
 
 TRAIN_OUTPUTS = ("gradients.csv", "plots/training.png", "plots/gradients.png")
+# what a fit depends on, for both pipelines (the datasets and model come from the stages read)
+TRAIN_SECTIONS = (
+    "model",
+    "optimizer",
+    "gradients",
+    "train",
+    "runtime.seed",
+    "runtime.deterministic",
+)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from pipelines.reporting import translation_summary
 from pipelines.runner import PIPELINES, Pipeline, Stage, StageContext
 from pipelines.stages import (
     TRAIN_OUTPUTS,
+    TRAIN_SECTIONS,
     TrainTask,
     check_rejected,
     check_splits,
@@ -317,14 +318,7 @@ PIPELINE = PIPELINES.register("translation")(
                 train,
                 version=2,
                 reads=("tokenize",),
-                sections=(
-                    "model",
-                    "optimizer",
-                    "gradients",
-                    "train",
-                    "runtime.seed",
-                    "runtime.deterministic",
-                ),
+                sections=TRAIN_SECTIONS,
                 outputs=TRAIN_OUTPUTS,
             ),
             Stage(
