@@ -40,7 +40,17 @@ class FeatureConfig:
         normalize: ``global`` standardizes each coefficient with training-set statistics;
             ``utterance`` first subtracts each clip's own mean (cepstral mean normalization, which
             removes much of the speaker and channel), then standardizes; ``utterance_var`` also divides
-            by each clip's own standard deviation (cepstral mean and variance normalization).
+            by each clip's own standard deviation (cepstral mean and variance normalization);
+            ``running`` subtracts the mean of the frames so far (an exponential average over the
+            last ``clip_seconds`` once a stream is longer): the causal twin of ``utterance``, which
+            a streaming model can compute one frame at a time.
+        streaming: a front end that can run hop by hop, as ``stream_step`` and the TFLite stream
+            model do. Each frame ends at its newest sample (the clip is left-padded with
+            ``n_fft - hop`` zeros, ``samples // hop`` frames, where librosa's centered frames
+            would need half a window of future audio), there is no per-clip ``top_db`` floor
+            (it needs the clip's peak), and deltas are computed from past frames only (each is
+            the regression delta of the frame two steps back). A streaming model also needs
+            ``normalize`` global or running, a unidirectional model and last or mean pooling.
     """
 
     sample_rate: int = 16000
@@ -54,8 +64,9 @@ class FeatureConfig:
     fmax: float = 0.0
     top_db: float = 80.0
     deltas: int = 0
-    normalize: Literal["global", "utterance", "utterance_var"] = "global"
+    normalize: Literal["global", "utterance", "utterance_var", "running"] = "global"
     window: Literal["masked", "full"] = "masked"
+    streaming: bool = False
 
     def __post_init__(self) -> None:
         check(self.sample_rate >= 1000, "features.sample_rate", self.sample_rate, ">= 1000 Hz")
@@ -70,6 +81,10 @@ class FeatureConfig:
         check(0 <= self.fmin < fmax, "features.fmin", self.fmin, f">= 0 and < fmax = {fmax}")
         check(self.deltas in (0, 1, 2), "features.deltas", self.deltas, "0, 1 or 2")
         check(self.top_db > 0, "features.top_db", self.top_db, "> 0")
+        normalizations = ("global", "utterance", "utterance_var", "running")
+        check(self.normalize in normalizations, "features.normalize", self.normalize,
+              f"one of {list(normalizations)}")
+        check(self.window in ("masked", "full"), "features.window", self.window, "masked or full")
         shape = feature_shape(self)
         check(
             shape.n_fft >= shape.win_length,
@@ -106,12 +121,14 @@ def feature_shape(config: FeatureConfig) -> FeatureShape:
     hop = int(round(sr * config.stride_ms / 1000))
     n_fft = config.n_fft or 2 ** math.ceil(math.log2(max(win, 2)))
     clip = int(round(sr * config.clip_seconds))
+    hop = max(hop, 1)
     return FeatureShape(
         clip_samples=clip,
         win_length=win,
-        hop_length=max(hop, 1),
+        hop_length=hop,
         n_fft=n_fft,
-        max_frames=1 + clip // max(hop, 1),  # librosa's frame count with center=True
+        # librosa's frame count with center=True; a streaming front end has one frame per hop
+        max_frames=clip // hop if config.streaming else 1 + clip // hop,
         n_mfcc=config.n_mfcc,
         feature_size=config.n_mfcc * (1 + config.deltas),
         fmax=float(config.fmax or sr / 2),
@@ -197,8 +214,10 @@ def mfcc(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
 
     shape = feature_shape(config)
     y = fit_length(np.asarray(y, dtype=np.float32), shape.clip_samples, config.window == "full")
-    if y.size < 2:
+    if y.size < 2 or (config.streaming and y.size < shape.hop_length):
         raise AudioError(f"clip too short for features ({y.size} samples)")
+    if config.streaming:  # each frame ends at its newest sample: no look-ahead
+        y = np.pad(y, (shape.n_fft - shape.hop_length, 0))
     mel = librosa.feature.melspectrogram(
         y=y,
         sr=config.sample_rate,
@@ -206,13 +225,14 @@ def mfcc(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
         hop_length=shape.hop_length,
         win_length=shape.win_length,
         window="hann",
-        center=True,
+        center=not config.streaming,
         pad_mode="constant",
         power=2.0,
         n_mels=config.n_mels,
         fmin=config.fmin,
         fmax=shape.fmax,
     )
-    log_mel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=config.top_db)
+    top_db = None if config.streaming else config.top_db
+    log_mel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=top_db)
     coeffs = librosa.feature.mfcc(S=log_mel, n_mfcc=config.n_mfcc, dct_type=2, norm="ortho")
     return coeffs.T.astype(np.float32)

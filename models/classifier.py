@@ -99,6 +99,9 @@ def build_classifier(
     deltas: int = 0,
     utterance_mean: bool = False,
     utterance_var: bool = False,
+    running_mean: bool = False,
+    causal: bool = False,
+    window_frames: int = 0,
     use_cudnn: bool | str = "auto",
     seed: int | None = None,
 ) -> keras.Model:
@@ -111,6 +114,9 @@ def build_classifier(
         deltas: delta orders added in-model (see ``FeatureNormalization``).
         utterance_mean: subtract each clip's mean before standardization.
         utterance_var: also divide by each clip's standard deviation (per coefficient).
+        running_mean: subtract the mean of the frames so far (causal; see ``FeatureNormalization``).
+        causal: deltas from past frames only (a streaming front end).
+        window_frames: frames in one window (the running mean's horizon in a stream).
         use_cudnn: passed to LSTM/GRU; ``False`` builds the portable kernel used for export.
         seed: seed of the SpecAugment masks.
 
@@ -125,6 +131,9 @@ def build_classifier(
         deltas=deltas,
         utterance_mean=utterance_mean,
         utterance_var=utterance_var,
+        running_mean=running_mean,
+        causal=causal,
+        window_frames=window_frames,
         name="normalization",
     )(x)
     if config.spec_augment:

@@ -120,6 +120,7 @@ def export_speech_classifier(
 
     archive = keras.export.ExportArchive()
     archive.track(model)
+    stream = stream_endpoint(archive, model, features, answer)
     archive.add_endpoint(
         name="serving_default",
         fn=serve,
@@ -153,6 +154,7 @@ def export_speech_classifier(
                 "note": "lengths int32 [batch]: samples of each row; padding beyond is ignored",
             },
         },
+        "stream": stream,
         "versions": versions(),
         **metadata,
     }
@@ -167,14 +169,96 @@ def export_speech_classifier(
             .numpy()
         )
         expected = model(mfcc(check_waveform[None]), training=False).numpy()
+        problems = []
         if not np.allclose(served, expected, atol=1e-4):
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise RuntimeError(
-                "Export check failed: the reloaded SavedModel's probabilities differ from the Keras "
-                f"model's (max difference {np.abs(served - expected).max():.2e})"
+            problems.append(
+                "the reloaded SavedModel's probabilities differ from the Keras model's (max "
+                f"difference {np.abs(served - expected).max():.2e})"
             )
+        if stream["available"]:
+            from data.audio import feature_shape, fit_length
+
+            window = fit_length(  # what serving_default classified: the clip in its window
+                check_waveform, feature_shape(features).clip_samples, features.window == "full"
+            )
+            streamed = run_stream_signature(tmp, window, stream)
+            if not np.allclose(streamed, expected, atol=STREAM_TOLERANCE):
+                problems.append(
+                    "stream_step over the check clip ends with probabilities that differ from "
+                    f"serving_default's (max difference {np.abs(streamed - expected).max():.2e})"
+                )
+        if problems:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise RuntimeError("Export check failed: " + "; ".join(problems))
     replace_dir(tmp, out_dir)
     return out_dir
+
+
+STREAM_TOLERANCE = 1e-4  # stream_step after a window vs serving_default on it (float32)
+
+
+def stream_endpoint(
+    archive: keras.export.ExportArchive, model: keras.Model, features: FeatureConfig, answer: Any
+) -> dict[str, Any]:
+    """Adds ``stream_step`` to ``archive`` if the model is causal; returns its metadata.
+
+    ``stream_step(samples, state_...)``: ``samples`` float32 ``[batch, k * hop]`` (one hop or
+    several) and every state tensor -> ``probabilities``, ``label`` and the new ``state_...``
+    tensors (same names). All state starts at zero.
+    """
+    from models.streaming import StreamingClassifier, stream_problems
+
+    problems = stream_problems(model, features)
+    if problems:
+        return {"available": False, "reason": "; ".join(problems)}
+    streamer = StreamingClassifier(model, features)
+    shapes = streamer.state_shapes()
+    names = [f"state_{name}" for name in shapes]
+
+    def step(samples: tf.Tensor, *state: tf.Tensor) -> dict[str, tf.Tensor]:
+        check = tf.debugging.assert_equal(
+            tf.math.floormod(tf.shape(samples)[1], streamer.hop),
+            0,
+            message=f"samples: expected float32 [batch, k * {streamer.hop}] (whole hops)",
+        )
+        with tf.control_dependencies([check]):
+            samples = check_waveform_input(samples)
+        probabilities, new = streamer.step(samples, dict(zip(shapes, state, strict=True)))
+        return {**answer(probabilities), **{f"state_{k}": v for k, v in new.items()}}
+
+    archive.add_endpoint(
+        name="stream_step",
+        fn=step,
+        input_signature=[tf.TensorSpec([None, None], tf.float32, name="samples")]
+        + [
+            tf.TensorSpec([None, *shape], tf.float32, name=name)
+            for name, shape in zip(names, shapes.values(), strict=True)
+        ],
+    )
+    return {
+        "available": True,
+        "signature": "stream_step",
+        "hop_samples": streamer.hop,
+        "hop_seconds": streamer.hop / features.sample_rate,
+        "window_frames": streamer.shape.max_frames,
+        "state": [
+            {"name": name, "shape": [None, *shape], "dtype": "float32", "initial": 0.0}
+            for name, shape in zip(names, shapes.values(), strict=True)
+        ],
+        "note": "feed samples [batch, k*hop_samples]; pass each state_* output back in",
+    }
+
+
+def run_stream_signature(export_dir: Path, waveform: np.ndarray, stream: dict) -> np.ndarray:
+    """Runs a SavedModel's ``stream_step`` hop by hop over one waveform; final probabilities."""
+    step = tf.saved_model.load(str(export_dir)).signatures["stream_step"]
+    state = {s["name"]: tf.zeros([1, *s["shape"][1:]], tf.float32) for s in stream["state"]}
+    hop = stream["hop_samples"]
+    out: dict[str, tf.Tensor] = {}
+    for start in range(0, waveform.size - hop + 1, hop):
+        out = step(samples=tf.constant(waveform[None, start : start + hop], tf.float32), **state)
+        state = {name: out[name] for name in state}
+    return out["probabilities"].numpy()
 
 
 def export_translator(

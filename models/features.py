@@ -14,9 +14,11 @@ import tensorflow as tf
 from data.audio import FeatureConfig, feature_shape
 
 
-def librosa_constants(config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The analysis window (padded to ``n_fft`` as librosa pads it) and the mel filter bank."""
+def librosa_constants(config: FeatureConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The analysis window (padded to ``n_fft`` as librosa pads it), the mel filter bank and the
+    orthonormal DCT-II matrix (``[n_mels, n_mfcc]``; a matmul, which TFLite runs as a builtin)."""
     import librosa
+    import scipy.fft
 
     shape = feature_shape(config)
     window = librosa.filters.get_window("hann", shape.win_length, fftbins=True)
@@ -28,7 +30,8 @@ def librosa_constants(config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
         fmin=config.fmin,
         fmax=shape.fmax,
     )
-    return window.astype(np.float32), mel.T.astype(np.float32)
+    dct = scipy.fft.dct(np.eye(config.n_mels), type=2, norm="ortho", axis=1)[:, : config.n_mfcc]
+    return window.astype(np.float32), mel.T.astype(np.float32), dct.astype(np.float32)
 
 
 @keras.saving.register_keras_serializable("rnn_speech")
@@ -37,7 +40,9 @@ class MfccLayer(keras.layers.Layer):
 
     Matches ``librosa.feature.mfcc`` with ``center=True`` (constant padding), a periodic Hann
     window, power 2, Slaney mel filters, ``power_to_db(ref=1, amin=1e-10, top_db)`` per clip and
-    an orthonormal DCT-II. Input longer than ``clip_seconds`` is trimmed.
+    an orthonormal DCT-II. Input longer than ``clip_seconds`` is trimmed. With
+    ``features.streaming`` the frames are causal (left padding only, no ``top_db`` floor), as
+    ``data.audio.mfcc`` computes them, and ``frame_mfcc`` computes one frame of a stream.
     """
 
     def __init__(self, feature_config: dict | FeatureConfig, **kwargs) -> None:
@@ -46,9 +51,21 @@ class MfccLayer(keras.layers.Layer):
             feature_config = FeatureConfig(**feature_config)
         self.feature_config = feature_config
         self.shape_info = feature_shape(feature_config)
-        window, mel = librosa_constants(feature_config)
+        window, mel, dct = librosa_constants(feature_config)
         self._window = tf.constant(window)
         self._mel = tf.constant(mel)
+        self._dct = tf.constant(dct)
+
+    def _log_mel(self, frames: tf.Tensor) -> tf.Tensor:
+        """Frames ``[..., n_fft]`` of samples -> log-mel power in dB ``[..., n_mels]``."""
+        spectrum = tf.signal.rfft(frames * self._window, fft_length=[self.shape_info.n_fft])
+        power = tf.math.real(spectrum) ** 2 + tf.math.imag(spectrum) ** 2
+        mel = tf.tensordot(power, self._mel, axes=1)
+        return 10.0 * tf.math.log(tf.maximum(mel, 1e-10)) / tf.math.log(10.0)
+
+    def frame_mfcc(self, frame: tf.Tensor) -> tf.Tensor:
+        """One streaming frame: the newest ``n_fft`` samples ``[batch, n_fft]`` -> ``[batch, n_mfcc]``."""
+        return tf.tensordot(self._log_mel(frame), self._dct, axes=1)
 
     def call(self, waveform: tf.Tensor) -> tf.Tensor:
         s = self.shape_info
@@ -56,16 +73,16 @@ class MfccLayer(keras.layers.Layer):
         if self.feature_config.window == "full":  # as data.audio.fit_length: fill the window
             short = tf.maximum(0, s.clip_samples - tf.shape(waveform)[1])
             waveform = tf.pad(waveform, [[0, 0], [0, short]])
-        pad = s.n_fft // 2
-        padded = tf.pad(waveform, [[0, 0], [pad, pad]])
+        if self.feature_config.streaming:
+            padded = tf.pad(waveform, [[0, 0], [s.n_fft - s.hop_length, 0]])
+        else:
+            padded = tf.pad(waveform, [[0, 0], [s.n_fft // 2, s.n_fft // 2]])
         frames = tf.signal.frame(padded, s.n_fft, s.hop_length)  # [b, t, n_fft]
-        spectrum = tf.signal.rfft(frames * self._window, fft_length=[s.n_fft])
-        power = tf.math.real(spectrum) ** 2 + tf.math.imag(spectrum) ** 2
-        mel = tf.tensordot(power, self._mel, axes=1)
-        log_mel = 10.0 * tf.math.log(tf.maximum(mel, 1e-10)) / tf.math.log(10.0)
-        peak = tf.reduce_max(log_mel, axis=[1, 2], keepdims=True)
-        log_mel = tf.maximum(log_mel, peak - self.feature_config.top_db)
-        return tf.signal.dct(log_mel, type=2, norm="ortho")[..., : self.feature_config.n_mfcc]
+        log_mel = self._log_mel(frames)
+        if not self.feature_config.streaming:
+            peak = tf.reduce_max(log_mel, axis=[1, 2], keepdims=True)
+            log_mel = tf.maximum(log_mel, peak - self.feature_config.top_db)
+        return tf.tensordot(log_mel, self._dct, axes=1)
 
     def get_config(self) -> dict:
         import dataclasses
@@ -81,18 +98,64 @@ def _masked_mean(x: tf.Tensor, mask: tf.Tensor | None) -> tf.Tensor:
     return total / tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1.0)
 
 
-def _deltas(x: tf.Tensor, width: int = 2) -> tf.Tensor:
-    """Regression deltas over +-``width`` frames with edge replication (HTK formula)."""
-    padded = tf.concat(
-        [tf.repeat(x[:, :1], width, axis=1), x, tf.repeat(x[:, -1:], width, axis=1)], axis=1
-    )
-    steps = tf.shape(x)[1]
+DELTA_WIDTH = 2  # frames each side of the HTK regression
+
+
+def _delta_weights(window: tf.Tensor, width: int, center: int) -> tf.Tensor:
+    """HTK regression delta at ``window[:, center + k]`` (k = 0, 1, ...) over +-``width`` frames."""
+    steps = tf.shape(window)[1] - 2 * width
     total = 0.0
     for n in range(1, width + 1):
         total += n * (
-            padded[:, width + n : width + n + steps] - padded[:, width - n : width - n + steps]
+            window[:, center + n : center + n + steps] - window[:, center - n : center - n + steps]
         )
     return total / (2.0 * sum(n * n for n in range(1, width + 1)))
+
+
+def _deltas(x: tf.Tensor, width: int = DELTA_WIDTH, causal: bool = False) -> tf.Tensor:
+    """Regression deltas over +-``width`` frames with edge replication (HTK formula).
+
+    ``causal``: frame t gets the delta of frame t - width, from past frames only (the first frame
+    replicated before the start), so a stream computes it as soon as frame t arrives.
+    """
+    first = tf.repeat(x[:, :1], width, axis=1)
+    if causal:
+        return _delta_weights(tf.concat([first, first, x], axis=1), width, width)
+    last = tf.repeat(x[:, -1:], width, axis=1)
+    return _delta_weights(tf.concat([first, x, last], axis=1), width, width)
+
+
+def running_mean(x: tf.Tensor, mean: tf.Tensor, count: tf.Tensor, horizon: int) -> tf.Tensor:
+    """The mean of a stream's frames so far, at each of its newest frames.
+
+    Frame n (0-based, ``count`` frames came before ``x``) moves the mean by ``1 / min(n + 1,
+    horizon)`` of its distance: the exact mean for the first ``horizon`` frames, an exponential
+    average over about ``horizon`` frames after that.
+
+    Args:
+        x: the newest frames ``[batch, k, size]``.
+        mean: the mean before them ``[batch, size]`` (ignored when ``count`` is 0).
+        count: frames before ``x``, float ``[batch, 1]``.
+        horizon: frames of the window.
+
+    Returns:
+        ``[batch, k, size]``: the mean after each frame.
+    """
+    index = count + tf.cast(tf.range(tf.shape(x)[1]), tf.float32)[None, :]  # [batch, k]
+    rate = 1.0 / tf.minimum(index + 1.0, float(max(horizon, 1)))
+
+    def update(previous: tf.Tensor, elems: tuple) -> tf.Tensor:
+        frame, step_rate, step_index = elems
+        return tf.where(
+            tf.equal(step_index, 0.0), frame, previous + (frame - previous) * step_rate
+        )
+
+    means = tf.scan(
+        update,
+        (tf.transpose(x, [1, 0, 2]), tf.transpose(rate)[..., None], tf.transpose(index)[..., None]),
+        initializer=mean,
+    )
+    return tf.transpose(means, [1, 0, 2])
 
 
 @keras.saving.register_keras_serializable("rnn_speech")
@@ -101,6 +164,11 @@ class FeatureNormalization(keras.layers.Layer):
 
     The mean and variance are non-trainable weights set by ``adapt`` from training data, so they
     travel with the model into the export. Padded frames (masked) stay zero.
+
+    ``running_mean`` subtracts the mean of the frames so far, and ``causal`` makes the deltas use
+    past frames only: with both (or neither mean removal), ``stream_step`` computes the same
+    features one frame at a time. A stream longer than ``window_frames`` keeps an exponential
+    average over that many frames (the window a non-streaming call sees never exceeds it).
     """
 
     def __init__(
@@ -109,6 +177,9 @@ class FeatureNormalization(keras.layers.Layer):
         deltas: int = 0,
         utterance_mean: bool = False,
         utterance_var: bool = False,
+        running_mean: bool = False,
+        causal: bool = False,
+        window_frames: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -117,6 +188,9 @@ class FeatureNormalization(keras.layers.Layer):
         self.deltas = deltas
         self.utterance_mean = utterance_mean
         self.utterance_var = utterance_var
+        self.running_mean = running_mean
+        self.causal = causal
+        self.window_frames = window_frames
         size = n_mfcc * (1 + deltas)
         self.mean = self.add_weight(
             shape=(size,), initializer="zeros", trainable=False, name="mean"
@@ -128,11 +202,14 @@ class FeatureNormalization(keras.layers.Layer):
     def transform(self, x: tf.Tensor, mask: tf.Tensor | None = None) -> tf.Tensor:
         """Mean removal and deltas, before standardization."""
         x = tf.convert_to_tensor(x, tf.float32)
-        if self.utterance_mean or self.utterance_var:
+        if self.running_mean:  # padding comes after a clip's frames, so it never enters a sum
+            count = tf.cast(tf.range(1, tf.shape(x)[1] + 1), x.dtype)[None, :, None]
+            x = x - tf.cumsum(x, axis=1) / count
+        elif self.utterance_mean or self.utterance_var:
             x = x - _masked_mean(x, mask)
         if self.utterance_var:
             x = x / tf.sqrt(_masked_mean(x**2, mask) + 1e-6)
-        if self.deltas and mask is not None:
+        if self.deltas and mask is not None and not self.causal:
             # Repeat each clip's last real frame over its padding, so deltas at the end of a clip
             # see edge replication (as for an unpadded clip) rather than the zeros of padding.
             last = tf.maximum(tf.reduce_sum(tf.cast(mask, tf.int32), axis=1) - 1, 0)
@@ -140,8 +217,47 @@ class FeatureNormalization(keras.layers.Layer):
             x = tf.where(mask[..., None], x, last_frame)
         feats = [x]
         for _ in range(self.deltas):
-            feats.append(_deltas(feats[-1]))
+            feats.append(_deltas(feats[-1], causal=self.causal))
         return tf.concat(feats, axis=-1)
+
+    def stream_state(self) -> dict[str, tuple[int, ...]]:
+        """Shapes (without batch) of the state ``stream_step`` carries; all start at zero."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        if self.running_mean:
+            shapes["cmn"] = (self.n_mfcc,)
+        for order in range(1, self.deltas + 1):
+            shapes[f"delta_{order}"] = (2 * DELTA_WIDTH, self.n_mfcc)
+        return shapes
+
+    def stream_step(
+        self, x: tf.Tensor, count: tf.Tensor, state: dict[str, tf.Tensor]
+    ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """The next frames of a stream: raw MFCC ``[batch, k, n_mfcc]`` -> features, new state.
+
+        Args:
+            x: the newest ``k`` frames' raw MFCC.
+            count: frames before them, float ``[batch, 1]`` (0 starts a stream).
+            state: as ``stream_state`` names it.
+        """
+        if not self.causal or self.utterance_mean or self.utterance_var:
+            raise ValueError(
+                "FeatureNormalization.stream_step needs causal deltas and no utterance statistics"
+            )
+        first = tf.equal(count, 0.0)[:, :, None]  # [batch, 1, 1]
+        new: dict[str, tf.Tensor] = {}
+        if self.running_mean:
+            means = running_mean(x, state["cmn"], count, self.window_frames)
+            new["cmn"] = means[:, -1]
+            x = x - means
+        feats, current = [x], x
+        for order in range(1, self.deltas + 1):
+            key = f"delta_{order}"
+            start = tf.repeat(current[:, :1], 2 * DELTA_WIDTH, axis=1)
+            window = tf.concat([tf.where(first, start, state[key]), current], axis=1)
+            new[key] = window[:, -2 * DELTA_WIDTH :]
+            current = _delta_weights(window, DELTA_WIDTH, DELTA_WIDTH)
+            feats.append(current)
+        return (tf.concat(feats, axis=-1) - self.mean) / tf.sqrt(self.variance), new
 
     def adapt(self, batches) -> None:  # noqa: ANN001 - any iterable of (features, ...) batches
         """Sets mean and variance from batches of raw MFCC (zero rows are padding)."""
@@ -176,6 +292,9 @@ class FeatureNormalization(keras.layers.Layer):
             "deltas": self.deltas,
             "utterance_mean": self.utterance_mean,
             "utterance_var": self.utterance_var,
+            "running_mean": self.running_mean,
+            "causal": self.causal,
+            "window_frames": self.window_frames,
         }
 
 

@@ -173,6 +173,7 @@ def _datasets(ctx: StageContext, split: str, shuffle: bool):  # noqa: ANN202
 
 def build_model(config: SpeechConfig, n_classes: int, use_cudnn: bool | str = "auto"):  # noqa: ANN201
     """The classifier for this config (one builder for run, export and tuning)."""
+    from data.audio import feature_shape
     from models.classifier import build_classifier
 
     return build_classifier(
@@ -182,6 +183,9 @@ def build_model(config: SpeechConfig, n_classes: int, use_cudnn: bool | str = "a
         deltas=config.features.deltas,
         utterance_mean=config.features.normalize in ("utterance", "utterance_var"),
         utterance_var=config.features.normalize == "utterance_var",
+        running_mean=config.features.normalize == "running",
+        causal=config.features.streaming,
+        window_frames=feature_shape(config.features).max_frames,
         use_cudnn=use_cudnn,
         seed=config.runtime.seed,
     )

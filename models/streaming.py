@@ -1,0 +1,167 @@
+"""Streaming inference: the trained classifier run one hop of raw audio at a time.
+
+``StreamingClassifier`` reuses the trained model's weights (no retraining, no copy): each call
+takes one hop of samples (the MFCC stride) and the state (the last ``n_fft - hop`` samples, the
+frame count, the running cepstral mean, the delta histories, every recurrent layer's ``h``/``c``,
+and the running mean of the last layer's outputs for mean pooling), computes one MFCC frame, one
+step of every cell and the output, and returns the probabilities for the stream so far with the
+new state. Over a window-length clip, the final probabilities equal the non-streaming model's.
+Only a causal model streams: ``stream_problems`` names each setting that prevents it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from data.audio import FeatureConfig, feature_shape
+from models.features import MfccLayer, running_mean
+
+SKIPPED = (keras.layers.InputLayer, keras.layers.Masking, keras.layers.Dropout)
+
+
+def stream_problems(model: keras.Model, features: FeatureConfig) -> list[str]:
+    """Why ``model`` cannot run hop by hop, one reason per setting; empty if it can."""
+    problems = []
+    if not features.streaming:
+        problems.append(
+            "features.streaming is false: centered frames need half a window of future audio "
+            "and the top_db floor needs the clip's peak (set features.streaming: true and retrain)"
+        )
+    if features.normalize in ("utterance", "utterance_var"):
+        problems.append(
+            f"features.normalize is {features.normalize}: it needs the whole clip's statistics "
+            "(use running, its causal twin, or global)"
+        )
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Bidirectional):
+            problems.append(
+                f"model.bidirectional is true (layer {layer.name}): the backward direction reads "
+                "the future (set model.bidirectional: false)"
+            )
+        elif isinstance(layer, keras.layers.RNN) and layer.go_backwards:
+            problems.append(f"layer {layer.name} runs backwards in time")
+        elif not isinstance(
+            layer,
+            SKIPPED
+            + (keras.layers.RNN, keras.layers.Dense, keras.layers.GlobalAveragePooling1D),
+        ) and layer.name not in ("normalization", "spec_augment"):
+            problems.append(f"layer {layer.name} ({type(layer).__name__}) has no streaming step")
+    return problems
+
+
+class StreamingClassifier(tf.Module):
+    """One hop of raw samples in, the probabilities so far and the new state out.
+
+    Args:
+        model: a trained classifier from ``models.classifier.build_classifier``.
+        features: the feature settings it was trained with (``features.streaming`` true).
+
+    Raises:
+        ValueError: the model is not causal; the message lists ``stream_problems``.
+    """
+
+    def __init__(self, model: keras.Model, features: FeatureConfig) -> None:
+        super().__init__(name="streaming_classifier")
+        problems = stream_problems(model, features)
+        if problems:
+            raise ValueError("This model cannot stream: " + "; ".join(problems))
+        self.model = model
+        self.features = features
+        self.shape = feature_shape(features)
+        self.mfcc = MfccLayer(features, name="stream_mfcc")
+        self.normalization = model.get_layer("normalization")
+        self.recurrent = [layer for layer in model.layers if isinstance(layer, keras.layers.RNN)]
+        self.mean_pool = any(
+            isinstance(layer, keras.layers.GlobalAveragePooling1D) for layer in model.layers
+        )
+        self.head = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+        # the trained cells, run over a block of frames from a given state (shared weights)
+        self._runners = [
+            keras.layers.RNN(layer.cell, return_sequences=True, return_state=True)
+            for layer in self.recurrent
+        ]
+
+    @property
+    def hop(self) -> int:
+        """Samples per call."""
+        return self.shape.hop_length
+
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every state tensor's shape without the batch axis, in signature order."""
+        shapes: dict[str, tuple[int, ...]] = {
+            "samples": (self.shape.n_fft - self.shape.hop_length,),
+            "frames": (1,),
+            **self.normalization.stream_state(),
+        }
+        for layer in self.recurrent:
+            for name in self._cell_state_names(layer):
+                shapes[name] = (layer.cell.units,)
+        if self.mean_pool:
+            shapes["pool"] = (self.recurrent[-1].cell.units,)
+        return shapes
+
+    def initial_state(self, batch: int = 1) -> dict[str, tf.Tensor]:
+        """Zeros for every state tensor: the start of a stream."""
+        return {
+            name: tf.zeros((batch, *shape), tf.float32)
+            for name, shape in self.state_shapes().items()
+        }
+
+    def step(
+        self, samples: tf.Tensor, state: dict[str, tf.Tensor]
+    ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """The next ``k`` hops: ``samples`` float32 ``[batch, k * hop]`` -> probabilities after
+        the last of them ``[batch, classes]``, and the new state. ``k = 1`` is one hop; larger
+        ``k`` is the same computation with one call per block (much less call overhead)."""
+        samples = tf.convert_to_tensor(samples, tf.float32)
+        count = state["frames"]
+        buffer = tf.concat([state["samples"], samples], axis=1)
+        frames = tf.signal.frame(buffer, self.shape.n_fft, self.hop)  # [batch, k, n_fft]
+        new: dict[str, tf.Tensor] = {
+            "samples": buffer[:, tf.shape(buffer)[1] - (self.shape.n_fft - self.hop) :],
+            "frames": count + tf.cast(tf.shape(frames)[1], tf.float32),
+        }
+        x, norm_state = self.normalization.stream_step(
+            self.mfcc.frame_mfcc(frames),
+            count,
+            {k: state[k] for k in self.normalization.stream_state()},
+        )
+        new.update(norm_state)
+        for layer, runner in zip(self.recurrent, self._runners, strict=True):
+            names = self._cell_state_names(layer)
+            x, *cell_state = runner(x, initial_state=[state[n] for n in names], training=False)
+            new.update(zip(names, cell_state, strict=True))
+        if self.mean_pool:
+            x = running_mean(x, state["pool"], count, self.shape.max_frames)
+        x = x[:, -1]
+        if self.mean_pool:
+            new["pool"] = x
+        for layer in self.head:
+            x = layer(x)
+        return x, new
+
+    @staticmethod
+    def _cell_state_names(layer: keras.layers.Layer) -> list[str]:
+        if isinstance(layer.cell, keras.layers.LSTMCell):
+            return [f"{layer.name}_h", f"{layer.name}_c"]
+        return [f"{layer.name}_h"]
+
+    def run(
+        self, waveform: Any, hops: int = 1, state: dict[str, tf.Tensor] | None = None
+    ):  # noqa: ANN201
+        """Feeds ``waveform`` ``[batch, samples]`` ``hops`` hops per call (a partial block is
+        dropped).
+
+        Returns:
+            ``(probabilities after each call [batch, calls, classes], final state)``.
+        """
+        waveform = tf.convert_to_tensor(waveform, tf.float32)
+        state = state or self.initial_state(int(waveform.shape[0]))
+        outputs, size = [], hops * self.hop
+        for start in range(0, int(waveform.shape[1]) - size + 1, size):
+            probabilities, state = self.step(waveform[:, start : start + size], state)
+            outputs.append(probabilities)
+        return tf.stack(outputs, axis=1), state
