@@ -82,8 +82,12 @@ class FeatureConfig:
         check(self.deltas in (0, 1, 2), "features.deltas", self.deltas, "0, 1 or 2")
         check(self.top_db > 0, "features.top_db", self.top_db, "> 0")
         normalizations = ("global", "utterance", "utterance_var", "running")
-        check(self.normalize in normalizations, "features.normalize", self.normalize,
-              f"one of {list(normalizations)}")
+        check(
+            self.normalize in normalizations,
+            "features.normalize",
+            self.normalize,
+            f"one of {list(normalizations)}",
+        )
         check(self.window in ("masked", "full"), "features.window", self.window, "masked or full")
         shape = feature_shape(self)
         check(

@@ -15,8 +15,10 @@ from data.audio import FeatureConfig, feature_shape
 
 
 def librosa_constants(config: FeatureConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The analysis window (padded to ``n_fft`` as librosa pads it), the mel filter bank and the
-    orthonormal DCT-II matrix (``[n_mels, n_mfcc]``; a matmul, which TFLite runs as a builtin)."""
+    """The analysis window (padded to ``n_fft``), the mel filter bank and the DCT-II matrix.
+
+    The orthonormal DCT is a ``[n_mels, n_mfcc]`` matmul, which TFLite runs as a builtin.
+    """
     import librosa
     import scipy.fft
 
@@ -146,9 +148,7 @@ def running_mean(x: tf.Tensor, mean: tf.Tensor, count: tf.Tensor, horizon: int) 
 
     def update(previous: tf.Tensor, elems: tuple) -> tf.Tensor:
         frame, step_rate, step_index = elems
-        return tf.where(
-            tf.equal(step_index, 0.0), frame, previous + (frame - previous) * step_rate
-        )
+        return tf.where(tf.equal(step_index, 0.0), frame, previous + (frame - previous) * step_rate)
 
     means = tf.scan(
         update,

@@ -45,8 +45,7 @@ def stream_problems(model: keras.Model, features: FeatureConfig) -> list[str]:
             problems.append(f"layer {layer.name} runs backwards in time")
         elif not isinstance(
             layer,
-            SKIPPED
-            + (keras.layers.RNN, keras.layers.Dense, keras.layers.GlobalAveragePooling1D),
+            SKIPPED + (keras.layers.RNN, keras.layers.Dense, keras.layers.GlobalAveragePooling1D),
         ) and layer.name not in ("normalization", "spec_augment"):
             problems.append(f"layer {layer.name} ({type(layer).__name__}) has no streaming step")
     return problems
@@ -113,9 +112,11 @@ class StreamingClassifier(tf.Module):
     def step(
         self, samples: tf.Tensor, state: dict[str, tf.Tensor]
     ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-        """The next ``k`` hops: ``samples`` float32 ``[batch, k * hop]`` -> probabilities after
-        the last of them ``[batch, classes]``, and the new state. ``k = 1`` is one hop; larger
-        ``k`` is the same computation with one call per block (much less call overhead)."""
+        """The next ``k`` hops: ``samples`` float32 ``[batch, k * hop]`` -> probabilities, state.
+
+        The probabilities ``[batch, classes]`` are those after the last hop. ``k = 1`` is one
+        hop; a larger ``k`` is the same computation with one call per block (less overhead).
+        """
         samples = tf.convert_to_tensor(samples, tf.float32)
         count = state["frames"]
         buffer = tf.concat([state["samples"], samples], axis=1)
@@ -149,11 +150,8 @@ class StreamingClassifier(tf.Module):
             return [f"{layer.name}_h", f"{layer.name}_c"]
         return [f"{layer.name}_h"]
 
-    def run(
-        self, waveform: Any, hops: int = 1, state: dict[str, tf.Tensor] | None = None
-    ):  # noqa: ANN201
-        """Feeds ``waveform`` ``[batch, samples]`` ``hops`` hops per call (a partial block is
-        dropped).
+    def run(self, waveform: Any, hops: int = 1, state: dict[str, tf.Tensor] | None = None):  # noqa: ANN201
+        """Feeds ``waveform`` ``[batch, samples]``, ``hops`` hops per call (drops a partial block).
 
         Returns:
             ``(probabilities after each call [batch, calls, classes], final state)``.
