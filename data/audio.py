@@ -51,6 +51,8 @@ class FeatureConfig:
             (it needs the clip's peak), and deltas are computed from past frames only (each is
             the regression delta of the frame two steps back). A streaming model also needs
             ``normalize`` global or running, a unidirectional model and last or mean pooling.
+        floor_db: with ``streaming``, the log-mel floor in dB (absolute, since the clip's peak is
+            unknown): digital silence and faint hiss become the same frames.
     """
 
     sample_rate: int = 16000
@@ -67,6 +69,7 @@ class FeatureConfig:
     normalize: Literal["global", "utterance", "utterance_var", "running"] = "global"
     window: Literal["masked", "full"] = "masked"
     streaming: bool = False
+    floor_db: float = -80.0
 
     def __post_init__(self) -> None:
         check(self.sample_rate >= 1000, "features.sample_rate", self.sample_rate, ">= 1000 Hz")
@@ -238,5 +241,7 @@ def mfcc(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     )
     top_db = None if config.streaming else config.top_db
     log_mel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=top_db)
+    if config.streaming:
+        log_mel = np.maximum(log_mel, config.floor_db)
     coeffs = librosa.feature.mfcc(S=log_mel, n_mfcc=config.n_mfcc, dct_type=2, norm="ortho")
     return coeffs.T.astype(np.float32)

@@ -63,7 +63,10 @@ class MfccLayer(keras.layers.Layer):
         spectrum = tf.signal.rfft(frames * self._window, fft_length=[self.shape_info.n_fft])
         power = tf.math.real(spectrum) ** 2 + tf.math.imag(spectrum) ** 2
         mel = tf.tensordot(power, self._mel, axes=1)
-        return 10.0 * tf.math.log(tf.maximum(mel, 1e-10)) / tf.math.log(10.0)
+        log_mel = 10.0 * tf.math.log(tf.maximum(mel, 1e-10)) / tf.math.log(10.0)
+        if self.feature_config.streaming:  # an absolute floor: the clip's peak is unknown
+            log_mel = tf.maximum(log_mel, self.feature_config.floor_db)
+        return log_mel
 
     def frame_mfcc(self, frame: tf.Tensor) -> tf.Tensor:
         """One streaming frame: the newest ``n_fft`` samples ``[batch, n_fft]`` -> ``[batch, n_mfcc]``."""
@@ -145,6 +148,10 @@ def running_mean(x: tf.Tensor, mean: tf.Tensor, count: tf.Tensor, horizon: int) 
     """
     index = count + tf.cast(tf.range(tf.shape(x)[1]), tf.float32)[None, :]  # [batch, k]
     rate = 1.0 / tf.minimum(index + 1.0, float(max(horizon, 1)))
+    if x.shape[1] == 1:  # one frame (static): no scan loop, which TFLite int8 cannot calibrate
+        return tf.where(
+            tf.equal(count, 0.0)[..., None], x, (mean + (x[:, 0] - mean) * rate)[:, None]
+        )
 
     def update(previous: tf.Tensor, elems: tuple) -> tf.Tensor:
         frame, step_rate, step_index = elems

@@ -131,9 +131,15 @@ class StreamingClassifier(tf.Module):
             {k: state[k] for k in self.normalization.stream_state()},
         )
         new.update(norm_state)
+        one_hop = samples.shape[1] == self.hop  # static: a plain cell call, no loop op
         for layer, runner in zip(self.recurrent, self._runners, strict=True):
             names = self._cell_state_names(layer)
-            x, *cell_state = runner(x, initial_state=[state[n] for n in names], training=False)
+            if one_hop:  # (TFLite's int8 calibration cannot run the loop of keras.layers.RNN)
+                out, cell_state = layer.cell(x[:, 0], [state[n] for n in names], training=False)
+                x = out[:, None]
+                cell_state = cell_state if isinstance(cell_state, list | tuple) else [cell_state]
+            else:
+                x, *cell_state = runner(x, initial_state=[state[n] for n in names], training=False)
             new.update(zip(names, cell_state, strict=True))
         if self.mean_pool:
             x = running_mean(x, state["pool"], count, self.shape.max_frames)

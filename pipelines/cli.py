@@ -125,10 +125,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not (run_dir / "config.yaml").is_file():
         print(f"error: {run_dir} is not a run directory (no config.yaml)", file=sys.stderr)
         return 2
-    pipeline, config = resolve_config("_", [str(run_dir / "config.yaml")])
+    overrides = []
+    if args.format == "tflite":
+        overrides = ["export.tflite=true", f"export.quantize={args.quantize}"]
+    elif args.quantize != "none":
+        print("error: --quantize applies to --format tflite", file=sys.stderr)
+        return 2
+    pipeline, config = resolve_config("_", [str(run_dir / "config.yaml")], overrides)
+    if args.format == "tflite" and pipeline.name != "speech_commands":
+        print(
+            f"error: --format tflite exports speech models; {run_dir} is a {pipeline.name} run",
+            file=sys.stderr,
+        )
+        return 2
     before = tuple(s.name for s in pipeline.stages if s.name != "export")
     run_pipeline(pipeline, config, run_dir, on_stage=_progress, rerun=("export",), frozen=before)
-    print(run_dir / "export")
+    print(run_dir / "export" / ("tflite" if args.format == "tflite" else ""))
     return 0
 
 
@@ -243,7 +255,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         suppression_ms=args.suppression_ms,
         hop_ms=args.hop_ms,
     )
-    return detect(args.export_dir, args.files, config)
+    return detect(args.export_dir, args.files, config, stream=args.stream)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -330,7 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune.set_defaults(func=cmd_tune)
 
     predict = sub.add_parser("predict", help="run an exported model on wav files or sentences")
-    predict.add_argument("export_dir", help="a RUN_DIR/export folder")
+    predict.add_argument(
+        "export_dir", help="a RUN_DIR/export folder, its tflite/ folder or a .tflite file"
+    )
     predict.add_argument(
         "inputs",
         nargs="+",
@@ -343,7 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     detect = sub.add_parser(
         "detect", help="find commands in recordings of any length (one JSON line per detection)"
     )
-    detect.add_argument("export_dir", help="a speech RUN_DIR/export folder")
+    detect.add_argument(
+        "export_dir", help="a speech RUN_DIR/export folder, its tflite/ folder or a .tflite file"
+    )
     detect.add_argument("files", nargs="+", help="audio files (any length, format, sample rate)")
     detect.add_argument("--threshold", type=float, default=0.7, metavar="P")
     detect.add_argument("--hop-ms", type=float, default=100.0, metavar="N")
@@ -357,10 +373,28 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="a same-label detection closer than this to the previous one is merged into it",
     )
+    detect.add_argument(
+        "--stream",
+        action="store_true",
+        help="run the streaming model (stream_step) once over the audio instead of sliding "
+        "the window (a causal model only)",
+    )
     detect.set_defaults(func=cmd_detect)
 
     export = sub.add_parser("export", help="(re)export the model of a finished run")
     export.add_argument("run_dir", help="a run directory holding config.yaml")
+    export.add_argument(
+        "--format",
+        choices=["savedmodel", "tflite"],
+        default="savedmodel",
+        help="tflite: also RUN_DIR/export/tflite/ (classify.tflite, stream_step.tflite)",
+    )
+    export.add_argument(
+        "--quantize",
+        choices=["none", "dynamic", "int8"],
+        default="none",
+        help="TFLite quantization (int8 is calibrated on validation audio)",
+    )
     export.set_defaults(func=cmd_export)
 
     study = sub.add_parser("study", help="run a built-in experiment (gradients)")

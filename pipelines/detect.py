@@ -1,7 +1,8 @@
 """``run.py detect``: find commands anywhere in recordings of any length.
 
-The speech export is slid over the audio in steps of ``hop_ms``; the window is the model's
-``clip_seconds``. Files are read in blocks (soundfile) and resampled as a stream (soxr), so memory
+The speech export (SavedModel or TFLite) is slid over the audio in steps of ``hop_ms``; the window
+is the model's ``clip_seconds``. With ``--stream`` the streaming model runs over the audio once
+instead, its state carried from hop to hop (much cheaper: each frame is computed once). Files are read in blocks (soundfile) and resampled as a stream (soxr), so memory
 stays flat for hours of audio. Each detection is one JSON line ``{"file", "label", "start", "end",
 "score"}`` (seconds from the start of the file); ``_silence_`` and ``_unknown_`` are never reported.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from models.detection import Detector, DetectorConfig, posteriors, windows
+from models.serving import SpeechModel, Stream
 
 
 def read_blocks(path: str, sample_rate: int, block_seconds: float = 10.0) -> Iterator[np.ndarray]:
@@ -56,60 +58,71 @@ def read_blocks(path: str, sample_rate: int, block_seconds: float = 10.0) -> Ite
 
 
 def detect_file(
-    serve,  # noqa: ANN001 - the SavedModel's serving_default
-    path: str,
-    meta: dict,
-    config: DetectorConfig,
-    batch: int = 32,
+    model: SpeechModel, path: str, config: DetectorConfig, stream: bool = False, batch: int = 32
 ) -> list[dict]:
-    """The events found in one file, as dicts (``file``, ``label``, ``start``, ``end``, ``score``)."""
+    """The events found in one file, as dicts (``file``, ``label``, ``start``, ``end``, ``score``).
+
+    ``stream``: run the streaming model (``stream_step``) over the audio once, with its state
+    carried, reading its posteriors every ``hop_ms``, instead of classifying a whole window every
+    ``hop_ms``.
+    """
     import soundfile
-    import tensorflow as tf
     from rich.console import Console
     from rich.progress import Progress
 
-    rate = int(meta["sample_rate"])
-    window = int(round(rate * float(meta["features"]["clip_seconds"])))
+    rate, window = model.rate, model.window
     hop = max(1, int(round(rate * config.hop_ms / 1000)))
-    detector = Detector(meta["labels"], window / rate, config)
+    detector = Detector(model.labels, window / rate, config)
     events = []
     try:
         seconds = soundfile.info(path).duration  # for the progress bar only
     except Exception:  # noqa: BLE001 - read_blocks reports unreadable files
         seconds = None
-
-    def classify(x: np.ndarray) -> np.ndarray:
-        return serve(waveform=tf.constant(x))["probabilities"].numpy()
-
+    blocks = read_blocks(path, rate)
+    scored = (
+        stream_posteriors(blocks, model.stream(), hop, rate)
+        if stream
+        else posteriors(windows(blocks, window, hop), model.classify, rate, batch)
+    )
     with Progress(console=Console(stderr=True), transient=True) as progress:  # stdout: JSON
         bar = progress.add_task(f"Detecting in {Path(path).name}", total=seconds)
-        spans = windows(read_blocks(path, rate), window, hop)
-        for t, p in posteriors(spans, classify, rate, batch):
+        for t, p in scored:
             events.extend(detector.push(t, p))
             progress.update(bar, completed=t)
     events.extend(detector.flush())
     return [{"file": path, **e.to_dict()} for e in events]
 
 
-def detect(export_dir: str, files: list[str], config: DetectorConfig) -> int:
+def stream_posteriors(
+    blocks: Iterator[np.ndarray], stream: Stream, hop: int, rate: int
+) -> Iterator[tuple[float, np.ndarray]]:
+    """``(time in seconds, probabilities so far)`` every ``hop`` samples of a stream."""
+    done = 0
+    for block in blocks:
+        for start in range(0, block.size, hop):
+            piece = block[start : start + hop]
+            probabilities = stream.push(piece)
+            done += piece.size
+            if probabilities is not None and piece.size == hop:
+                yield done / rate, probabilities
+
+
+def detect(export_dir: str, files: list[str], config: DetectorConfig, stream: bool = False) -> int:
     """Prints one JSON line per detection; an ``error`` line (and exit code 1) per bad file."""
-    import tensorflow as tf
-
     from data.audio import AudioError
+    from models.serving import ExportError, load_speech_model
 
-    meta_path = Path(export_dir) / "assets.extra" / "metadata.json"
-    if not meta_path.is_file():
-        print(f"error: {export_dir} is not an export folder (no {meta_path})", file=sys.stderr)
+    try:
+        model = load_speech_model(export_dir)
+        if stream:
+            model.stream()  # fails early, naming the settings, if the model cannot stream
+    except ExportError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if meta.get("task") != "speech_commands":
-        print(f"error: {export_dir} is a {meta.get('task')!r} export; detect needs speech")
-        return 2
-    serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
     failed = 0
     for path in files:
         try:
-            for event in detect_file(serve, path, meta, config):
+            for event in detect_file(model, path, config, stream=stream):
                 print(json.dumps(event, ensure_ascii=False), flush=True)
         except AudioError as err:
             print(json.dumps({"file": path, "error": str(err)}, ensure_ascii=False), flush=True)

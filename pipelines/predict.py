@@ -4,34 +4,42 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
+
+from models.serving import SpeechModel
 
 
 def predict(export_dir: str, inputs: list[str], top_k: int | None = None, batch: int = 16) -> int:
     """Prints one JSON object per input; returns 1 if any input failed, else 0.
 
-    Speech exports take audio files (any format soundfile reads, any rate): clips up to the
-    model's window go in zero-padded batches through ``serving_lengths``, so each answer is the
-    one the clip gets alone; a longer recording is searched for commands (as ``run.py detect``)
-    and answered with the strongest one and its time. Translation exports take sentences (``-``
-    reads one sentence per line from stdin).
+    Speech exports (a SavedModel folder, a TFLite folder or a ``.tflite`` file) take audio files
+    (any format soundfile reads, any rate): clips up to the model's window go in zero-padded
+    batches through ``serving_lengths``, so each answer is the one the clip gets alone; a longer
+    recording is searched for commands (as ``run.py detect``) and answered with the strongest one
+    and its time. Translation exports take sentences (``-`` reads one sentence per line from
+    stdin).
     """
-    import tensorflow as tf
+    from models.serving import ExportError, load_speech_model, read_metadata
 
-    meta_path = Path(export_dir) / "assets.extra" / "metadata.json"
-    if not meta_path.is_file():
-        print(f"error: {export_dir} is not an export folder (no {meta_path})", file=sys.stderr)
+    try:
+        folder, meta, _ = read_metadata(export_dir)
+    except ExportError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
     if meta.get("task") == "translation":
+        import tensorflow as tf
         import tensorflow_text  # noqa: F401 - registers the text ops the export uses
-    model = tf.saved_model.load(str(export_dir))
-    if meta.get("task") == "translation":
-        return _translate(model.signatures["serving_default"], meta, inputs)
+
+        serve = tf.saved_model.load(str(folder)).signatures["serving_default"]
+        return _translate(serve, meta, inputs)
+    try:
+        model = load_speech_model(export_dir)
+    except ExportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     k = min(top_k or meta.get("top_k", 3), len(meta["labels"]))
-    return _classify(model, meta, inputs, k, batch)
+    return _classify(model, inputs, k, batch)
 
 
 def _top(probs: np.ndarray, labels: list[str], k: int) -> dict:
@@ -43,33 +51,29 @@ def _top(probs: np.ndarray, labels: list[str], k: int) -> dict:
     }
 
 
-def _classify(model, meta: dict, inputs: list[str], k: int, batch: int) -> int:  # noqa: ANN001
+def _classify(model: SpeechModel, inputs: list[str], k: int, batch: int) -> int:
     """Answers ``batch`` files at a time, printing each group in input order as it is done."""
     failed = 0
     for start in range(0, len(inputs), batch):
-        for result in _classify_group(model, meta, inputs[start : start + batch], k):
+        for result in _classify_group(model, inputs[start : start + batch], k):
             failed += "error" in result
             print(json.dumps(result, ensure_ascii=False), flush=True)
     return 1 if failed else 0
 
 
-def _classify_group(model, meta: dict, paths: list[str], k: int) -> list[dict]:  # noqa: ANN001
-    import tensorflow as tf
-
+def _classify_group(model: SpeechModel, paths: list[str], k: int) -> list[dict]:
     from data.audio import AudioError, load_audio
 
-    rate, labels = int(meta["sample_rate"]), meta["labels"]
-    window = int(round(rate * float(meta["features"]["clip_seconds"])))
     results: list[dict] = []
     short: list[tuple[int, np.ndarray]] = []  # clips up to the window, answered in one batch
     for index, path in enumerate(paths):
         try:
-            waveform = load_audio(path, rate)
+            waveform = load_audio(path, model.rate)
         except AudioError as err:
             results.append({"input": path, "error": str(err)})
             continue
-        if waveform.size > window:
-            results.append({"input": path, **_strongest(model, meta, waveform, k)})
+        if waveform.size > model.window:
+            results.append({"input": path, **_strongest(model, waveform, k)})
         else:
             results.append({"input": path})
             short.append((index, waveform))
@@ -78,35 +82,21 @@ def _classify_group(model, meta: dict, paths: list[str], k: int) -> list[dict]: 
     padded = np.zeros((len(short), max(w.size for _, w in short)), np.float32)
     for row, (_, w) in enumerate(short):
         padded[row, : w.size] = w
-    lengths_fn = model.signatures.get("serving_lengths")
-    if lengths_fn is not None:
-        lengths = tf.constant([w.size for _, w in short], tf.int32)
-        probs = lengths_fn(waveform=tf.constant(padded), lengths=lengths)["probabilities"]
-    else:  # an export from before serving_lengths: one clip at a time
-        serve = model.signatures["serving_default"]
-        probs = tf.concat(
-            [serve(waveform=tf.constant(w[None]))["probabilities"] for _, w in short], axis=0
-        )
-    for (index, _), p in zip(short, probs.numpy(), strict=True):
-        results[index].update(_top(p, labels, k))
+    probs = model.classify(padded, np.array([w.size for _, w in short]))
+    for (index, _), p in zip(short, probs, strict=True):
+        results[index].update(_top(p, model.labels, k))
     return results
 
 
-def _strongest(model, meta: dict, waveform: np.ndarray, k: int) -> dict:  # noqa: ANN001
+def _strongest(model: SpeechModel, waveform: np.ndarray, k: int) -> dict:
     """The strongest command in a recording longer than the window, with its time."""
-    import tensorflow as tf
-
     from models.detection import Detector, DetectorConfig, posteriors, windows
 
-    rate, labels = int(meta["sample_rate"]), meta["labels"]
-    window = int(round(rate * float(meta["features"]["clip_seconds"])))
+    rate, labels, window = model.rate, model.labels, model.window
     config = DetectorConfig()
-    serve = model.signatures["serving_default"]
     detector = Detector(labels, window / rate, config)
     spans = windows(iter([waveform]), window, int(rate * config.hop_ms / 1000))
-    scored = list(
-        posteriors(spans, lambda x: serve(waveform=tf.constant(x))["probabilities"].numpy(), rate)
-    )
+    scored = list(posteriors(spans, model.classify, rate))
     ends, probs = np.array([t for t, _ in scored]), np.stack([p for _, p in scored])
     events = [e for t, p in scored for e in detector.push(t, p)]
     events += detector.flush()

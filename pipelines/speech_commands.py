@@ -305,7 +305,49 @@ def export(ctx: StageContext) -> dict[str, Any]:
         check_waveform=sample,
     )
     final = ctx.run_dir / "export"
-    return {"path": str(final), "metrics": {"export_dir": str(final)}}
+    summary: dict[str, Any] = {"path": str(final), "metrics": {"export_dir": str(final)}}
+    if config.export.tflite:
+        report = _export_tflite(ctx, portable, labels, clips)
+        summary["metrics"]["tflite"] = {
+            "dir": str(final / "tflite"),
+            "quantize": report["quantize"],
+            "bytes": report["bytes"],
+            "latency_ms": report["latency_ms"],
+            "parity": {k: v for k, v in report["parity"].items() if k != "failures"},
+        }
+    return summary
+
+
+def _export_tflite(ctx: StageContext, model: Any, labels: list[str], clips: list[Clip]) -> dict:
+    """``export/tflite``: calibrated on validation audio, checked on test clips."""
+    import tensorflow as tf
+
+    from data.audio import feature_shape, fit_length
+    from models.tflite import export_tflite
+
+    config: SpeechConfig = ctx.config
+    rate = config.features.sample_rate
+    window = feature_shape(config.features).clip_samples
+
+    def windows(split: str, limit: int) -> list[tuple[np.ndarray, int]]:
+        chosen = [c for c in clips if c.split == split and c.label in labels][:limit]
+        return [
+            (fit_length(load_audio(c.path, rate), window, full=True), labels.index(c.label))
+            for c in chosen
+        ]
+
+    calibration = [w for w, _ in windows("validation", 100) or windows("train", 100)]
+    serve = tf.saved_model.load(str(ctx.output("export"))).signatures["serving_default"]
+    return export_tflite(
+        model,
+        config.features,
+        labels,
+        ctx.output("export") / "tflite",
+        config.export.quantize,
+        calibration=calibration,
+        check_clips=windows("test", config.export.check_clips),
+        reference=lambda x: serve(waveform=tf.constant(x))["probabilities"].numpy(),
+    )
 
 
 PIPELINE = PIPELINES.register("speech_commands")(
@@ -346,7 +388,7 @@ PIPELINE = PIPELINES.register("speech_commands")(
             Stage(
                 "export",
                 export,
-                version=3,
+                version=4,
                 reads=("ingest", "train", "evaluate"),
                 sections=("export", "features"),
                 outputs=("export",),

@@ -45,13 +45,31 @@ class ExportConfig:
     Attributes:
         enabled: write the SavedModel to ``RUN_DIR/export``.
         top_k: how many alternatives ``predict`` prints.
+        tflite: also write ``RUN_DIR/export/tflite/`` (``classify.tflite``, ``stream_step.tflite``
+            for a causal model, ``metadata.json``); ``run.py export RUN_DIR --format tflite``
+            sets it.
+        quantize: TFLite weights and activations: ``none`` (float32), ``dynamic`` (int8 weights)
+            or ``int8`` (int8 weights and activations, calibrated on validation audio).
+        check_clips: test clips the TFLite files are checked on against the SavedModel.
     """
 
     enabled: bool = True
     top_k: int = 3
+    tflite: bool = False
+    quantize: str = "none"
+    check_clips: int = 200
 
     def __post_init__(self) -> None:
+        from models.tflite import QUANTIZATIONS
+
         check(self.top_k >= 1, "export.top_k", self.top_k, ">= 1")
+        check(
+            self.quantize in QUANTIZATIONS,
+            "export.quantize",
+            self.quantize,
+            f"one of {list(QUANTIZATIONS)}",
+        )
+        check(self.check_clips >= 1, "export.check_clips", self.check_clips, ">= 1")
 
 
 @dataclass(frozen=True)

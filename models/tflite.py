@@ -1,0 +1,320 @@
+"""TFLite exports for devices: a fixed-window classifier and the streaming step, raw audio in.
+
+``classify.tflite`` takes one window of raw samples ``[1, clip_samples]`` and returns the class
+probabilities; ``stream_step.tflite`` takes one hop ``[1, hop]`` plus the state tensors (passed in
+and out by the caller) and returns the probabilities so far and the new state. Both include the
+MFCC front end and use TFLite builtin ops only, so the standard interpreter (``ai-edge-litert``)
+runs them. Parity with the float model is measured when exporting and written next to them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from data.audio import FeatureConfig, feature_shape
+from data.checks import check
+from models.features import MfccLayer
+
+QUANTIZATIONS = ("none", "dynamic", "int8")
+FLOAT_TOLERANCE = 1e-4  # max probability difference, float TFLite vs the SavedModel
+QUANTIZED_ACCURACY_DROP = 0.01  # a quantized file may lose at most one point of accuracy
+
+
+def interpreter(path: str | Path):  # noqa: ANN201 - ai_edge_litert.Interpreter
+    """A TFLite interpreter with its tensors allocated.
+
+    It comes from ``ai-edge-litert``: TF's own ``tf.lite.Interpreter`` is deprecated.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path))
+    runner.allocate_tensors()
+    return runner
+
+
+class TFLiteStream:
+    """Runs ``stream_step.tflite`` one hop at a time, keeping the state between calls."""
+
+    def __init__(self, path: str | Path, meta: dict) -> None:
+        self.runner = interpreter(path).get_signature_runner("stream_step")
+        self.hop = int(meta["stream"]["hop_samples"])
+        self.specs = meta["stream"]["state"]
+        self.reset()
+
+    def reset(self) -> None:
+        """Starts a new stream (all state zero)."""
+        self.state = {s["name"]: np.zeros([1, *s["shape"][1:]], np.float32) for s in self.specs}
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """Feeds whole hops of samples; returns the probabilities after the last one."""
+        out: dict[str, np.ndarray] = {}
+        for start in range(0, samples.size - self.hop + 1, self.hop):
+            hop = samples[None, start : start + self.hop].astype(np.float32)
+            out = self.runner(samples=hop, **self.state)
+            self.state = {name: out[name] for name in self.state}
+        return out["probabilities"][0]
+
+
+def _classify_fn(model: keras.Model, mfcc: MfccLayer):  # noqa: ANN202
+    def classify(waveform: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"probabilities": model(mfcc(waveform), training=False)}
+
+    return classify
+
+
+def _stream_fn(streamer: Any):  # noqa: ANN001, ANN202
+    names = list(streamer.state_shapes())
+
+    def step(samples: tf.Tensor, *state: tf.Tensor) -> dict[str, tf.Tensor]:
+        probabilities, new = streamer.step(samples, dict(zip(names, state, strict=True)))
+        return {"probabilities": probabilities, **{f"state_{k}": v for k, v in new.items()}}
+
+    return step
+
+
+def _convert(saved_model: Path, signature: str, quantize: str, representative: Any) -> bytes:
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        str(saved_model), signature_keys=[signature]
+    )
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex ops
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "int8":
+        # int8 weights and activations where a builtin int8 kernel exists, float elsewhere
+        # (the FFT and the log of the front end); input and output stay float32 audio/probs.
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+            tf.lite.OpsSet.TFLITE_BUILTINS,
+        ]
+    return converter.convert()
+
+
+def export_tflite(
+    model: keras.Model,
+    features: FeatureConfig,
+    labels: list[str],
+    out_dir: Path,
+    quantize: str,
+    calibration: list[np.ndarray],
+    check_clips: list[tuple[np.ndarray, int]],
+    reference: Any,
+) -> dict[str, Any]:
+    """Writes ``out_dir/classify.tflite``, ``stream_step.tflite`` (causal models) and metadata.
+
+    Args:
+        model: the trained classifier (portable kernels, as for the SavedModel).
+        features: its feature settings.
+        labels: class names in output order.
+        out_dir: the folder to write (replaced atomically).
+        quantize: ``none`` (float32), ``dynamic`` (int8 weights) or ``int8`` (int8 weights and
+            activations, calibrated on ``calibration``).
+        calibration: windows of training or validation audio, never test audio.
+        check_clips: ``(window of samples, true label index)`` pairs from the test split.
+        reference: float32 ``[n, samples]`` -> probabilities: the SavedModel the files must match.
+
+    Returns:
+        The report written to ``metadata.json`` (``parity``, sizes, latency).
+
+    Raises:
+        RuntimeError: a file's answers differ from the SavedModel's beyond the tolerance (float:
+            ``FLOAT_TOLERANCE`` in probability; quantized: more than one point of accuracy).
+    """
+    from models.streaming import StreamingClassifier, stream_problems
+
+    check(quantize in QUANTIZATIONS, "--quantize", quantize, f"one of {list(QUANTIZATIONS)}")
+    shape = feature_shape(features)
+    mfcc = MfccLayer(features, name="mfcc")
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name="classify",
+        fn=_classify_fn(model, mfcc),
+        input_signature=[tf.TensorSpec([1, shape.clip_samples], tf.float32, name="waveform")],
+    )
+    problems = stream_problems(model, features)
+    streamer = None if problems else StreamingClassifier(model, features)
+    if streamer is not None:
+        shapes = streamer.state_shapes()
+        archive.add_endpoint(
+            name="stream_step",
+            fn=_stream_fn(streamer),
+            input_signature=[tf.TensorSpec([1, streamer.hop], tf.float32, name="samples")]
+            + [tf.TensorSpec([1, *s], tf.float32, name=f"state_{n}") for n, s in shapes.items()],
+        )
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with tempfile.TemporaryDirectory() as saved:
+        archive.write_out(saved, verbose=False)
+
+        def windows() -> Iterator[dict[str, np.ndarray]]:
+            for w in calibration:
+                yield {"waveform": w[None].astype(np.float32)}
+
+        # The int8 calibrator crashes on the recurrent layers' WHILE loop over a window, so a
+        # window classifier gets int8 weights (dynamic range); the stream step has no loop.
+        classify_quantize = "dynamic" if quantize == "int8" else quantize
+        (tmp / "classify.tflite").write_bytes(
+            _convert(Path(saved), "classify", classify_quantize, windows)
+        )
+        if streamer is not None:
+            (tmp / "stream_step.tflite").write_bytes(
+                _convert(
+                    Path(saved),
+                    "stream_step",
+                    quantize,
+                    lambda: _stream_samples(streamer, calibration),
+                )
+            )
+    meta: dict[str, Any] = {
+        "task": "speech_commands",
+        "format": "tflite",
+        "quantize": quantize,
+        "labels": list(labels),
+        "sample_rate": features.sample_rate,
+        "features": {k: getattr(features, k) for k in features.__dataclass_fields__},
+        "classify": {
+            "file": "classify.tflite",
+            "signature": "classify",
+            "quantize": classify_quantize,
+            "inputs": {"waveform": f"float32 [1, {shape.clip_samples}]"},
+            "outputs": {"probabilities": f"float32 [1, {len(labels)}]"},
+        },
+        "stream": {"available": False, "reason": "; ".join(problems)},
+    }
+    if streamer is not None:
+        meta["stream"] = {
+            "available": True,
+            "file": "stream_step.tflite",
+            "signature": "stream_step",
+            "quantize": quantize,
+            "hop_samples": streamer.hop,
+            "hop_seconds": streamer.hop / features.sample_rate,
+            "window_frames": shape.max_frames,
+            "state": [
+                {"name": f"state_{n}", "shape": [1, *s], "dtype": "float32", "initial": 0.0}
+                for n, s in streamer.state_shapes().items()
+            ],
+        }
+    meta["parity"] = _parity(tmp, meta, check_clips, reference)
+    meta["bytes"] = {f.name: f.stat().st_size for f in sorted(tmp.glob("*.tflite"))}
+    meta["latency_ms"] = _latency(tmp, meta)
+    (tmp / "metadata.json").write_text(json.dumps(meta, indent=1))
+    failures = meta["parity"]["failures"]
+    if failures:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RuntimeError("TFLite export check failed: " + "; ".join(failures))
+    from data.files import replace_dir
+
+    replace_dir(tmp, out_dir)
+    return meta
+
+
+def _stream_samples(streamer: Any, calibration: list[np.ndarray]) -> Iterator[dict]:  # noqa: ANN401
+    """Calibration inputs of the stream step: hops of audio with the state reached before them."""
+    names = list(streamer.state_shapes())
+    for w in calibration[:50]:
+        state = streamer.initial_state(1)
+        for start in range(0, w.size - streamer.hop + 1, streamer.hop):
+            hop = w[None, start : start + streamer.hop].astype(np.float32)
+            if (start // streamer.hop) % 5 == 0:  # a sample of the states along the clip
+                yield {"samples": hop, **{f"state_{n}": state[n].numpy() for n in names}}
+            _, state = streamer.step(hop, state)
+
+
+def _parity(folder: Path, meta: dict, clips: list[tuple[np.ndarray, int]], reference: Any) -> dict:
+    """The files' answers on test clips against the SavedModel's."""
+    quantized = meta["quantize"] != "none"
+    batch = np.stack([w for w, _ in clips]).astype(np.float32)
+    truth = np.array([y for _, y in clips])
+    expected = np.asarray(reference(batch))
+    runner = interpreter(folder / "classify.tflite").get_signature_runner("classify")
+    got = np.stack([runner(waveform=w[None])["probabilities"][0] for w in batch])
+    report: dict[str, Any] = {
+        "clips": len(clips),
+        "split": "test",
+        "savedmodel_accuracy": round(float(np.mean(expected.argmax(1) == truth)), 4),
+        "classify": _compare(got, expected, truth),
+        "failures": [],
+    }
+    if meta["stream"]["available"]:
+        stream = TFLiteStream(folder / "stream_step.tflite", meta)
+        sample = batch[: min(len(batch), 20)]  # hop by hop through the interpreter: slower
+        streamed = []
+        for w in sample:
+            stream.reset()
+            streamed.append(stream.push(w))
+        report["stream_step"] = {
+            "clips": len(sample),
+            **_compare(np.stack(streamed), expected[: len(sample)], truth[: len(sample)]),
+        }
+    for name in ("classify", "stream_step"):
+        part = report.get(name)
+        if part is None:
+            continue
+        if quantized:
+            drop = report["savedmodel_accuracy"] - part["accuracy"]
+            if drop > QUANTIZED_ACCURACY_DROP:
+                report["failures"].append(
+                    f"{name}.tflite ({meta['quantize']}) accuracy {part['accuracy']:.4f} is more "
+                    f"than one point below the SavedModel's {report['savedmodel_accuracy']:.4f}"
+                )
+        elif part["max_abs_difference"] > FLOAT_TOLERANCE:
+            report["failures"].append(
+                f"{name}.tflite probabilities differ from the SavedModel's by "
+                f"{part['max_abs_difference']:.2e} (expected <= {FLOAT_TOLERANCE:g})"
+            )
+    report["tolerance"] = (
+        f"accuracy within {QUANTIZED_ACCURACY_DROP * 100:g} point of the SavedModel"
+        if quantized
+        else f"max probability difference <= {FLOAT_TOLERANCE:g}"
+    )
+    return report
+
+
+def _compare(got: np.ndarray, expected: np.ndarray, truth: np.ndarray) -> dict:
+    return {
+        "accuracy": round(float(np.mean(got.argmax(1) == truth)), 4),
+        "agreement": round(float(np.mean(got.argmax(1) == expected.argmax(1))), 4),
+        "max_abs_difference": float(np.abs(got - expected).max()),
+    }
+
+
+def _latency(folder: Path, meta: dict, repeats: int = 50) -> dict[str, float]:
+    """Mean time of one interpreter call on this machine (one thread), in milliseconds."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    out = {}
+    for name, key in (("classify", "classify"), ("stream_step", "stream")):
+        path = folder / f"{name}.tflite"
+        if not path.is_file():
+            continue
+        runner = Interpreter(model_path=str(path), num_threads=1)
+        runner.allocate_tensors()
+        signature = runner.get_signature_runner(name)
+        inputs = {
+            detail_name: np.zeros(detail["shape"], np.float32)
+            for detail_name, detail in signature.get_input_details().items()
+        }
+        signature(**inputs)  # warm-up
+        start = time.perf_counter()
+        for _ in range(repeats):
+            signature(**inputs)
+        out[f"{key}_ms"] = round((time.perf_counter() - start) / repeats * 1000, 3)
+    if "stream_ms" in out:
+        out["stream_real_time_factor"] = round(
+            meta["stream"]["hop_seconds"] * 1000 / max(out["stream_ms"], 1e-6), 1
+        )
+    return out

@@ -1,0 +1,190 @@
+"""Streaming: the causal front end, stream_step parity with the window model, TFLite files."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data.audio import FeatureConfig, feature_shape, mfcc
+from models.classifier import ModelConfig, build_classifier
+from models.features import MfccLayer
+from models.streaming import StreamingClassifier, stream_problems
+
+RATE = 8000
+
+
+def _features(**kwargs) -> FeatureConfig:
+    base = dict(
+        sample_rate=RATE,
+        clip_seconds=0.5,
+        deltas=1,
+        normalize="running",
+        window="full",
+        streaming=True,
+    )
+    return FeatureConfig(**{**base, **kwargs})
+
+
+def _model(features: FeatureConfig, **model_kwargs) -> keras.Model:
+    config = ModelConfig(**{"units": 16, "layers": 2, "pooling": "mean", **model_kwargs})
+    model = build_classifier(
+        config,
+        3,
+        features.n_mfcc,
+        deltas=features.deltas,
+        running_mean=features.normalize == "running",
+        causal=features.streaming,
+        window_frames=feature_shape(features).max_frames,
+        use_cudnn=False,
+        seed=0,
+    )
+    rng = np.random.default_rng(1)
+    model.get_layer("normalization").adapt([MfccLayer(features)(_clips(rng, 4, features))])
+    return model
+
+
+def _clips(rng: np.random.Generator, n: int, features: FeatureConfig, windows: int = 1):
+    samples = feature_shape(features).clip_samples * windows
+    t = np.arange(samples) / RATE
+    tone = np.sin(2 * np.pi * rng.uniform(200, 2000, (n, 1)) * t)
+    return (0.3 * tone * (t < 0.3) + rng.normal(0, 0.01, (n, samples))).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("cell", "pooling", "deltas", "normalize"),
+    [
+        ("lstm", "mean", 1, "running"),
+        ("gru", "last", 2, "global"),
+        ("simple_rnn", "mean", 0, "running"),
+    ],
+)
+def test_stream_step_hop_by_hop_matches_the_window_model(cell, pooling, deltas, normalize):
+    features = _features(deltas=deltas, normalize=normalize)
+    model = _model(features, cell=cell, pooling=pooling)
+    clips = _clips(np.random.default_rng(0), 3, features)
+    expected = model(MfccLayer(features)(clips), training=False).numpy()
+    streamer = StreamingClassifier(model, features)
+    per_hop, _ = streamer.run(clips, hops=1)
+    assert per_hop.shape[1] == feature_shape(features).max_frames  # one output per hop
+    np.testing.assert_allclose(per_hop[:, -1].numpy(), expected, atol=1e-5)
+    # several hops per call: the same computation, fewer calls
+    per_block, _ = streamer.run(clips, hops=5)
+    np.testing.assert_allclose(per_block.numpy(), per_hop[:, 4::5].numpy(), atol=1e-5)
+
+
+def test_streaming_front_end_matches_librosa_and_never_looks_ahead():
+    features = _features()
+    clip = _clips(np.random.default_rng(2), 1, features)[0]
+    graph = MfccLayer(features)(clip[None]).numpy()[0]
+    np.testing.assert_allclose(graph, mfcc(clip, features), atol=1e-3)
+    # changing the future leaves the past frames unchanged (no look-ahead)
+    later = clip.copy()
+    later[2000:] = 0.5
+    cut = 2000 // feature_shape(features).hop_length
+    np.testing.assert_array_equal(MfccLayer(features)(later[None]).numpy()[0, :cut], graph[:cut])
+
+
+def test_a_non_causal_model_is_refused_naming_each_setting():
+    features = FeatureConfig(normalize="utterance")
+    model = build_classifier(ModelConfig(bidirectional=True, units=8), 3, 13)
+    problems = " ".join(stream_problems(model, features))
+    for setting in ("features.streaming", "features.normalize", "model.bidirectional"):
+        assert setting in problems
+    with pytest.raises(ValueError, match="model.bidirectional"):
+        StreamingClassifier(model, features)
+
+
+def test_export_has_a_stream_step_signature_described_in_metadata(tmp_path):
+    from models.export import METADATA, export_speech_classifier
+
+    features = _features()
+    model = _model(features)
+    clip = _clips(np.random.default_rng(3), 1, features)[0]
+    export_speech_classifier(model, features, ["a", "b", "c"], tmp_path / "e", {}, clip)
+    meta = json.loads((tmp_path / "e" / METADATA).read_text())
+    stream = meta["stream"]
+    assert stream["available"] and stream["hop_samples"] == 80
+    names = [s["name"] for s in stream["state"]]
+    assert names[:2] == ["state_samples", "state_frames"] and "state_lstm_1_c" in names
+    loaded = tf.saved_model.load(str(tmp_path / "e"))
+    state = {s["name"]: tf.zeros([1, *s["shape"][1:]]) for s in stream["state"]}
+    # two calls of two hops each and one call of four hops agree
+    x = tf.constant(clip[None, :320])
+    first = loaded.signatures["stream_step"](samples=x[:, :160], **state)
+    second = loaded.signatures["stream_step"](samples=x[:, 160:], **{k: first[k] for k in state})
+    once = loaded.signatures["stream_step"](samples=x, **state)
+    np.testing.assert_allclose(second["probabilities"], once["probabilities"], atol=1e-6)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="whole hops"):
+        loaded.signatures["stream_step"](samples=x[:, :100], **state)
+
+
+def test_export_of_a_bidirectional_model_says_why_it_cannot_stream(tmp_path):
+    from models.export import METADATA, export_speech_classifier
+
+    features = _features()
+    model = _model(features, bidirectional=True)
+    export_speech_classifier(model, features, ["a", "b", "c"], tmp_path / "e", {})
+    stream = json.loads((tmp_path / "e" / METADATA).read_text())["stream"]
+    assert not stream["available"] and "model.bidirectional" in stream["reason"]
+
+
+def _tone_classes(rng: np.random.Generator, n: int, features: FeatureConfig):
+    """Clips of a tone in one of three bands; the band is the label."""
+    labels = rng.integers(0, 3, n)
+    freqs = np.array([400.0, 1000.0, 2000.0])[labels] * rng.uniform(0.9, 1.1, n)
+    samples = feature_shape(features).clip_samples
+    t = np.arange(samples) / RATE
+    start = rng.uniform(0, 0.2, (n, 1))
+    on = (t >= start) & (t < start + 0.25)
+    tone = 0.3 * np.sin(2 * np.pi * freqs[:, None] * t) * on
+    return (tone + rng.normal(0, 0.01, (n, samples))).astype(np.float32), labels
+
+
+@pytest.mark.parametrize("quantize", ["none", "dynamic", "int8"])
+def test_tflite_files_run_in_the_interpreter_and_match_the_model(tmp_path, quantize):
+    from models.serving import load_speech_model
+    from models.tflite import export_tflite
+
+    features = _features()
+    model = _model(features)
+    rng = np.random.default_rng(4)
+    train, train_labels = _tone_classes(rng, 48, features)
+    front = MfccLayer(features)
+    model.compile(optimizer=keras.optimizers.Adam(0.02), loss="sparse_categorical_crossentropy")
+    model.fit(front(train), train_labels, epochs=25, batch_size=16, verbose=0)
+    clips, truth = _tone_classes(rng, 12, features)
+
+    def reference(x):
+        return model(front(x), training=False).numpy()
+
+    meta = export_tflite(
+        model,
+        features,
+        ["low", "mid", "high"],
+        tmp_path / "tflite",
+        quantize,
+        calibration=list(train[:8]),
+        check_clips=list(zip(clips, truth, strict=True)),
+        reference=reference,
+    )
+    assert sorted(meta["bytes"]) == ["classify.tflite", "stream_step.tflite"]
+    parity = meta["parity"]
+    assert parity["failures"] == [] and parity["savedmodel_accuracy"] >= 0.9
+    if quantize == "none":
+        assert parity["classify"]["max_abs_difference"] <= 1e-4
+        assert parity["stream_step"]["max_abs_difference"] <= 1e-4
+    else:
+        for name in ("classify", "stream_step"):
+            assert parity[name]["accuracy"] >= parity["savedmodel_accuracy"] - 0.01
+    assert meta["latency_ms"]["stream_ms"] > 0
+    # builtin ops only: the plain interpreter runs both files through the serving interface
+    loaded = load_speech_model(tmp_path / "tflite" / "classify.tflite")
+    got = loaded.classify(clips[:4])
+    streamed = loaded.stream().push(clips[0])
+    tolerance = 1e-4 if quantize == "none" else 0.2
+    np.testing.assert_allclose(got, reference(clips[:4]), atol=tolerance)
+    np.testing.assert_allclose(streamed, reference(clips[:1])[0], atol=tolerance)
