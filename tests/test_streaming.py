@@ -188,3 +188,73 @@ def test_tflite_files_run_in_the_interpreter_and_match_the_model(tmp_path, quant
     tolerance = 1e-4 if quantize == "none" else 0.2
     np.testing.assert_allclose(got, reference(clips[:4]), atol=tolerance)
     np.testing.assert_allclose(streamed, reference(clips[:1])[0], atol=tolerance)
+
+
+def test_a_bidirectional_export_refuses_to_stream_naming_the_setting(tmp_path):
+    from models.export import export_speech_classifier
+    from models.serving import ExportError, load_speech_model
+
+    features = _features()
+    export_speech_classifier(
+        _model(features, bidirectional=True), features, ["a", "b", "c"], tmp_path / "e", {}
+    )
+    with pytest.raises(ExportError, match="model.bidirectional"):
+        load_speech_model(tmp_path / "e").stream()
+
+
+STREAMING = [
+    "features.streaming=true",
+    "features.normalize=running",
+    "model.bidirectional=false",
+]
+
+
+def test_cli_streaming_run_exports_tflite_and_detects_in_a_stream(tmp_path):
+    import soundfile
+
+    from tests.test_cli import TINY, run_cli
+
+    run_dir = tmp_path / "run"
+    sets = [*TINY, *STREAMING, f"runtime.cache_dir={tmp_path / 'cache'}"]
+    run_cli(
+        "run",
+        "speech_commands",
+        "--run-dir",
+        str(run_dir),
+        *[a for s in sets for a in ("--set", s)],
+    )
+    meta = json.loads((run_dir / "export" / "assets.extra" / "metadata.json").read_text())
+    assert meta["stream"]["available"]
+    exported = run_cli("export", str(run_dir), "--format", "tflite")
+    tflite = run_dir / "export" / "tflite"
+    assert str(tflite) in exported.stdout
+    report = json.loads((tflite / "metadata.json").read_text())
+    assert report["parity"]["classify"]["max_abs_difference"] <= 1e-4
+    assert report["parity"]["stream_step"]["max_abs_difference"] <= 1e-4
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["tflite"]["bytes"] == report["bytes"]
+
+    clips = json.loads((run_dir / "stages" / "ingest" / "clips.json").read_text())
+    test = [c["path"] for c in clips if c["split"] == "test"][:4]
+    predicted = run_cli("predict", str(tflite / "classify.tflite"), *test)
+    answers = [json.loads(line) for line in predicted.stdout.splitlines()]
+    assert [a["input"] for a in answers] == test and all("label" in a for a in answers)
+
+    rate = meta["sample_rate"]
+    pieces = []
+    for path in test:
+        y, _ = soundfile.read(path, dtype="float32")
+        pieces += [np.zeros(rate, np.float32), y]
+    recording = tmp_path / "long.wav"
+    soundfile.write(recording, np.concatenate(pieces), rate)
+    for export in (run_dir / "export", tflite):
+        found = run_cli("detect", "--stream", str(export), str(recording))
+        for line in found.stdout.splitlines():
+            event = json.loads(line)
+            assert set(event) == {"file", "label", "start", "end", "score"}
+            assert event["label"] in meta["labels"] and event["label"] not in (
+                "_silence_",
+                "_unknown_",
+            )
+    bad = run_cli("detect", "--stream", str(tmp_path), str(recording), check=False)
+    assert bad.returncode == 2 and "not an export" in bad.stderr
