@@ -3,7 +3,9 @@
 Builds a recording of ``--minutes`` of background noise with test clips of the run spread through
 it, then times, in the same process: the detector end to end (block reading, resampling, sliding
 windows, the SavedModel, smoothing) and, as the plain baseline, the SavedModel alone on the same
-windows already in memory. Prints the real-time factor of each and their ratio.
+windows already in memory. Prints the real-time factor of each and their ratio. For a causal
+(streaming) export it also times ``detect --stream`` (``stream_step`` run once over the audio,
+its state carried) and prints how much cheaper per second of audio it is than the sliding window.
 
     python benchmarks/detect_speed.py runs/speech_commands-*/ --minutes 5
 """
@@ -54,12 +56,15 @@ def main() -> None:
         position += y.size + int(rng.uniform(1.0, 3.0) * rate)
     path = Path(tempfile.mkdtemp()) / "recording.wav"
     soundfile.write(path, audio, rate)
-    serve = tf.saved_model.load(str(export)).signatures["serving_default"]
+    from models.serving import load_speech_model
+
+    model = load_speech_model(export)
+    serve = model._loaded.signatures["serving_default"]
     config = DetectorConfig(hop_ms=args.hop_ms)
-    detect_file(serve, str(path), meta, config)  # warm up (tracing)
+    detect_file(model, str(path), config)  # warm up (tracing)
 
     start = time.perf_counter()
-    events = detect_file(serve, str(path), meta, config)
+    events = detect_file(model, str(path), config)
     detect_seconds = time.perf_counter() - start
 
     window = int(rate * float(meta["features"]["clip_seconds"]))
@@ -75,6 +80,20 @@ def main() -> None:
     print(f"detect end to end: {duration / detect_seconds:.1f}x real time ({detect_seconds:.1f} s)")
     print(f"model alone (baseline): {duration / model_seconds:.1f}x real time")
     print(f"ratio detect / model alone: {detect_seconds / model_seconds:.2f}")
+    if model.stream_reason:
+        print(f"--stream not measured: {model.stream_reason}")
+        return
+    detect_file(model, str(path), config, stream=True)  # warm up (tracing)
+    start = time.perf_counter()
+    streamed = detect_file(model, str(path), config, stream=True)
+    stream_seconds = time.perf_counter() - start
+    print(
+        f"detect --stream: {duration / stream_seconds:.1f}x real time ({stream_seconds:.1f} s, "
+        f"{len(streamed)} detections)"
+    )
+    print(
+        f"sliding window / stream cost per second of audio: {detect_seconds / stream_seconds:.1f}x"
+    )
 
 
 if __name__ == "__main__":

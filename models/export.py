@@ -203,7 +203,8 @@ def stream_endpoint(
     """Adds ``stream_step`` to ``archive`` if the model is causal; returns its metadata.
 
     ``stream_step(samples, state_...)``: ``samples`` float32 ``[batch, k * hop]`` (one hop or
-    several) and every state tensor -> ``probabilities``, ``label`` and the new ``state_...``
+    several) and every state tensor -> ``probabilities`` and ``label`` after the last hop,
+    ``hop_probabilities`` ``[batch, k, classes]`` after each hop, and the new ``state_...``
     tensors (same names). All state starts at zero.
     """
     from models.streaming import StreamingClassifier, stream_problems
@@ -223,8 +224,12 @@ def stream_endpoint(
         )
         with tf.control_dependencies([check]):
             samples = check_waveform_input(samples)
-        probabilities, new = streamer.step(samples, dict(zip(shapes, state, strict=True)))
-        return {**answer(probabilities), **{f"state_{k}": v for k, v in new.items()}}
+        per_hop, new = streamer.step(samples, dict(zip(shapes, state, strict=True)))
+        return {
+            **answer(per_hop[:, -1]),
+            "hop_probabilities": per_hop,
+            **{f"state_{k}": v for k, v in new.items()},
+        }
 
     archive.add_endpoint(
         name="stream_step",
@@ -245,7 +250,8 @@ def stream_endpoint(
             {"name": name, "shape": [None, *shape], "dtype": "float32", "initial": 0.0}
             for name, shape in zip(names, shapes.values(), strict=True)
         ],
-        "note": "feed samples [batch, k*hop_samples]; pass each state_* output back in",
+        "note": "feed samples [batch, k*hop_samples]; pass each state_* output back in; "
+        "hop_probabilities [batch, k, classes] are the answers after each hop",
     }
 
 

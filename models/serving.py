@@ -29,12 +29,15 @@ class Stream:
         self.hop = hop
         self._pending = np.zeros(0, np.float32)
 
-    def push(self, samples: np.ndarray) -> np.ndarray | None:
-        """Feeds samples; returns the probabilities after the last whole hop (None if none)."""
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """Feeds samples; returns the probabilities after each whole hop ``[hops, classes]``.
+
+        A partial hop waits for the next call (no rows until a hop is complete).
+        """
         data = np.concatenate([self._pending, np.asarray(samples, np.float32)])
         whole = data.size - data.size % self.hop
         self._pending = data[whole:]
-        return self._step(data[:whole]) if whole else None
+        return self._step(data[:whole]) if whole else np.zeros((0, 0), np.float32)
 
     def _step(self, samples: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -53,7 +56,7 @@ class _SavedModelStream(Stream):
     def _step(self, samples: np.ndarray) -> np.ndarray:
         out = self._signature(samples=self._tf.constant(samples[None]), **self.state)
         self.state = {name: out[name] for name in self.state}
-        return out["probabilities"].numpy()[0]
+        return out["hop_probabilities"].numpy()[0]
 
 
 class _TFLiteStream(Stream):

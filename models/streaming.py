@@ -114,8 +114,9 @@ class StreamingClassifier(tf.Module):
     ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         """The next ``k`` hops: ``samples`` float32 ``[batch, k * hop]`` -> probabilities, state.
 
-        The probabilities ``[batch, classes]`` are those after the last hop. ``k = 1`` is one
-        hop; a larger ``k`` is the same computation with one call per block (less overhead).
+        The probabilities ``[batch, k, classes]`` are those after each hop (the stream so far).
+        ``k = 1`` is one hop; a larger ``k`` is the same computation in one call per block (much
+        less overhead: a detector can feed seconds at a time and read every hop's answer).
         """
         samples = tf.convert_to_tensor(samples, tf.float32)
         count = state["frames"]
@@ -143,9 +144,7 @@ class StreamingClassifier(tf.Module):
             new.update(zip(names, cell_state, strict=True))
         if self.mean_pool:
             x = running_mean(x, state["pool"], count, self.shape.max_frames)
-        x = x[:, -1]
-        if self.mean_pool:
-            new["pool"] = x
+            new["pool"] = x[:, -1]
         for layer in self.head:
             x = layer(x)
         return x, new
@@ -167,5 +166,5 @@ class StreamingClassifier(tf.Module):
         outputs, size = [], hops * self.hop
         for start in range(0, int(waveform.shape[1]) - size + 1, size):
             probabilities, state = self.step(waveform[:, start : start + size], state)
-            outputs.append(probabilities)
+            outputs.append(probabilities[:, -1])
         return tf.stack(outputs, axis=1), state

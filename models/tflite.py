@@ -56,13 +56,14 @@ class TFLiteStream:
         self.state = {s["name"]: np.zeros([1, *s["shape"][1:]], np.float32) for s in self.specs}
 
     def push(self, samples: np.ndarray) -> np.ndarray:
-        """Feeds whole hops of samples; returns the probabilities after the last one."""
-        out: dict[str, np.ndarray] = {}
+        """Feeds whole hops of samples; returns the probabilities after each ``[hops, classes]``."""
+        out = []
         for start in range(0, samples.size - self.hop + 1, self.hop):
             hop = samples[None, start : start + self.hop].astype(np.float32)
-            out = self.runner(samples=hop, **self.state)
-            self.state = {name: out[name] for name in self.state}
-        return out["probabilities"][0]
+            result = self.runner(samples=hop, **self.state)
+            self.state = {name: result[name] for name in self.state}
+            out.append(result["probabilities"][0])
+        return np.stack(out)
 
 
 def _classify_fn(model: keras.Model, mfcc: MfccLayer):  # noqa: ANN202
@@ -76,8 +77,8 @@ def _stream_fn(streamer: Any):  # noqa: ANN001, ANN202
     names = list(streamer.state_shapes())
 
     def step(samples: tf.Tensor, *state: tf.Tensor) -> dict[str, tf.Tensor]:
-        probabilities, new = streamer.step(samples, dict(zip(names, state, strict=True)))
-        return {"probabilities": probabilities, **{f"state_{k}": v for k, v in new.items()}}
+        per_hop, new = streamer.step(samples, dict(zip(names, state, strict=True)))
+        return {"probabilities": per_hop[:, -1], **{f"state_{k}": v for k, v in new.items()}}
 
     return step
 
@@ -255,7 +256,7 @@ def _parity(folder: Path, meta: dict, clips: list[tuple[np.ndarray, int]], refer
         streamed = []
         for w in sample:
             stream.reset()
-            streamed.append(stream.push(w))
+            streamed.append(stream.push(w)[-1])
         report["stream_step"] = {
             "clips": len(sample),
             **_compare(np.stack(streamed), expected[: len(sample)], truth[: len(sample)]),

@@ -96,15 +96,18 @@ def detect_file(
 def stream_posteriors(
     blocks: Iterator[np.ndarray], stream: Stream, hop: int, rate: int
 ) -> Iterator[tuple[float, np.ndarray]]:
-    """``(time in seconds, probabilities so far)`` every ``hop`` samples of a stream."""
-    done = 0
+    """``(time in seconds, probabilities so far)`` every ``hop`` samples of a stream.
+
+    Each block goes through the stream in one call; the answers after each model hop come back
+    and every ``hop`` samples' worth is read (a multiple of the model's hop, rounded).
+    """
+    every = max(1, int(round(hop / stream.hop)))
+    done = 0  # model hops so far
     for block in blocks:
-        for start in range(0, block.size, hop):
-            piece = block[start : start + hop]
-            probabilities = stream.push(piece)
-            done += piece.size
-            if probabilities is not None and piece.size == hop:
-                yield done / rate, probabilities
+        for probabilities in stream.push(block):
+            done += 1
+            if done % every == 0:
+                yield done * stream.hop / rate, probabilities
 
 
 def detect(export_dir: str, files: list[str], config: DetectorConfig, stream: bool = False) -> int:
