@@ -147,22 +147,23 @@ def running_mean(x: tf.Tensor, mean: tf.Tensor, count: tf.Tensor, horizon: int) 
         ``[batch, k, size]``: the mean after each frame.
     """
     index = count + tf.cast(tf.range(tf.shape(x)[1]), tf.float32)[None, :]  # [batch, k]
-    rate = 1.0 / tf.minimum(index + 1.0, float(max(horizon, 1)))
+    rate = 1.0 / tf.minimum(index + 1.0, float(max(horizon, 2)))
     if x.shape[1] == 1:  # one frame (static): no scan loop, which TFLite int8 cannot calibrate
         return tf.where(
             tf.equal(count, 0.0)[..., None], x, (mean + (x[:, 0] - mean) * rate)[:, None]
         )
 
-    def update(previous: tf.Tensor, elems: tuple) -> tf.Tensor:
-        frame, step_rate, step_index = elems
-        return tf.where(tf.equal(step_index, 0.0), frame, previous + (frame - previous) * step_rate)
-
-    means = tf.scan(
-        update,
-        (tf.transpose(x, [1, 0, 2]), tf.transpose(rate)[..., None], tf.transpose(index)[..., None]),
-        initializer=mean,
-    )
-    return tf.transpose(means, [1, 0, 2])
+    # m_n = (1 - r_n) m_(n-1) + r_n x_n, solved for all n at once (no per-frame loop): with
+    # P_n = prod (1 - r_j), m_n = P_n (m_start + sum_(j<=n) r_j x_j / P_j). In float64, as
+    # P_n shrinks geometrically past the horizon (keep blocks to a few thousand frames).
+    # A stream that starts here begins at its first frame: m_0 = x_0, then the recurrence.
+    starts = tf.equal(index, 0.0)[..., None]  # [batch, k, 1]; only ever frame 0 of a block
+    rate64 = tf.cast(rate, tf.float64)[..., None]
+    rate64 = tf.where(starts, tf.zeros_like(rate64), rate64)
+    product = tf.math.cumprod(1.0 - rate64, axis=1)  # >= (1 - 1/2)^k: no division by zero
+    weighted = tf.math.cumsum(rate64 * tf.cast(x, tf.float64) / product, axis=1)
+    start = tf.cast(tf.where(starts[:, 0], x[:, 0], mean), tf.float64)[:, None]
+    return tf.cast(product * (start + weighted), tf.float32)
 
 
 @keras.saving.register_keras_serializable("rnn_speech")
