@@ -3,8 +3,8 @@
 ``load_speech_model(path)`` accepts a SavedModel export folder, a TFLite folder
 (``export/tflite``) or one ``.tflite`` file of it. ``classify`` answers zero-padded batches of
 clips (each row as if sent alone, given its length); ``stream()`` returns a ``Stream`` that takes
-audio in pieces of any size and returns the probabilities so far (``stream_step``), or None when
-the model is not causal (``stream_reason`` says why).
+audio in pieces of any size and returns the probabilities after each hop (``stream_step``), or
+raises ``ExportError`` naming the settings when the model is not causal (``stream_reason``).
 """
 
 from __future__ import annotations
@@ -23,51 +23,52 @@ class ExportError(ValueError):
 
 
 class Stream:
-    """Pieces of audio in, probabilities for the stream so far out; keeps partial hops."""
+    """Pieces of audio in, probabilities for the stream so far out; keeps partial hops.
 
-    def __init__(self, hop: int) -> None:
-        self.hop = hop
+    ``rows`` independent streams hear the same audio (each can be restarted on its own with
+    ``reset``): ``run.py detect --stream`` runs two, staggered, in one call.
+    """
+
+    def __init__(self, hop: int, specs: list[dict], rows: int = 1) -> None:
+        self.hop, self.rows, self.specs = hop, rows, specs
         self._pending = np.zeros(0, np.float32)
+        self.state = {s["name"]: np.zeros([rows, *s["shape"][1:]], np.float32) for s in specs}
+
+    def reset(self, row: int | None = None) -> None:
+        """Starts stream ``row`` (every row if None) again from silence: its state back to zero."""
+        for value in self.state.values():
+            value[slice(None) if row is None else row] = 0.0
+        if row is None:
+            self._pending = np.zeros(0, np.float32)
 
     def push(self, samples: np.ndarray) -> np.ndarray:
-        """Feeds samples; returns the probabilities after each whole hop ``[hops, classes]``.
+        """Feeds samples to every row; returns the probabilities after each whole hop.
 
-        A partial hop waits for the next call (no rows until a hop is complete).
+        Shape ``[rows, hops, classes]`` (``hops`` may be 0: a partial hop waits for more audio).
         """
         data = np.concatenate([self._pending, np.asarray(samples, np.float32)])
         whole = data.size - data.size % self.hop
         self._pending = data[whole:]
-        return self._step(data[:whole]) if whole else np.zeros((0, 0), np.float32)
+        if not whole:
+            return np.zeros((self.rows, 0, 0), np.float32)
+        return self._step(np.repeat(data[None, :whole], self.rows, axis=0))
 
     def _step(self, samples: np.ndarray) -> np.ndarray:
+        """Whole hops ``[rows, k * hop]`` -> probabilities ``[rows, k, classes]``; updates state."""
         raise NotImplementedError
 
 
 class _SavedModelStream(Stream):
-    def __init__(self, signature: Any, meta: dict) -> None:  # noqa: ANN401
+    def __init__(self, signature: Any, meta: dict, rows: int) -> None:  # noqa: ANN401
+        super().__init__(int(meta["stream"]["hop_samples"]), meta["stream"]["state"], rows)
+        self._signature = signature
+
+    def _step(self, samples: np.ndarray) -> np.ndarray:
         import tensorflow as tf
 
-        super().__init__(int(meta["stream"]["hop_samples"]))
-        self._tf, self._signature = tf, signature
-        self.state = {
-            s["name"]: tf.zeros([1, *s["shape"][1:]], tf.float32) for s in meta["stream"]["state"]
-        }
-
-    def _step(self, samples: np.ndarray) -> np.ndarray:
-        out = self._signature(samples=self._tf.constant(samples[None]), **self.state)
-        self.state = {name: out[name] for name in self.state}
-        return out["hop_probabilities"].numpy()[0]
-
-
-class _TFLiteStream(Stream):
-    def __init__(self, path: Path, meta: dict) -> None:
-        from models.tflite import TFLiteStream
-
-        super().__init__(int(meta["stream"]["hop_samples"]))
-        self._runner = TFLiteStream(path, meta)
-
-    def _step(self, samples: np.ndarray) -> np.ndarray:
-        return self._runner.push(samples)
+        out = self._signature(samples=tf.constant(samples), **self.state)
+        self.state = {name: out[name].numpy() for name in self.state}
+        return out["hop_probabilities"].numpy()
 
 
 class SpeechModel:
@@ -122,8 +123,8 @@ class SpeechModel:
             return np.concatenate([self.classify(row[None, :n]) for row, n in rows])
         return signatures["serving_default"](waveform=tf.constant(batch))["probabilities"].numpy()
 
-    def stream(self) -> Stream:
-        """A new stream (state at zero).
+    def stream(self, rows: int = 1) -> Stream:
+        """A new stream of ``rows`` independent rows (state at zero).
 
         Raises:
             ExportError: the model cannot stream; the message names the settings.
@@ -131,8 +132,10 @@ class SpeechModel:
         if self.stream_reason:
             raise ExportError(f"{self.path} cannot stream: {self.stream_reason}")
         if self.kind == "tflite":
-            return _TFLiteStream(self.path / "stream_step.tflite", self.meta)
-        return _SavedModelStream(self._loaded.signatures["stream_step"], self.meta)
+            from models.tflite import TFLiteStream
+
+            return TFLiteStream(self.path / "stream_step.tflite", self.meta, rows)
+        return _SavedModelStream(self._loaded.signatures["stream_step"], self.meta, rows)
 
 
 def read_metadata(path: str | Path) -> tuple[Path, dict, str]:

@@ -1,11 +1,11 @@
 """Streaming inference: the trained classifier run one hop of raw audio at a time.
 
 ``StreamingClassifier`` reuses the trained model's weights (no retraining, no copy): each call
-takes one hop of samples (the MFCC stride) and the state (the last ``n_fft - hop`` samples, the
-frame count, the running cepstral mean, the delta histories, every recurrent layer's ``h``/``c``,
-and the running mean of the last layer's outputs for mean pooling), computes one MFCC frame, one
-step of every cell and the output, and returns the probabilities for the stream so far with the
-new state. Over a window-length clip, the final probabilities equal the non-streaming model's.
+takes one or more hops of samples (a hop is the MFCC stride) and the state (the last
+``n_fft - hop`` samples, the frame count, the running cepstral mean, the delta histories, every
+recurrent layer's ``h``/``c``, and the running mean of the last layer's outputs for mean
+pooling), computes one MFCC frame per hop, steps every cell over them and returns the
+probabilities for the stream so far after each hop, with the new state. Over a window-length clip, the final probabilities equal the non-streaming model's.
 Only a causal model streams: ``stream_problems`` names each setting that prevents it.
 """
 

@@ -24,6 +24,7 @@ import tensorflow as tf
 from data.audio import FeatureConfig, feature_shape
 from data.checks import check
 from models.features import MfccLayer
+from models.serving import Stream
 
 QUANTIZATIONS = ("none", "dynamic", "int8")
 FLOAT_TOLERANCE = 1e-4  # max probability difference, float TFLite vs the SavedModel
@@ -42,28 +43,29 @@ def interpreter(path: str | Path):  # noqa: ANN201 - ai_edge_litert.Interpreter
     return runner
 
 
-class TFLiteStream:
-    """Runs ``stream_step.tflite`` one hop at a time, keeping the state between calls."""
+class TFLiteStream(Stream):
+    """Runs ``stream_step.tflite`` (batch 1, one hop per call) for each row, hop by hop."""
 
-    def __init__(self, path: str | Path, meta: dict) -> None:
+    def __init__(self, path: str | Path, meta: dict, rows: int = 1) -> None:
+        super().__init__(int(meta["stream"]["hop_samples"]), meta["stream"]["state"], rows)
         self.runner = interpreter(path).get_signature_runner("stream_step")
-        self.hop = int(meta["stream"]["hop_samples"])
-        self.specs = meta["stream"]["state"]
-        self.reset()
 
-    def reset(self) -> None:
-        """Starts a new stream (all state zero)."""
-        self.state = {s["name"]: np.zeros([1, *s["shape"][1:]], np.float32) for s in self.specs}
-
-    def push(self, samples: np.ndarray) -> np.ndarray:
-        """Feeds whole hops of samples; returns the probabilities after each ``[hops, classes]``."""
-        out = []
-        for start in range(0, samples.size - self.hop + 1, self.hop):
-            hop = samples[None, start : start + self.hop].astype(np.float32)
-            result = self.runner(samples=hop, **self.state)
-            self.state = {name: result[name] for name in self.state}
-            out.append(result["probabilities"][0])
-        return np.stack(out)
+    def _step(self, samples: np.ndarray) -> np.ndarray:
+        out = np.zeros((self.rows, samples.shape[1] // self.hop, 0), np.float32)
+        rows = []
+        for row in range(self.rows):
+            state = {name: value[row : row + 1] for name, value in self.state.items()}
+            answers = []
+            for start in range(0, samples.shape[1], self.hop):
+                result = self.runner(
+                    samples=samples[row : row + 1, start : start + self.hop], **state
+                )
+                state = {name: result[name] for name in state}
+                answers.append(result["probabilities"][0])
+            for name, value in state.items():
+                self.state[name][row] = value[0]
+            rows.append(np.stack(answers))
+        return np.stack(rows) if rows else out
 
 
 def _classify_fn(model: keras.Model, mfcc: MfccLayer):  # noqa: ANN202
@@ -256,7 +258,7 @@ def _parity(folder: Path, meta: dict, clips: list[tuple[np.ndarray, int]], refer
         streamed = []
         for w in sample:
             stream.reset()
-            streamed.append(stream.push(w)[-1])
+            streamed.append(stream.push(w)[0, -1])
         report["stream_step"] = {
             "clips": len(sample),
             **_compare(np.stack(streamed), expected[: len(sample)], truth[: len(sample)]),

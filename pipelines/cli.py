@@ -125,19 +125,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not (run_dir / "config.yaml").is_file():
         print(f"error: {run_dir} is not a run directory (no config.yaml)", file=sys.stderr)
         return 2
-    overrides = []
-    if args.format == "tflite":
-        overrides = ["export.tflite=true", f"export.quantize={args.quantize}"]
-    elif args.quantize != "none":
+    if args.format != "tflite" and args.quantize != "none":
         print("error: --quantize applies to --format tflite", file=sys.stderr)
         return 2
-    pipeline, config = resolve_config("_", [str(run_dir / "config.yaml")], overrides)
-    if args.format == "tflite" and pipeline.name != "speech_commands":
-        print(
-            f"error: --format tflite exports speech models; {run_dir} is a {pipeline.name} run",
-            file=sys.stderr,
-        )
-        return 2
+    pipeline, config = resolve_config("_", [str(run_dir / "config.yaml")])
+    if args.format == "tflite":
+        if pipeline.name != "speech_commands":
+            print(
+                f"error: --format tflite exports speech models; {run_dir} is a {pipeline.name} run",
+                file=sys.stderr,
+            )
+            return 2
+        overrides = ["export.tflite=true", f"export.quantize={args.quantize}"]
+        pipeline, config = resolve_config("_", [str(run_dir / "config.yaml")], overrides)
     before = tuple(s.name for s in pipeline.stages if s.name != "export")
     run_pipeline(pipeline, config, run_dir, on_stage=_progress, rerun=("export",), frozen=before)
     print(run_dir / "export" / ("tflite" if args.format == "tflite" else ""))

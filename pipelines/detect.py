@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -62,9 +62,9 @@ def detect_file(
 ) -> list[dict]:
     """The events found in one file, as dicts (``file``, ``label``, ``start``, ``end``, ``score``).
 
-    ``stream``: run the streaming model (``stream_step``) over the audio once, with its state
-    carried, reading its posteriors every ``hop_ms``, instead of classifying a whole window every
-    ``hop_ms``.
+    ``stream``: run the streaming model (``stream_step``) over the audio (two staggered streams,
+    see ``stream_posteriors``), reading its posteriors every ``hop_ms``, instead of classifying a
+    whole window every ``hop_ms``.
     """
     import soundfile
     from rich.console import Console
@@ -80,7 +80,7 @@ def detect_file(
         seconds = None
     blocks = read_blocks(path, rate)
     scored = (
-        stream_posteriors(blocks, model.stream(), hop, rate)
+        stream_posteriors(blocks, model.stream, hop, rate, window)
         if stream
         else posteriors(windows(blocks, window, hop), model.classify, rate, batch)
     )
@@ -94,20 +94,46 @@ def detect_file(
 
 
 def stream_posteriors(
-    blocks: Iterator[np.ndarray], stream: Stream, hop: int, rate: int
+    blocks: Iterator[np.ndarray],
+    open_stream: Callable[[int], Stream],
+    hop: int,
+    rate: int,
+    window: int,
 ) -> Iterator[tuple[float, np.ndarray]]:
-    """``(time in seconds, probabilities so far)`` every ``hop`` samples of a stream.
+    """``(time in seconds, probabilities)`` every ``hop`` samples, from two staggered streams.
 
-    Each block goes through the stream in one call; the answers after each model hop come back
-    and every ``hop`` samples' worth is read (a multiple of the model's hop, rounded).
+    The model was trained on windows that start from a zero state, so one state carried over a
+    long recording drifts (measured: recall 0.36 where the sliding window found 0.89). Two
+    streams run instead, each restarted every window, half a window apart; the answer at any
+    moment comes from the one that has heard between half a window and a whole one, which holds
+    any word up to half a window long. Each frame is computed twice, not ``window / hop`` times
+    as by the sliding window. Audio goes through in half-window pieces, both streams in one call
+    (two rows of one batch).
     """
+    stream = open_stream(2)  # two rows in one call
+    half = max(stream.hop, window // 2 // stream.hop * stream.hop)
     every = max(1, int(round(hop / stream.hop)))
     done = 0  # model hops so far
-    for block in blocks:
-        for probabilities in stream.push(block):
+    for index, piece in enumerate(_pieces(blocks, half)):
+        if index >= 1:
+            stream.reset(index % 2)  # that row has heard a whole window: start it again
+        answers = stream.push(piece)[(index + 1) % 2 if index else 0]
+        for probabilities in answers:
             done += 1
             if done % every == 0:
                 yield done * stream.hop / rate, probabilities
+
+
+def _pieces(blocks: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """The concatenated blocks cut into pieces of ``size`` samples (the last may be shorter)."""
+    pending = np.zeros(0, np.float32)
+    for block in blocks:
+        pending = np.concatenate([pending, block])
+        while pending.size >= size:
+            yield pending[:size]
+            pending = pending[size:]
+    if pending.size:
+        yield pending
 
 
 def detect(export_dir: str, files: list[str], config: DetectorConfig, stream: bool = False) -> int:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from models.detection import DetectorConfig, windows
+from models.detection import Detector, DetectorConfig, windows
+from models.serving import Stream
 from pipelines.detect import detect_file, read_blocks
 
 RATE = 16000
@@ -104,3 +105,41 @@ def test_detect_finds_every_burst_at_its_time(tmp_path):
         assert abs((event["start"] + event["end"]) / 2 - (start + 0.2)) <= 0.2, (event, start)
         assert event["start"] < start + 0.4 and event["end"] > start
         assert event["end"] - event["start"] <= 1.0
+
+
+class LoudSinceResetStream(Stream):
+    """A stand-in for a streaming model that never forgets: 'yes' once any loud sample was heard
+    since its state was last reset, silence before."""
+
+    def __init__(self, rows: int) -> None:
+        super().__init__(160, [{"name": "loud", "shape": [None, 1]}], rows)
+
+    def _step(self, samples):
+        out = np.zeros((self.rows, samples.shape[1] // self.hop, 4), np.float32)
+        for row in range(self.rows):
+            for k in range(out.shape[1]):
+                hop = samples[row, k * self.hop : (k + 1) * self.hop]
+                self.state["loud"][row] = max(self.state["loud"][row, 0], np.abs(hop).max())
+                out[row, k, 2 if self.state["loud"][row, 0] > 0.3 else 0] = 1.0
+        return out
+
+
+def test_stream_posteriors_restart_staggered_streams_so_a_word_is_forgotten():
+    from pipelines.detect import stream_posteriors
+
+    rate, window = RATE, RATE  # 1-s window: the rows restart every second, half a second apart
+    y = np.random.default_rng(0).normal(0, 0.01, 6 * rate).astype(np.float32)
+    y[int(2.0 * rate) : int(2.3 * rate)] = 0.5  # the only loud moment
+    blocks = (y[i : i + 7000] for i in range(0, y.size, 7000))  # blocks unrelated to the window
+    scored = list(stream_posteriors(blocks, LoudSinceResetStream, int(0.1 * rate), rate, window))
+    times = np.array([t for t, _ in scored])
+    np.testing.assert_allclose(times, np.arange(1, times.size + 1) * 0.1, atol=1e-9)
+    assert times[-1] == pytest.approx(6.0)
+    loud = times[[p.argmax() == 2 for _, p in scored]]
+    # heard from the burst on, and forgotten within a window after it ends (one carried state
+    # would say 'yes' to the end of the recording)
+    assert loud.min() == pytest.approx(2.1) and 2.3 < loud.max() <= 2.3 + 1.0
+    assert np.all(np.diff(loud) < 0.15)  # one unbroken stretch
+    detector = Detector(ToneModel.labels, 1.0, DetectorConfig(average_ms=0))
+    events = [e for t, p in scored for e in detector.push(t, p)] + detector.flush()
+    assert [e.label for e in events] == ["yes"]

@@ -185,7 +185,7 @@ def test_tflite_files_run_in_the_interpreter_and_match_the_model(tmp_path, quant
     # builtin ops only: the plain interpreter runs both files through the serving interface
     loaded = load_speech_model(tmp_path / "tflite" / "classify.tflite")
     got = loaded.classify(clips[:4])
-    streamed = loaded.stream().push(clips[0])[-1]
+    streamed = loaded.stream().push(clips[0])[0, -1]
     tolerance = 1e-4 if quantize == "none" else 0.2
     np.testing.assert_allclose(got, reference(clips[:4]), atol=tolerance)
     np.testing.assert_allclose(streamed, reference(clips[:1])[0], atol=tolerance)
