@@ -17,6 +17,11 @@ from data.files import replace_dir
 from models.features import MfccLayer
 
 METADATA = Path("assets.extra") / "metadata.json"
+STREAM_TOLERANCE = 1e-4  # stream_step after a window vs serving_default on it (float32)
+
+
+class ExportCheckError(RuntimeError):
+    """A written export does not answer like the trained model; nothing was published."""
 
 
 def versions() -> dict[str, str]:
@@ -189,12 +194,9 @@ def export_speech_classifier(
                 )
         if problems:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise RuntimeError("Export check failed: " + "; ".join(problems))
+            raise ExportCheckError("Export check failed: " + "; ".join(problems))
     replace_dir(tmp, out_dir)
     return out_dir
-
-
-STREAM_TOLERANCE = 1e-4  # stream_step after a window vs serving_default on it (float32)
 
 
 def stream_endpoint(
@@ -364,7 +366,7 @@ def export_translator(
         want = [s.decode("utf-8") for s in expected.numpy()]
         if got != want:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise RuntimeError(
+            raise ExportCheckError(
                 f"Export check failed: the reloaded SavedModel translates {got!r}, the Keras "
                 f"model {want!r}"
             )

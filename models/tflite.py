@@ -13,6 +13,7 @@ import json
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,14 +32,14 @@ FLOAT_TOLERANCE = 1e-4  # max probability difference, float TFLite vs the SavedM
 QUANTIZED_ACCURACY_DROP = 0.01  # a quantized file may lose at most one point of accuracy
 
 
-def interpreter(path: str | Path):  # noqa: ANN201 - ai_edge_litert.Interpreter
+def interpreter(path: str | Path, threads: int | None = None):  # noqa: ANN201 - LiteRT
     """A TFLite interpreter with its tensors allocated.
 
     It comes from ``ai-edge-litert``: TF's own ``tf.lite.Interpreter`` is deprecated.
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    runner = Interpreter(model_path=str(path))
+    runner = Interpreter(model_path=str(path), num_threads=threads)
     runner.allocate_tensors()
     return runner
 
@@ -100,7 +101,9 @@ def _convert(saved_model: Path, signature: str, quantize: str, representative: A
             tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
             tf.lite.OpsSet.TFLITE_BUILTINS,
         ]
-    return converter.convert()
+    with warnings.catch_warnings():  # the calibrator's own use of the deprecated interpreter
+        warnings.simplefilter("ignore", UserWarning)
+        return converter.convert()
 
 
 def export_tflite(
@@ -130,9 +133,10 @@ def export_tflite(
         The report written to ``metadata.json`` (``parity``, sizes, latency).
 
     Raises:
-        RuntimeError: a file's answers differ from the SavedModel's beyond the tolerance (float:
+        models.export.ExportCheckError: a file's answers differ from the SavedModel's beyond the tolerance (float:
             ``FLOAT_TOLERANCE`` in probability; quantized: more than one point of accuracy).
     """
+    from models.export import ExportCheckError
     from models.streaming import StreamingClassifier, stream_problems
 
     check(quantize in QUANTIZATIONS, "--quantize", quantize, f"one of {list(QUANTIZATIONS)}")
@@ -218,7 +222,7 @@ def export_tflite(
     failures = meta["parity"]["failures"]
     if failures:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise RuntimeError("TFLite export check failed: " + "; ".join(failures))
+        raise ExportCheckError("TFLite export check failed: " + "; ".join(failures))
     from data.files import replace_dir
 
     replace_dir(tmp, out_dir)
@@ -297,16 +301,12 @@ def _compare(got: np.ndarray, expected: np.ndarray, truth: np.ndarray) -> dict:
 
 def _latency(folder: Path, meta: dict, repeats: int = 50) -> dict[str, float]:
     """Mean time of one interpreter call on this machine (one thread), in milliseconds."""
-    from ai_edge_litert.interpreter import Interpreter
-
     out = {}
     for name, key in (("classify", "classify"), ("stream_step", "stream")):
         path = folder / f"{name}.tflite"
         if not path.is_file():
             continue
-        runner = Interpreter(model_path=str(path), num_threads=1)
-        runner.allocate_tensors()
-        signature = runner.get_signature_runner(name)
+        signature = interpreter(path, threads=1).get_signature_runner(name)
         inputs = {
             detail_name: np.zeros(detail["shape"], np.float32)
             for detail_name, detail in signature.get_input_details().items()

@@ -416,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.runtime import quiet_tensorflow
 
     quiet_tensorflow()
+    from models.export import ExportCheckError
     from pipelines.locking import RunDirBusyError
 
     func: Any = getattr(args, "func", cmd_default)
@@ -428,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunDirBusyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
+    except ExportCheckError as err:  # the export is refused; the previous one stays
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except OSError as err:
         if err.errno not in _DISK_ERRORS:
             raise
