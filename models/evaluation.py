@@ -113,7 +113,9 @@ def stream_metrics(
     graph's MFCC, the detector (``models.detection``) on its posteriors.
 
     Returns:
-        ``models.detection.score_events``: recall, wrong-label rate, false alarms per hour, delay.
+        ``models.detection.score_events``: recall, wrong-label rate, false alarms per hour, delay;
+        for a causal model also ``stream_step``: the same for ``run.py detect --stream`` on the
+        same recording.
     """
     import tensorflow as tf
 
@@ -122,6 +124,7 @@ def stream_metrics(
     from data.long_recording import build_recording
     from models.detection import Detector, DetectorConfig, posteriors, score_events, windows
     from models.features import MfccLayer
+    from models.streaming import KerasStream, StreamingClassifier, stream_problems
 
     rng = np.random.default_rng(seed)
     chosen = [i for i, (_, label) in enumerate(clips) if label != SILENCE]
@@ -138,4 +141,17 @@ def stream_metrics(
         e for t, p in posteriors(spans, classify, rate, batch_size) for e in detector.push(t, p)
     ]
     events += detector.flush()
-    return score_events(events, placed, (SILENCE, UNKNOWN), audio.size / rate)
+    ignore, seconds = (SILENCE, UNKNOWN), audio.size / rate
+    report = score_events(events, placed, ignore, seconds)
+    if not stream_problems(model, features):  # a causal model: detect --stream too
+        from pipelines.detect import stream_posteriors
+
+        streamer = StreamingClassifier(model, features)
+        detector = Detector(labels, window / rate, config)
+        hop = int(rate * config.hop_ms / 1000)
+        scored = stream_posteriors(
+            iter([audio]), lambda rows: KerasStream(streamer, rows), hop, rate, window
+        )
+        events = [e for t, p in scored for e in detector.push(t, p)] + detector.flush()
+        report["stream_step"] = score_events(events, placed, ignore, seconds)
+    return report

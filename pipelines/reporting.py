@@ -265,6 +265,15 @@ def speech_summary(metrics: dict[str, Any]) -> list[tuple[str, str]]:
                     f"{st['seconds'] / 60:.1f} min of test audio)",
                 )
             )
+            if st.get("stream_step"):
+                ss = st["stream_step"]
+                rows.append(
+                    (
+                        "stream detection, --stream",
+                        f"recall {ss['recall']:.3f}, wrong label {ss['wrong_label_rate']:.3f}, "
+                        f"{ss['false_alarms_per_hour']:.0f} false alarms/h (same recording)",
+                    )
+                )
         worst = sorted(metrics["per_class"].items(), key=lambda kv: kv[1]["f1"])[:3]
         rows.append(("weakest classes (F1)", ", ".join(f"{k} {v['f1']:.2f}" for k, v in worst)))
     for item in metrics.get("misclassified", [])[:3]:

@@ -380,7 +380,7 @@ PIPELINE = PIPELINES.register("speech_commands")(
             Stage(
                 "evaluate",
                 evaluate,
-                version=4,
+                version=5,
                 reads=("ingest", "features", "train"),
                 sections=("eval",),
                 outputs=("plots/confusion_matrix.png",),

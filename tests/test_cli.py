@@ -73,6 +73,7 @@ def test_run_writes_every_output(tiny_run):
     assert grads["steps_recorded"] > 0 and grads["first_nonfinite_step"] is None
     assert set(grads["layers"]) == {"bi_lstm_0", "bi_lstm_1", "probabilities"}  # preset: BiLSTM x2
     assert isinstance(metrics["gradient_warnings"], list)
+    assert "recall" in metrics["stream"] and "stream_step" not in metrics["stream"]  # BiLSTM
     for path in (
         "config.yaml",
         "gradients.csv",

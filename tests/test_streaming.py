@@ -234,6 +234,10 @@ def test_cli_streaming_run_exports_tflite_and_detects_in_a_stream(tmp_path):
     assert report["parity"]["stream_step"]["max_abs_difference"] <= 1e-4
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["tflite"]["bytes"] == report["bytes"]
+    # evaluate measured detect --stream on the same recording as the sliding window
+    sliding, streamed = metrics["stream"], metrics["stream"]["stream_step"]
+    assert streamed["commands"] == sliding["commands"] > 0
+    assert 0 <= streamed["recall"] <= 1 and streamed["seconds"] == sliding["seconds"]
 
     clips = json.loads((run_dir / "stages" / "ingest" / "clips.json").read_text())
     test = [c["path"] for c in clips if c["split"] == "test"][:4]
