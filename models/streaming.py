@@ -181,7 +181,7 @@ class KerasStream(Stream):
     def __init__(self, streamer: StreamingClassifier, rows: int = 1) -> None:
         specs = [{"name": n, "shape": [None, *s]} for n, s in streamer.state_shapes().items()]
         super().__init__(streamer.hop, specs, rows)
-        self._step_fn = tf.function(streamer.step, reduce_retracing=True)
+        self._step_fn = tf.function(streamer.step, jit_compile=True)  # as the export's
 
     def _step(self, samples: np.ndarray) -> np.ndarray:
         per_hop, new = self._step_fn(tf.constant(samples), self.state)
