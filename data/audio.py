@@ -53,6 +53,9 @@ class FeatureConfig:
             ``normalize`` global or running, a unidirectional model and last or mean pooling.
         floor_db: with ``streaming``, the log-mel floor in dB (absolute, since the clip's peak is
             unknown): digital silence and faint hiss become the same frames.
+        running_prior_seconds: with ``normalize: running``, the running mean starts from the
+            training data's mean counted as this much audio, not from the clip's first frame
+            (which would measure the start of a word against itself); 0 for none.
     """
 
     sample_rate: int = 16000
@@ -70,6 +73,7 @@ class FeatureConfig:
     window: Literal["masked", "full"] = "masked"
     streaming: bool = False
     floor_db: float = -80.0
+    running_prior_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         check(self.sample_rate >= 1000, "features.sample_rate", self.sample_rate, ">= 1000 Hz")
@@ -84,6 +88,12 @@ class FeatureConfig:
         check(0 <= self.fmin < fmax, "features.fmin", self.fmin, f">= 0 and < fmax = {fmax}")
         check(self.deltas in (0, 1, 2), "features.deltas", self.deltas, "0, 1 or 2")
         check(self.top_db > 0, "features.top_db", self.top_db, "> 0")
+        check(
+            self.running_prior_seconds >= 0,
+            "features.running_prior_seconds",
+            self.running_prior_seconds,
+            ">= 0",
+        )
         normalizations = ("global", "utterance", "utterance_var", "running")
         check(
             self.normalize in normalizations,

@@ -102,6 +102,7 @@ def build_classifier(
     running_mean: bool = False,
     causal: bool = False,
     window_frames: int = 0,
+    prior_frames: int = 0,
     use_cudnn: bool | str = "auto",
     seed: int | None = None,
 ) -> keras.Model:
@@ -117,6 +118,8 @@ def build_classifier(
         running_mean: subtract the mean of the frames so far (causal; see ``FeatureNormalization``).
         causal: deltas from past frames only (a streaming front end).
         window_frames: frames in one window (the running mean's horizon in a stream).
+        prior_frames: the running mean starts from the training data's mean, worth this many
+            frames (0: from the clip's first frame).
         use_cudnn: passed to LSTM/GRU; ``False`` builds the portable kernel used for export.
         seed: seed of the SpecAugment masks.
 
@@ -134,6 +137,7 @@ def build_classifier(
         running_mean=running_mean,
         causal=causal,
         window_frames=window_frames,
+        prior_frames=prior_frames,
         name="normalization",
     )(x)
     if config.spec_augment:

@@ -130,40 +130,55 @@ def _deltas(x: tf.Tensor, width: int = DELTA_WIDTH, causal: bool = False) -> tf.
     return _delta_weights(tf.concat([first, x, last], axis=1), width, width)
 
 
-def running_mean(x: tf.Tensor, mean: tf.Tensor, count: tf.Tensor, horizon: int) -> tf.Tensor:
+def running_mean(
+    x: tf.Tensor,
+    mean: tf.Tensor,
+    count: tf.Tensor,
+    horizon: int,
+    prior: tf.Tensor | None = None,
+    prior_frames: int = 0,
+) -> tf.Tensor:
     """The mean of a stream's frames so far, at each of its newest frames.
 
-    Frame n (0-based, ``count`` frames came before ``x``) moves the mean by ``1 / min(n + 1,
-    horizon)`` of its distance: the exact mean for the first ``horizon`` frames, an exponential
-    average over about ``horizon`` frames after that.
+    Frame n (0-based, ``count`` frames came before ``x``) moves the mean by ``1 / min(n + 1 +
+    prior_frames, horizon + prior_frames)`` of its distance: the exact mean for the first
+    ``horizon`` frames, an exponential average over about ``horizon`` frames after that. Without
+    a prior a stream starts at its first frame; with one (``prior``, worth ``prior_frames``
+    frames) it starts there, so the first frames of a stream are not measured against themselves.
 
     Args:
         x: the newest frames ``[batch, k, size]``.
         mean: the mean before them ``[batch, size]`` (ignored when ``count`` is 0).
         count: frames before ``x``, float ``[batch, 1]``.
         horizon: frames of the window.
+        prior: ``[size]``, the mean a stream starts from (with ``prior_frames`` > 0).
+        prior_frames: how many frames the prior counts for.
 
     Returns:
         ``[batch, k, size]``: the mean after each frame.
     """
     index = count + tf.cast(tf.range(tf.shape(x)[1]), tf.float32)[None, :]  # [batch, k]
-    rate = 1.0 / tf.minimum(index + 1.0, float(max(horizon, 2)))
+    extra = float(prior_frames)
+    rate = 1.0 / tf.minimum(index + 1.0 + extra, float(max(horizon, 2)) + extra)
+    fresh = tf.equal(count, 0.0)  # [batch, 1]: a stream starts in this block
+    if prior_frames:
+        mean = tf.where(fresh, tf.broadcast_to(prior, tf.shape(mean)), mean)
     if x.shape[1] == 1:  # one frame (static): no scan loop, which TFLite int8 cannot calibrate
-        return tf.where(
-            tf.equal(count, 0.0)[..., None], x, (mean + (x[:, 0] - mean) * rate)[:, None]
-        )
+        step = (mean + (x[:, 0] - mean) * rate)[:, None]
+        return step if prior_frames else tf.where(fresh[..., None], x, step)
 
     # m_n = (1 - r_n) m_(n-1) + r_n x_n, solved for all n at once (no per-frame loop): with
     # P_n = prod (1 - r_j), m_n = P_n (m_start + sum_(j<=n) r_j x_j / P_j). In float64, as
     # P_n shrinks geometrically past the horizon (keep blocks to a few thousand frames).
-    # A stream that starts here begins at its first frame: m_0 = x_0, then the recurrence.
-    starts = tf.equal(index, 0.0)[..., None]  # [batch, k, 1]; only ever frame 0 of a block
-    rate64 = tf.cast(rate, tf.float64)[..., None]
-    rate64 = tf.where(starts, tf.zeros_like(rate64), rate64)
+    rate64 = tf.cast(rate, tf.float64)[..., None]  # [batch, k, 1]
+    start = mean
+    if not prior_frames:  # a stream that starts here begins at its first frame: m_0 = x_0
+        starts = tf.equal(index, 0.0)[..., None]  # only ever frame 0 of a block
+        rate64 = tf.where(starts, tf.zeros_like(rate64), rate64)
+        start = tf.where(fresh, x[:, 0], mean)
     product = tf.math.cumprod(1.0 - rate64, axis=1)  # >= (1 - 1/2)^k: no division by zero
     weighted = tf.math.cumsum(rate64 * tf.cast(x, tf.float64) / product, axis=1)
-    start = tf.cast(tf.where(starts[:, 0], x[:, 0], mean), tf.float64)[:, None]
-    return tf.cast(product * (start + weighted), tf.float32)
+    return tf.cast(product * (tf.cast(start, tf.float64)[:, None] + weighted), tf.float32)
 
 
 @keras.saving.register_keras_serializable("rnn_speech")
@@ -188,6 +203,7 @@ class FeatureNormalization(keras.layers.Layer):
         running_mean: bool = False,
         causal: bool = False,
         window_frames: int = 0,
+        prior_frames: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -199,6 +215,7 @@ class FeatureNormalization(keras.layers.Layer):
         self.running_mean = running_mean
         self.causal = causal
         self.window_frames = window_frames
+        self.prior_frames = prior_frames if running_mean else 0
         size = n_mfcc * (1 + deltas)
         self.mean = self.add_weight(
             shape=(size,), initializer="zeros", trainable=False, name="mean"
@@ -206,13 +223,20 @@ class FeatureNormalization(keras.layers.Layer):
         self.variance = self.add_weight(
             shape=(size,), initializer="ones", trainable=False, name="variance"
         )
+        if self.prior_frames:  # the raw training-set mean a running mean starts from
+            self.prior = self.add_weight(
+                shape=(n_mfcc,), initializer="zeros", trainable=False, name="prior"
+            )
 
     def transform(self, x: tf.Tensor, mask: tf.Tensor | None = None) -> tf.Tensor:
         """Mean removal and deltas, before standardization."""
         x = tf.convert_to_tensor(x, tf.float32)
         if self.running_mean:  # padding comes after a clip's frames, so it never enters a sum
             count = tf.cast(tf.range(1, tf.shape(x)[1] + 1), x.dtype)[None, :, None]
-            x = x - tf.cumsum(x, axis=1) / count
+            total = tf.cumsum(x, axis=1)
+            if self.prior_frames:
+                total += self.prior_frames * self.prior
+            x = x - total / (count + self.prior_frames)
         elif self.utterance_mean or self.utterance_var:
             x = x - _masked_mean(x, mask)
         if self.utterance_var:
@@ -254,7 +278,14 @@ class FeatureNormalization(keras.layers.Layer):
         first = tf.equal(count, 0.0)[:, :, None]  # [batch, 1, 1]
         new: dict[str, tf.Tensor] = {}
         if self.running_mean:
-            means = running_mean(x, state["cmn"], count, self.window_frames)
+            means = running_mean(
+                x,
+                state["cmn"],
+                count,
+                self.window_frames,
+                self.prior if self.prior_frames else None,
+                self.prior_frames,
+            )
             new["cmn"] = means[:, -1]
             x = x - means
         feats, current = [x], x
@@ -268,7 +299,18 @@ class FeatureNormalization(keras.layers.Layer):
         return (tf.concat(feats, axis=-1) - self.mean) / tf.sqrt(self.variance), new
 
     def adapt(self, batches) -> None:  # noqa: ANN001 - any iterable of (features, ...) batches
-        """Sets mean and variance from batches of raw MFCC (zero rows are padding)."""
+        """Sets mean and variance from batches of raw MFCC (zero rows are padding).
+
+        With a running-mean prior, a first pass sets it (the mean of the raw frames).
+        """
+        if self.prior_frames:
+            total = count = 0.0
+            for batch in batches:
+                x = batch[0] if isinstance(batch, tuple | list) else batch
+                weights = tf.cast(tf.reduce_any(tf.not_equal(x, 0.0), axis=-1), tf.float32)
+                total += tf.reduce_sum(x * weights[..., None], axis=[0, 1]).numpy()
+                count += float(tf.reduce_sum(weights))
+            self.prior.assign((total / max(count, 1.0)).astype(np.float32))
         total = count = squares = 0.0
         for batch in batches:
             x = batch[0] if isinstance(batch, tuple | list) else batch
@@ -303,6 +345,7 @@ class FeatureNormalization(keras.layers.Layer):
             "running_mean": self.running_mean,
             "causal": self.causal,
             "window_frames": self.window_frames,
+            "prior_frames": self.prior_frames,
         }
 
 

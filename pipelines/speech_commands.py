@@ -186,6 +186,9 @@ def build_model(config: SpeechConfig, n_classes: int, use_cudnn: bool | str = "a
         running_mean=config.features.normalize == "running",
         causal=config.features.streaming,
         window_frames=feature_shape(config.features).max_frames,
+        prior_frames=round(
+            config.features.running_prior_seconds * 1000 / config.features.stride_ms
+        ),
         use_cudnn=use_cudnn,
         seed=config.runtime.seed,
     )

@@ -29,7 +29,7 @@ def _features(**kwargs) -> FeatureConfig:
     return FeatureConfig(**{**base, **kwargs})
 
 
-def _model(features: FeatureConfig, **model_kwargs) -> keras.Model:
+def _model(features: FeatureConfig, prior_frames: int = 0, **model_kwargs) -> keras.Model:
     config = ModelConfig(**{"units": 16, "layers": 2, "pooling": "mean", **model_kwargs})
     model = build_classifier(
         config,
@@ -39,6 +39,7 @@ def _model(features: FeatureConfig, **model_kwargs) -> keras.Model:
         running_mean=features.normalize == "running",
         causal=features.streaming,
         window_frames=feature_shape(features).max_frames,
+        prior_frames=prior_frames,
         use_cudnn=False,
         seed=0,
     )
@@ -55,16 +56,19 @@ def _clips(rng: np.random.Generator, n: int, features: FeatureConfig, windows: i
 
 
 @pytest.mark.parametrize(
-    ("cell", "pooling", "deltas", "normalize"),
+    ("cell", "pooling", "deltas", "normalize", "prior"),
     [
-        ("lstm", "mean", 1, "running"),
-        ("gru", "last", 2, "global"),
-        ("simple_rnn", "mean", 0, "running"),
+        ("lstm", "mean", 1, "running", 0),
+        ("gru", "last", 2, "global", 0),
+        ("simple_rnn", "mean", 0, "running", 0),
+        ("gru", "mean", 1, "running", 20),  # the running mean starts from a prior
     ],
 )
-def test_stream_step_hop_by_hop_matches_the_window_model(cell, pooling, deltas, normalize):
+def test_stream_step_hop_by_hop_matches_the_window_model(cell, pooling, deltas, normalize, prior):
     features = _features(deltas=deltas, normalize=normalize)
-    model = _model(features, cell=cell, pooling=pooling)
+    model = _model(features, prior_frames=prior, cell=cell, pooling=pooling)
+    if prior:
+        assert np.abs(model.get_layer("normalization").prior.numpy()).max() > 0  # adapted
     clips = _clips(np.random.default_rng(0), 3, features)
     expected = model(MfccLayer(features)(clips), training=False).numpy()
     streamer = StreamingClassifier(model, features)
