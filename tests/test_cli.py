@@ -71,9 +71,9 @@ def test_run_writes_every_output(tiny_run):
     assert set(metrics["per_class"]) == {"yes", "no", "up", "_unknown_", "_silence_"}
     grads = metrics["gradients"]
     assert grads["steps_recorded"] > 0 and grads["first_nonfinite_step"] is None
-    assert set(grads["layers"]) == {"bi_lstm_0", "bi_lstm_1", "probabilities"}  # preset: BiLSTM x2
+    assert set(grads["layers"]) == {"lstm_0", "lstm_1", "probabilities"}  # preset: causal LSTM x2
     assert isinstance(metrics["gradient_warnings"], list)
-    assert "recall" in metrics["stream"] and "stream_step" not in metrics["stream"]  # BiLSTM
+    assert "recall" in metrics["stream"] and "recall" in metrics["stream"]["stream_step"]
     for path in (
         "config.yaml",
         "gradients.csv",

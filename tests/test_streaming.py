@@ -268,3 +268,22 @@ def test_cli_streaming_run_exports_tflite_and_detects_in_a_stream(tmp_path):
             )
     bad = run_cli("detect", "--stream", str(tmp_path), str(recording), check=False)
     assert bad.returncode == 2 and "not an export" in bad.stderr
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_stream_evaluation_measures_detect_stream_for_a_causal_model_only(bidirectional):
+    from models.evaluation import stream_metrics
+
+    features = _features()
+    model = _model(features, bidirectional=bidirectional)
+    clips = [
+        (c[:3000], "abc"[i % 3])
+        for i, c in enumerate(_clips(np.random.default_rng(5), 6, features))
+    ]
+    report = stream_metrics(model, clips, ["a", "b", "c"], features, [], seed=0, max_clips=6)
+    assert report["commands"] == 6
+    if bidirectional:
+        assert "stream_step" not in report
+    else:
+        assert report["stream_step"]["commands"] == 6
+        assert report["stream_step"]["seconds"] == report["seconds"]
