@@ -13,6 +13,8 @@ import tensorflow as tf
 
 from data.audio import FeatureConfig, feature_shape
 
+QUANTIZE_MIN_ELEMENTS = 1024  # TFLite's default: smaller constant weights stay float
+
 
 def librosa_constants(config: FeatureConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The analysis window (padded to ``n_fft``), the mel filter bank and the DCT-II matrix.
@@ -55,14 +57,20 @@ class MfccLayer(keras.layers.Layer):
         self.shape_info = feature_shape(feature_config)
         window, mel, dct = librosa_constants(feature_config)
         self._window = tf.constant(window)
-        self._mel = tf.constant(mel)
+        # The mel filter bank in column groups of under 1,024 numbers: TFLite's dynamic-range
+        # quantization only quantizes weights from that size up, so the front end stays float
+        # (quantized, its MFCC error is large enough to change answers).
+        columns = max(1, (QUANTIZE_MIN_ELEMENTS - 1) // mel.shape[0])
+        self._mel_parts = [
+            tf.constant(mel[:, i : i + columns]) for i in range(0, mel.shape[1], columns)
+        ]
         self._dct = tf.constant(dct)
 
     def _log_mel(self, frames: tf.Tensor) -> tf.Tensor:
         """Frames ``[..., n_fft]`` of samples -> log-mel power in dB ``[..., n_mels]``."""
         spectrum = tf.signal.rfft(frames * self._window, fft_length=[self.shape_info.n_fft])
         power = tf.math.real(spectrum) ** 2 + tf.math.imag(spectrum) ** 2
-        mel = tf.tensordot(power, self._mel, axes=1)
+        mel = tf.concat([tf.tensordot(power, part, axes=1) for part in self._mel_parts], -1)
         log_mel = 10.0 * tf.math.log(tf.maximum(mel, 1e-10)) / tf.math.log(10.0)
         if self.feature_config.streaming:  # an absolute floor: the clip's peak is unknown
             log_mel = tf.maximum(log_mel, self.feature_config.floor_db)
