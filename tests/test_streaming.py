@@ -287,3 +287,23 @@ def test_stream_evaluation_measures_detect_stream_for_a_causal_model_only(bidire
     else:
         assert report["stream_step"]["commands"] == 6
         assert report["stream_step"]["seconds"] == report["seconds"]
+
+
+def test_dynamic_quantization_leaves_the_mfcc_front_end_in_float(tmp_path):
+    from models.tflite import _convert, interpreter
+
+    features = _features(sample_rate=16000)  # 512-point FFT: a 257 x 40 mel filter bank
+    front = MfccLayer(features)
+    samples = feature_shape(features).clip_samples
+
+    class Front(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, samples], tf.float32, name="waveform")])
+        def classify(self, waveform):
+            return {"mfcc": front(waveform)}
+
+    module = Front()
+    tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"classify": module.classify})
+    (tmp_path / "front.tflite").write_bytes(_convert(tmp_path / "sm", "classify", "dynamic", None))
+    x = (np.random.default_rng(6).normal(0, 0.05, (1, samples))).astype(np.float32)
+    got = interpreter(tmp_path / "front.tflite").get_signature_runner("classify")(waveform=x)
+    np.testing.assert_allclose(got["mfcc"], front(x).numpy(), atol=1e-3)
