@@ -307,3 +307,26 @@ def test_dynamic_quantization_leaves_the_mfcc_front_end_in_float(tmp_path):
     x = (np.random.default_rng(6).normal(0, 0.05, (1, samples))).astype(np.float32)
     got = interpreter(tmp_path / "front.tflite").get_signature_runner("classify")(waveform=x)
     np.testing.assert_allclose(got["mfcc"], front(x).numpy(), atol=1e-3)
+
+
+def test_stream_step_matches_the_window_model_on_real_fsdd_clips():
+    from data.audio import fit_length, load_audio
+    from tests.conftest import shared_path
+
+    folder = shared_path("fsdd", "recordings")
+    # the fsdd preset's front end (8 kHz, 2-s window, 10 MFCC, deltas, running CMN with a prior)
+    features = _features(clip_seconds=2.0, n_mfcc=10, running_prior_seconds=1.0)
+    window = feature_shape(features).clip_samples
+    clips = np.stack(
+        [
+            fit_length(load_audio(str(folder / name), RATE), window, full=True)
+            for name in ("3_george_7.wav", "7_lucas_12.wav", "0_yweweler_40.wav")
+        ]
+    )
+    np.testing.assert_allclose(  # librosa and the graph agree on real speech too
+        MfccLayer(features)(clips[:1]).numpy()[0], mfcc(clips[0], features), atol=1e-3
+    )
+    model = _model(features, prior_frames=100, cell="gru")
+    expected = model(MfccLayer(features)(clips), training=False).numpy()
+    streamed, _ = StreamingClassifier(model, features).run(clips, hops=40)
+    np.testing.assert_allclose(streamed[:, -1].numpy(), expected, atol=1e-5)
