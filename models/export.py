@@ -118,8 +118,10 @@ def export_speech_classifier(
         features = mfcc(waveform)
         if features_config.window == "full":  # zero padding is what a row alone gets too
             return answer(model(features, training=False))
-        # A row alone has 1 + length // hop frames; the rest are zeroed, which the model masks.
-        frames = 1 + tf.minimum(lengths, shape.clip_samples) // shape.hop_length
+        # A row alone has 1 + length // hop frames (streaming front end: length // hop, at least
+        # one); the rest are zeroed, which the model masks.
+        whole = tf.minimum(lengths, shape.clip_samples) // shape.hop_length
+        frames = tf.maximum(whole, 1) if features_config.streaming else 1 + whole
         keep = tf.sequence_mask(frames, tf.shape(features)[1], dtype=features.dtype)
         return answer(model(features * keep[..., None], training=False))
 

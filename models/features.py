@@ -86,8 +86,9 @@ class MfccLayer(keras.layers.Layer):
         if self.feature_config.window == "full":  # as data.audio.fit_length: fill the window
             short = tf.maximum(0, s.clip_samples - tf.shape(waveform)[1])
             waveform = tf.pad(waveform, [[0, 0], [0, short]])
-        if self.feature_config.streaming:
-            padded = tf.pad(waveform, [[0, 0], [s.n_fft - s.hop_length, 0]])
+        if self.feature_config.streaming:  # under one hop: padded to one frame, not none
+            short = tf.maximum(0, s.hop_length - tf.shape(waveform)[1])
+            padded = tf.pad(waveform, [[0, 0], [s.n_fft - s.hop_length, short]])
         else:
             padded = tf.pad(waveform, [[0, 0], [s.n_fft // 2, s.n_fft // 2]])
         frames = tf.signal.frame(padded, s.n_fft, s.hop_length)  # [b, t, n_fft]
