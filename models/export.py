@@ -290,7 +290,9 @@ def export_translator(
     Signature: ``text`` string ``[batch]`` -> ``translation`` string ``[batch]``. Standardization,
     tokenization (Keras ``TextVectorization`` with the project's splitter), decoding (greedy or
     beam, as ``decode`` says) and detokenization all run in the graph; the vocabularies are
-    shipped in ``assets.extra/``.
+    shipped in ``assets.extra/``. A second signature, ``attention``, decodes greedily and returns
+    ``translation``, ``source_tokens`` ``[batch, s]``, ``target_tokens`` ``[batch, t]`` (up to
+    ``[END]``; both padded with ``""``) and the attention ``weights`` ``[batch, t, s]``.
 
     Args:
         model: a trained ``models.seq2seq.Translator``.
@@ -308,8 +310,8 @@ def export_translator(
     """
     import functools
 
-    from data.text import SPECIALS, join_tokens, split_tokens, standardize
-    from models.decoding import decode_ids, ids_to_tokens
+    from data.text import END_ID, PAD_ID, SPECIALS, join_tokens, split_tokens, standardize
+    from models.decoding import decode_ids, greedy_decode, ids_to_tokens
 
     vectorizer = keras.layers.TextVectorization(
         standardize=functools.partial(standardize, config=text, side="source"),
@@ -323,14 +325,35 @@ def export_translator(
         raise RuntimeError(f"Unexpected vocabulary layout {vectorizer.get_vocabulary()[:4]}")
     targets = tf.constant(target_vocabulary)
 
-    def serve(text_in: tf.Tensor) -> dict[str, tf.Tensor]:
+    def source_ids(text_in: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         ids = tf.cast(vectorizer(text_in).to_tensor(), tf.int32)
         ids = tf.pad(ids, [[0, 0], [0, 1]])  # one padding column: an empty input stays valid
-        out = decode_ids(model, ids, decode)
-        translation = join_tokens(ids_to_tokens(out, targets), text.level)
         # Nothing to translate (empty or only spaces) translates to nothing, not to a guess.
         blank = tf.equal(tf.reduce_sum(tf.cast(ids > 0, tf.int32), axis=1), 0)
+        return ids, blank
+
+    def serve(text_in: tf.Tensor) -> dict[str, tf.Tensor]:
+        ids, blank = source_ids(text_in)
+        out = decode_ids(model, ids, decode)
+        translation = join_tokens(ids_to_tokens(out, targets), text.level)
         return {"translation": tf.where(blank, tf.constant(""), translation)}
+
+    def attend(text_in: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The greedy decode with its attention weights (what a heat map shows)."""
+        ids, blank = source_ids(text_in)
+        source = split_tokens(standardize(text_in, text, "source"), text.level).to_tensor("")
+        out, weights = greedy_decode(model, ids, decode.max_length, decode.allow_unknown)
+        # output tokens up to and including [END]: the step that decided to stop attends too
+        upto_end = tf.equal(tf.cumsum(tf.cast(tf.equal(out, END_ID), tf.int32), 1, True), 0)
+        shown = tf.ragged.boolean_mask(tf.gather(targets, out), upto_end & (out != PAD_ID))
+        shown = shown.to_tensor("")
+        translation = join_tokens(ids_to_tokens(out, targets), text.level)
+        return {
+            "translation": tf.where(blank, tf.constant(""), translation),
+            "source_tokens": source,
+            "target_tokens": shown,
+            "weights": weights[:, : tf.shape(shown)[1], : tf.shape(source)[1]],
+        }
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -338,6 +361,11 @@ def export_translator(
     archive.add_endpoint(
         name="serving_default",
         fn=lambda text: serve(text),
+        input_signature=[tf.TensorSpec([None], tf.string, name="text")],
+    )
+    archive.add_endpoint(
+        name="attention",
+        fn=lambda text: attend(text),
         input_signature=[tf.TensorSpec([None], tf.string, name="text")],
     )
     out_dir = Path(out_dir)
@@ -358,6 +386,16 @@ def export_translator(
         "signature": {
             "inputs": {"text": "string [batch]"},
             "outputs": {"translation": "string [batch]"},
+        },
+        "signatures": {
+            "serving_default": {"inputs": ["text"]},
+            "attention": {
+                "inputs": ["text"],
+                "outputs": ["translation", "source_tokens", "target_tokens", "weights"],
+                "note": "greedy decoding (whatever decode.beam_width is): source_tokens "
+                "[batch, s] and target_tokens [batch, t] (up to [END]) padded with '', "
+                "weights float32 [batch, t, s] (zeros without attention)",
+            },
         },
         "versions": versions(),
         **metadata,

@@ -332,7 +332,7 @@ PIPELINE = PIPELINES.register("translation")(
             Stage(
                 "export",
                 export,
-                version=2,
+                version=3,  # 3: the attention signature
                 reads=("ingest", "tokenize", "train", "evaluate"),
                 sections=("export", "decode", "text"),
                 outputs=("export",),
