@@ -95,6 +95,11 @@ class SpeechModel:
 
             self._classify = interpreter(path / "classify.tflite").get_signature_runner("classify")
 
+    @property
+    def signatures(self) -> dict[str, Any]:
+        """The SavedModel's signatures (concrete functions) by name; empty for TFLite files."""
+        return dict(self._loaded.signatures) if self.kind == "savedmodel" else {}
+
     def classify(self, batch: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
         """Probabilities ``[n, classes]`` of a zero-padded batch ``[n, samples]``.
 

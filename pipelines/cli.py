@@ -21,6 +21,7 @@ EPILOG = """examples:
   python run.py run tatoeba_spa_eng               Spanish -> English on Tatoeba pairs
   python run.py predict runs/translation-*/export "the 3rd of March, 2021"
   python run.py detect runs/speech_commands-*/export long_recording.wav
+  python run.py serve runs/speech_commands-* runs/translation-*   REST API and page on :8501
   python run.py export runs/speech_commands-20260101-120000
   python run.py study gradients --quick           vanishing/exploding gradients, measured
   python run.py tune speech_commands --set tune.max_trials=4
@@ -148,7 +149,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     """``study gradients``: the vanishing/exploding gradient experiment."""
     from pipelines import config as cfg
     from pipelines.reporting import print_summary
-    from pipelines.study_gradients import QUICK, GradientStudyConfig, run_study
+    from pipelines.study_gradients import QUICK, GradientStudyConfig, run_study, summary_lines
 
     overrides = [*(QUICK if args.quick else ()), *args.set]
     config = cfg.build(GradientStudyConfig, cfg.load_raw("study_gradients", args.config, overrides))
@@ -156,15 +157,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     rows = run_study(config, run_dir)
     print_summary(
         "gradient study",
-        [
-            (
-                f"{r['variant']} len {r['seq_len']} clip {r['clipnorm'] or 'off'}",
-                f"acc {r['final_accuracy']:.2f}, dL/dh_1 / dL/dh_T "
-                f"{'-' if r['grad_first_over_last'] is None else format(r['grad_first_over_last'], '.1e')}"
-                f"{', DIVERGED' if r['diverged'] else ''}",
-            )
-            for r in rows
-        ]
+        summary_lines(rows)
         + [("report", str(run_dir / "report.md")), ("results", str(run_dir / "results.json"))],
     )
     return 0
@@ -256,6 +249,18 @@ def cmd_detect(args: argparse.Namespace) -> int:
         hop_ms=args.hop_ms,
     )
     return detect(args.export_dir, args.files, config, stream=args.stream)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``serve [NAME=]EXPORT...``: TF Serving's REST API and a page, until Ctrl-C."""
+    from models.serving import ExportError
+    from pipelines.serving.app import ServeError, serve
+
+    try:
+        return serve(args.exports, args.host, args.port, args.max_body_mb)
+    except (ExportError, ServeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -380,6 +385,30 @@ def build_parser() -> argparse.ArgumentParser:
         "the window (a causal model only)",
     )
     detect.set_defaults(func=cmd_detect)
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve exports over TensorFlow Serving's REST API, with a page to try them",
+        description="Serves each export under a name: /v1/models/NAME (status, /metadata, "
+        ":predict with instances or inputs, :classify_audio, :detect, :listen) and a page at /.",
+    )
+    serve.add_argument(
+        "exports",
+        nargs="+",
+        metavar="[NAME=]PATH",
+        help="an export (SavedModel, TFLite folder or .tflite file), a run directory, or a "
+        "folder of run directories; named after the run (timestamp dropped) unless NAME= is given",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8501, help="port (8501, TF Serving's REST port)")
+    serve.add_argument(
+        "--max-body-mb",
+        type=float,
+        default=50.0,
+        metavar="MB",
+        help="largest request body in MiB (50); bigger requests get a 413",
+    )
+    serve.set_defaults(func=cmd_serve)
 
     export = sub.add_parser("export", help="(re)export the model of a finished run")
     export.add_argument("run_dir", help="a run directory holding config.yaml")

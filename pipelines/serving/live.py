@@ -1,0 +1,134 @@
+"""Listening sessions: microphone audio arrives in pieces, detections leave as they happen.
+
+A ``LiveSession`` is ``run.py detect`` (sliding window, smoothing, threshold, refractory period)
+fed one piece at a time: ``models.detection.windows`` pulls blocks from an iterator, but here the
+audio comes between HTTP requests, so the same windows are cut as pieces arrive. A recording
+pushed in pieces gives the events ``detect`` gives for the whole file (tested). ``Sessions``
+keeps them by id, forgets idle ones and caps how many are open.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from models.detection import Detector, DetectorConfig, posteriors
+from models.serving import SpeechModel
+from pipelines.serving.tensors import RequestError
+
+
+class LiveSession:
+    """One listener's stream: audio in (at the model's rate), finished events out."""
+
+    def __init__(self, model: SpeechModel, config: DetectorConfig, rate: int) -> None:
+        import soxr
+
+        self.model, self.rate = model, rate
+        self.window = model.window
+        self.hop = max(1, int(round(model.rate * config.hop_ms / 1000)))
+        self.detector = Detector(model.labels, model.window / model.rate, config)
+        self._resampler = (
+            soxr.ResampleStream(rate, model.rate, 1, dtype="float32", quality="HQ")
+            if rate != model.rate
+            else None
+        )
+        self._buffer = np.zeros(0, np.float32)
+        self._offset = 0  # stream position of _buffer[0]
+        self._total = 0
+        self._next_end = self.window
+        self.last_used = time.monotonic()
+        self.latest: dict[str, Any] | None = None  # the newest window's answer, for a live meter
+        self.lock = threading.Lock()
+
+    @property
+    def seconds(self) -> float:
+        """Audio heard so far."""
+        return self._total / self.model.rate
+
+    def push(self, samples: np.ndarray) -> list[dict]:
+        """Adds audio (at the session's rate); returns the events that finished."""
+        self.last_used = time.monotonic()
+        samples = np.asarray(samples, np.float32)
+        if self._resampler is not None:
+            samples = self._resampler.resample_chunk(samples)
+        self._buffer = np.concatenate([self._buffer, samples])
+        self._total += samples.size
+        spans = []
+        while self._total >= self._next_end:
+            start = self._next_end - self.window - self._offset
+            spans.append((self._next_end, self._buffer[start : start + self.window].copy()))
+            self._next_end += self.hop
+        # keep what the next window needs, and one window for the end (as windows() does)
+        keep_from = min(self._next_end - self.window, self._total - self.window) - self._offset
+        if keep_from > 0:
+            self._buffer, self._offset = self._buffer[keep_from:], self._offset + keep_from
+        return self._score(spans)
+
+    def end(self) -> list[dict]:
+        """Ends the stream: a last window over a final partial hop, then the open events."""
+        events = []
+        if self._resampler is not None:  # the resampler's last samples
+            tail = self._resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+            self._resampler = None
+            events = self.push(tail)
+        last_end = self._next_end - self.hop
+        spans = []
+        if self._total < self.window:
+            if self._total:  # shorter than one window: once, whole (the model pads)
+                spans = [(self._total, self._buffer[: self._total])]
+        elif self._total > last_end:
+            spans = [(self._total, self._buffer[-self.window :])]
+        events += self._score(spans)
+        return events + [e.to_dict() for e in self.detector.flush()]
+
+    def _score(self, spans: list[tuple[int, np.ndarray]]) -> list[dict]:
+        events = []
+        for t, p in posteriors(spans, self.model.classify, self.model.rate):
+            events += [e.to_dict() for e in self.detector.push(t, p)]
+            best = int(np.argmax(p))
+            self.latest = {
+                "time": round(t, 3),
+                "label": self.model.labels[best],
+                "probability": round(float(p[best]), 4),
+            }
+        return events
+
+
+class Sessions:
+    """Open listening sessions by id; idle ones are forgotten after ``idle_seconds``."""
+
+    def __init__(self, limit: int = 16, idle_seconds: float = 60.0) -> None:
+        self.limit, self.idle_seconds = limit, idle_seconds
+        self._open: dict[str, LiveSession] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, make: Any) -> LiveSession:  # noqa: ANN401 - a () -> LiveSession
+        """The session ``key``, opened with ``make()`` if new.
+
+        Raises:
+            RequestError: 429 when ``limit`` sessions are already open.
+        """
+        with self._lock:
+            now = time.monotonic()
+            for old in [k for k, s in self._open.items() if now - s.last_used > self.idle_seconds]:
+                del self._open[old]
+            if key not in self._open:
+                if len(self._open) >= self.limit:
+                    raise RequestError(
+                        f"{self.limit} listening sessions are open: end one (end=true) or wait "
+                        f"{self.idle_seconds:.0f} s for an idle one to close",
+                        status=429,
+                    )
+                self._open[key] = make()
+            return self._open[key]
+
+    def close(self, key: str) -> None:
+        """Forgets session ``key`` (if open)."""
+        with self._lock:
+            self._open.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._open)
