@@ -50,20 +50,28 @@ def _is_export(path: Path) -> bool:
     return True
 
 
-def _expand(path: Path) -> list[tuple[Path, Path | None, str]]:
-    """``(export, run dir, default name)`` of each export a path stands for."""
+def _named(
+    export: Path, run: Path | None, name: str, tflite: bool = False
+) -> tuple[Path, Path | None, str, str]:
+    """``(export, run dir, full name, short name)``: the short one without run.py's timestamp."""
+    suffix = "-tflite" if tflite else ""
+    return export, run, name + suffix, TIMESTAMP.sub("", name) + suffix
+
+
+def _expand(path: Path) -> list[tuple[Path, Path | None, str, str]]:
+    """``(export, run dir, full name, short name)`` of each export a path stands for."""
     if _is_export(path):
         folder = path.parent if path.suffix == ".tflite" else path
         if folder.name == "tflite" and folder.parent.name == "export":  # RUN/export/tflite
-            return [(path, folder.parent.parent, f"{folder.parent.parent.name}-tflite")]
+            return [_named(path, folder.parent.parent, folder.parent.parent.name, tflite=True)]
         if folder.name == "export":  # RUN/export
-            return [(path, folder.parent, folder.parent.name)]
-        return [(path, None, folder.name)]
+            return [_named(path, folder.parent, folder.parent.name)]
+        return [_named(path, None, folder.name)]
     if _is_export(path / "export"):  # a run directory
-        return [(path / "export", path, path.name)]
+        return [_named(path / "export", path, path.name)]
     runs = sorted(p for p in path.iterdir() if _is_export(p / "export")) if path.is_dir() else []
     if runs:  # e.g. python run.py --run-dir D writes D/speech_commands and D/translation
-        return [(run / "export", run, run.name) for run in runs]
+        return [_named(run / "export", run, run.name) for run in runs]
     raise ExportError(
         f"{path} holds no export: expected a SavedModel export folder (with assets.extra/"
         "metadata.json), a TFLite folder or .tflite file, a run directory holding export/, or "
@@ -83,7 +91,8 @@ def find_exports(specs: list[str]) -> list[ExportPath]:
         ExportError: a path holds no export, a name is not URL-safe, ``NAME=`` names a folder of
             several runs, or two exports get the same name.
     """
-    found: list[tuple[str, str | None, Path, Path | None]] = []  # default name, given name, ...
+    found: list[tuple[Path, Path | None]] = []  # (export, run dir)
+    candidates: list[tuple[str, str]] = []  # (full, short) name; both the given name with NAME=
     for spec in specs:
         name, sep, rest = spec.partition("=")
         given = name if sep and NAME.fullmatch(name) and not Path(spec).exists() else None
@@ -94,24 +103,23 @@ def find_exports(specs: list[str]) -> list[ExportPath]:
         if given and len(expanded) > 1:
             raise ExportError(
                 f"{given}={path}: NAME= names one export; {path} holds {len(expanded)} runs "
-                f"({', '.join(str(run) for _, run, _ in expanded)}): name each run instead"
+                f"({', '.join(str(run) for _, run, _, _ in expanded)}): name each run instead"
             )
-        found += [(default, given, export, run) for export, run, default in expanded]
-    short = [given or TIMESTAMP.sub("", default) for default, given, _, _ in found]
-    names = [
-        s if given or short.count(s) == 1 else default
-        for s, (default, given, _, _) in zip(short, found, strict=True)
-    ]
-    for name, (_, _, export, _) in zip(names, found, strict=True):
+        for export, run, full, short in expanded:
+            found.append((export, run))
+            candidates.append((given, given) if given else (full, short))
+    shorts = [short for _, short in candidates]
+    names = [short if shorts.count(short) == 1 else full for full, short in candidates]
+    for name, (export, _) in zip(names, found, strict=True):
         if not NAME.fullmatch(name):
             raise ExportError(
                 f"Model name {name!r} (for {export}) is not usable in a URL: expected letters, "
                 "digits, '_', '.' or '-' (give one with NAME=PATH)"
             )
         if names.count(name) > 1:
-            paths = [str(e) for n, (_, _, e, _) in zip(names, found, strict=True) if n == name]
+            paths = [str(e) for n, (e, _) in zip(names, found, strict=True) if n == name]
             raise ExportError(f"Two exports are named {name!r} ({paths}): name them with NAME=PATH")
-    return [ExportPath(n, e, r) for n, (_, _, e, r) in zip(names, found, strict=True)]
+    return [ExportPath(n, e, r) for n, (e, r) in zip(names, found, strict=True)]
 
 
 class Served:
@@ -261,9 +269,11 @@ def _first_line(message: str) -> str:
     ]
     if not lines:
         return message.strip()
-    if lines[0].startswith("assertion failed:"):  # tf.debugging.assert_*: [message] [details]
-        found = re.search(r"\[([^\[\]]+)\]", lines[0])
-        return found.group(1).strip(" .") if found else lines[0]
+    head = "assertion failed: ["  # tf.debugging.assert_*: [message] [details] [values]
+    if lines[0].startswith(head):
+        text = lines[0][len(head) :]
+        end = text.find("] [")
+        return (text[:end] if end >= 0 else text.rstrip("]")).strip(" .")
     return lines[0]
 
 

@@ -1,0 +1,108 @@
+"""Tiny trained runs for the ``run.py serve`` tests, trained once per test session.
+
+Both serve test files ask for them; the runs live under the session's base temporary folder, so
+whichever file comes first trains them (speech and translation at the same time) and the other
+reuses them. The speech model is trained long enough to be sure of its training clips (the
+browser test needs a clip it gets right); the translator to emit a date-shaped answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tests.conftest import ROOT
+
+SPEECH = [
+    "data.synthetic.voices=6",
+    "data.synthetic.takes=2",
+    "data.synthetic.words=[yes, no, up]",
+    "data.synthetic.unknown_takes=1",
+    "augment.copies=0",
+    "model.units=32",
+    "model.pooling=mean",
+    "optimizer.learning_rate=0.01",
+    "train.epochs=25",
+    "train.early_stopping=0",
+    "train.batch_size=16",
+    "eval.stream_clips=0",
+    "export.tflite=true",  # a TFLite folder to serve too (about 4 s more)
+    "export.check_clips=20",
+]
+TEXT = [
+    "data.synthetic.examples=600",
+    "data.val_percent=10",
+    "data.test_percent=10",
+    "model.units=32",
+    "model.embedding_dim=16",
+    "optimizer.learning_rate=0.01",
+    "train.epochs=8",
+    "train.batch_size=32",
+    "decode.beam_width=2",
+    "decode.max_length=12",
+    "eval.attention_plots=1",
+]
+
+
+def tiny_runs(base: Path) -> tuple[Path, Path]:
+    """``(speech run, translation run)`` under ``base/serve_runs``, trained if not there yet."""
+    root = base / "serve_runs"
+    speech, text = root / "speech_commands", root / "translation"
+    if (root / "done").is_file():
+        return speech, text
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    jobs = []
+    for pipeline, run_dir, sets in (
+        ("speech_commands", speech, SPEECH),
+        ("translation", text, TEXT),
+    ):
+        sets = [*sets, f"runtime.cache_dir={root / 'cache'}"]
+        args = [
+            "run",
+            pipeline,
+            "--run-dir",
+            str(run_dir),
+            *(a for s in sets for a in ("--set", s)),
+        ]
+        jobs.append(
+            subprocess.Popen(
+                [sys.executable, "run.py", *args],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    for job in jobs:
+        output, _ = job.communicate(timeout=600)
+        if job.returncode != 0:
+            raise AssertionError(f"training a tiny run failed:\n{output}")
+    (root / "done").write_text("")
+    return speech, text
+
+
+def clips(run_dir: Path, split: str | None = None) -> list[dict]:
+    """The run's clips (``stages/ingest/clips.json``), optionally of one split."""
+    listed = json.loads((run_dir / "stages" / "ingest" / "clips.json").read_text())
+    return [c for c in listed if split is None or c["split"] == split]
+
+
+def recording(run_dir: Path, count: int = 6, seed: int = 0) -> np.ndarray:
+    """Test clips one after another with faint noise between them (16 kHz)."""
+    import soundfile
+
+    rng = np.random.default_rng(seed)
+    parts = []
+    for clip in clips(run_dir, "test")[:count]:
+        parts += [
+            rng.normal(0, 0.003, 8000).astype(np.float32),
+            soundfile.read(clip["path"], dtype="float32")[0],
+        ]
+    parts.append(rng.normal(0, 0.003, 8000).astype(np.float32))
+    return np.concatenate(parts)

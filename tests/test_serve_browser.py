@@ -1,0 +1,200 @@
+"""The page in headless Chromium (Selenium, Debian's ``chromium`` and ``chromium-driver``).
+
+Chromium's fake microphone plays a WAV file into getUserMedia: a spoken command recorded by the
+page gets the label ``run.py predict`` gives for that file; Listen puts detections on the time
+line; a typed sentence gets the export's translation and its attention heat map. The server runs
+in a thread on a free port of 127.0.0.1. Skipped, with the reason, where the browser is missing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from models.detection import DetectorConfig
+from pipelines.detect import detect_file
+from pipelines.serving.app import create_app
+from pipelines.serving.served import find_exports, load
+from tests.serve_fixtures import clips, recording, tiny_runs
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+SENTENCE = "mercredi 3 mars 2021"
+
+
+def _missing() -> str | None:
+    if not (CHROMIUM and DRIVER):
+        return (
+            "chromium and chromedriver are not installed (apt-get install -y chromium "
+            "chromium-driver; .ci/run installs them where it may)"
+        )
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -r requirements-dev.txt)"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory) -> tuple[Path, Path]:
+    return tiny_runs(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def server(runs):
+    from werkzeug.serving import make_server
+
+    speech, text = runs
+    models = {e.name: load(e) for e in find_exports([f"speech={speech}", f"text={text}"])}
+    httpd = make_server("127.0.0.1", 0, create_app(models), threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.port}", models
+    httpd.shutdown()
+
+
+def _browser(fake_audio: str | None = None):  # noqa: ANN202 - a selenium WebDriver
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+        "--use-fake-ui-for-media-stream",  # allow the microphone without asking
+        "--use-fake-device-for-media-stream",
+        "--autoplay-policy=no-user-gesture-required",
+    ):
+        options.add_argument(flag)
+    if fake_audio:
+        options.add_argument(f"--use-file-for-fake-audio-capture={fake_audio}")
+    return webdriver.Chrome(service=Service(DRIVER), options=options)
+
+
+def _open(driver, url: str, model: str):  # noqa: ANN001, ANN202 - the model's panel
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"{url}/#{model}")
+    WebDriverWait(driver, 30).until(
+        lambda d: d.execute_script("return document.body.dataset.ready")
+    )
+    panel = driver.find_element(By.CSS_SELECTOR, f'.panel[data-model="{model}"]')
+    assert panel.is_displayed()
+    return panel
+
+
+def _spoken_command(speech_run: Path, model, folder: Path) -> tuple[Path, str]:  # noqa: ANN001
+    """A clip of a command with faint noise around it that run.py predict gets right, surely."""
+    rng = np.random.default_rng(0)
+    path = folder / "spoken.wav"
+    for clip in clips(speech_run):
+        if clip["label"].startswith("_"):
+            continue
+        y = soundfile.read(clip["path"], dtype="float32")[0]
+        noise = [rng.normal(0, 0.003, n).astype(np.float32) for n in (8000, 24000)]
+        soundfile.write(path, np.concatenate([noise[0], y, noise[1]]), 16000)
+        said = model.classify_file(str(path))  # run.py predict's answer for this file
+        if said["label"] == clip["label"] and said["probability"] >= 0.8:
+            return path, said["label"]
+    pytest.fail("the tiny model is sure of none of its clips: train it longer in serve_fixtures")
+
+
+def test_a_spoken_command_gets_the_label_run_py_predict_gives(server, runs, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, models = server
+    path, label = _spoken_command(runs[0], models["speech"], tmp_path)
+    driver = _browser(f"{path}%noloop")  # played once, from when the page opens the microphone
+    try:
+        panel = _open(driver, url, "speech")
+        panel.find_element(By.CSS_SELECTOR, "button.record").click()  # 2 s by default
+        result = panel.find_element(By.CSS_SELECTOR, ".result")
+        WebDriverWait(driver, 60).until(
+            lambda d: result.get_attribute("data-state") in ("done", "error")
+        )
+        assert result.get_attribute("data-state") == "done", result.text
+        assert result.find_element(By.CSS_SELECTOR, ".answer .label").text == label
+        bars = result.find_elements(By.CSS_SELECTOR, ".bars li")
+        assert len(bars) == models["speech"].top_k
+        status = panel.find_element(By.CSS_SELECTOR, ".record-view .status").text
+        assert "at 16000 Hz" in status  # the page resampled to the model's rate
+    finally:
+        driver.quit()
+
+
+def test_listen_puts_detections_on_the_time_line(server, runs, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, models = server
+    path = tmp_path / "commands.wav"
+    audio = recording(runs[0], count=4)
+    soundfile.write(path, audio, 16000)
+    found = {
+        e["label"] for e in detect_file(models["speech"].model, str(path), DetectorConfig(0.5))
+    }
+    assert found, "the tiny model should find a command in its test clips"
+    driver = _browser(str(path))  # looped
+    try:
+        panel = _open(driver, url, "speech")
+        slider = panel.find_element(By.CSS_SELECTOR, "input.threshold")
+        driver.execute_script(
+            "arguments[0].value = '0.5'; arguments[0].dispatchEvent(new Event('input'))", slider
+        )
+        button = panel.find_element(By.CSS_SELECTOR, "button.listen")
+        button.click()
+        time.sleep(audio.size / 16000 + 1.0)  # once through the recording
+        button.click()
+        WebDriverWait(driver, 30).until(lambda d: button.text == "Listen" and button.is_enabled())
+        labels = [e.text for e in panel.find_elements(By.CSS_SELECTOR, ".events .event-label")]
+        marks = panel.find_elements(By.CSS_SELECTOR, ".timeline .mark")
+        status = panel.find_element(By.CSS_SELECTOR, ".listen-view .status").text
+        assert labels and set(labels) & found, (labels, found, status)
+        assert set(labels) <= {"yes", "no", "up"} and len(marks) == len(labels)
+        assert "s heard" in status
+    finally:
+        driver.quit()
+
+
+def test_a_typed_sentence_gets_its_translation_and_attention(server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, models = server
+    text = np.array([SENTENCE], dtype=object)
+    expected = models["text"].run("serving_default", {"text": text})["translation"][0].decode()
+    greedy = models["text"].run("attention", {"text": text})
+    tokens = [t for t in greedy["target_tokens"][0] if t]
+    driver = _browser()
+    try:
+        panel = _open(driver, url, "text")
+        panel.find_element(By.CSS_SELECTOR, "input.sentence").send_keys(SENTENCE)
+        panel.find_element(By.CSS_SELECTOR, "button.translate").click()
+        WebDriverWait(driver, 30).until(
+            lambda d: (
+                panel.find_elements(By.CSS_SELECTOR, ".heatmap")
+                or panel.find_element(By.CSS_SELECTOR, ".translation").get_attribute("data-state")
+                == "error"
+            )
+        )
+        assert panel.find_element(By.CSS_SELECTOR, ".translation").text == expected
+        rows = panel.find_elements(By.CSS_SELECTOR, ".heatmap .target-token")
+        assert len(rows) == len(tokens)
+        columns = panel.find_elements(By.CSS_SELECTOR, ".heatmap .source-token")
+        assert [c.text for c in columns] == ["mercredi", "3", "mars", "2021"]
+    finally:
+        driver.quit()
