@@ -26,16 +26,18 @@ def build_sequence_classifier(
     recurrent_gain: float = 1.0,
     recurrent_init: str = "orthogonal",
     gate_bias: float | None = None,
+    chrono_length: int | None = None,
+    seed: int = 0,
 ) -> keras.Model:
     """One recurrent layer (named ``rnn``) reading the whole sequence, then a softmax (``out``).
 
     ``recurrent_gain`` scales the orthogonal initialization of the recurrent weights: above 1 the
     hidden state of an unbounded (relu) cell grows step after step, the classic recipe for
     exploding gradients. ``recurrent_init="identity"`` (for simple RNNs: the IRNN of Le et al.,
-    2015) starts relu RNNs with a recurrence that neither shrinks nor forgets. ``gate_bias`` sets
-    the initial bias of the LSTM forget gate or the GRU update gate (Keras uses 1 and 0): a large
-    value starts the cell with its memory open, so the gradient reaches early steps from the
-    start.
+    2015) starts relu RNNs with a recurrence that neither shrinks nor forgets. The memory gates of
+    an LSTM or GRU start open (``set_gate_bias``): with ``chrono_length`` by chrono
+    initialization over that many steps, else with the constant ``gate_bias``; with neither,
+    Keras' defaults stay (LSTM forget bias 1, GRU update bias 0).
     """
     cell, activation = VARIANTS.get(variant)
     inputs = keras.Input((None, features))
@@ -52,14 +54,50 @@ def build_sequence_classifier(
     )
     outputs = keras.layers.Dense(classes, activation="softmax", name="out")(rnn(inputs))
     model = keras.Model(inputs, outputs, name=variant)
-    if gate_bias is not None and cell in ("lstm", "gru"):
-        bias = rnn.cell.bias
-        value = np.array(bias.numpy())
-        # LSTM bias blocks are [input, forget, cell, output]; GRU's are [update, reset, new].
-        block = slice(units, 2 * units) if cell == "lstm" else slice(0, units)
-        value[..., block] = gate_bias
-        bias.assign(value)
+    if cell in ("lstm", "gru") and (gate_bias is not None or chrono_length):
+        set_gate_bias(rnn, cell, units, gate_bias, chrono_length, seed)
     return model
+
+
+def set_gate_bias(
+    rnn: keras.layers.RNN,
+    cell: str,
+    units: int,
+    gate_bias: float | None = None,
+    chrono_length: int | None = None,
+    seed: int = 0,
+) -> None:
+    """Initializes the memory gates of an LSTM or GRU layer so the first input can be kept.
+
+    The gate that keeps the past (LSTM forget gate; GRU update gate ``z`` in Keras'
+    ``h = z * h_prev + (1 - z) * candidate``) gets bias ``b``. With ``chrono_length`` T,
+    ``b = log(u)`` with ``u ~ Uniform(1, T - 1)`` per unit (chrono initialization, Tallec &
+    Ollivier 2018): units start with memory time scales spread from 1 to T steps, so some write
+    the first token at once and others keep it for up to T steps. Otherwise every unit gets
+    ``gate_bias``. The LSTM input gate gets ``-b / 2``: a unit that keeps long writes less of
+    each noisy step, yet can still take in the first one. (Measured on the study's task at
+    length 500, 3 seeds: the paper's ``-b`` makes dL/dh_1 at init ~1e-4 of dL/dh_T and needs 6-8
+    epochs; Keras' 0 lets noise pile up in the cell and 2 of 3 seeds stay below 0.63; ``-b / 2``
+    gives a ratio of 0.05-0.3 and learns in 1-4 epochs.) A GRU with ``reset_after`` has two
+    bias rows (input and recurrent) that add up: only the input row is set, the recurrent row
+    becomes 0.
+    """
+    bias = rnn.cell.bias
+    value = np.array(bias.numpy())
+    if chrono_length:
+        rng = np.random.default_rng(seed)
+        keep = np.log(rng.uniform(1.0, max(chrono_length - 1, 2), size=units))
+    else:
+        keep = np.full(units, float(gate_bias))
+    row = value[0] if value.ndim == 2 else value  # reset_after GRU: [input row, recurrent row]
+    if cell == "lstm":  # blocks [input, forget, cell, output]
+        row[units : 2 * units] = keep
+        row[:units] = -keep / 2
+    else:  # GRU blocks [update, reset, new]
+        row[:units] = keep
+        if value.ndim == 2:
+            value[1, :units] = 0.0
+    bias.assign(value)
 
 
 def gradient_through_time(model: keras.Model, x: np.ndarray, y: np.ndarray) -> np.ndarray:
