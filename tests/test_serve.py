@@ -313,6 +313,15 @@ def test_page_assets_and_model_cards(client, runs):
     assert missing.status_code == 404
 
 
+def test_plots_of_a_run_given_by_a_relative_path(runs, monkeypatch):
+    monkeypatch.chdir(runs[0].parent)
+    (relative,) = find_exports([runs[0].name])
+    assert not relative.run_dir.is_absolute()
+    client = create_app({"speech": load(relative)}).test_client()
+    image = client.get("/api/models/speech/plots/training.png")
+    assert image.status_code == 200 and image.data.startswith(b"\x89PNG")
+
+
 # ---------------------------------------------------------------- bad requests: one test each
 
 BAD_REQUESTS = {

@@ -130,7 +130,8 @@ def create_app(models: dict[str, Served], max_body_mb: float = 50.0) -> Flask:
             raise RequestError(
                 f"model {name!r} has no plot {filename!r}: expected one of {served.plots()}", 404
             )
-        return send_from_directory(served.run_dir / "plots", filename)
+        # resolved here: Flask reads a relative folder from the package, not the working directory
+        return send_from_directory((served.run_dir / "plots").resolve(), filename)
 
     @app.get("/v1/models/<name>")
     @app.get("/v1/models/<name>/versions/<version>")
