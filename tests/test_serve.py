@@ -167,6 +167,25 @@ def test_predict_rows_columns_and_mixed_lengths(client, runs):
     )
 
 
+def test_concurrent_requests_get_the_answers_they_get_alone(client, runs):
+    """The threaded server calls models from several threads (a TFLite interpreter is locked)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, y = _clip(runs[0])
+    bodies = [{"instances": [y[: 4000 + 2000 * i].tolist()]} for i in range(6)]
+
+    def ask(target_body):
+        target, body = target_body
+        return client.post(f"/v1/models/{target}:predict", json=body).json["predictions"][0]
+
+    jobs = [(target, body) for target in ("speech", "lite") for body in bodies]
+    alone = [ask(job) for job in jobs]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(ask, jobs * 2))
+    for got, want in zip(together, alone * 2, strict=True):
+        np.testing.assert_allclose(got["probabilities"], want["probabilities"], atol=1e-5)
+
+
 def test_predict_text_and_the_attention_signature(client):
     out = client.post("/v1/models/text:predict", json={"instances": [SENTENCE, "", "1/2/33"]}).json
     assert len(out["predictions"]) == 3 and out["predictions"][1] == ""

@@ -8,6 +8,8 @@ detect`` on one file, so the server and the command line give the same answers.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,8 @@ class SpeechServed(Served):
     def __init__(self, export: ExportPath, meta: dict) -> None:
         super().__init__(export, meta)
         self.model = load_speech_model(export.path)
+        if self.model.kind == "tflite":  # one interpreter is not thread-safe: one call at a time
+            self.model.classify = _one_at_a_time(self.model.classify)
         self.top_k = min(int(meta.get("top_k", 3)), len(self.model.labels))
         self._functions = self.model.signatures
         if self._functions:
@@ -149,6 +153,16 @@ class SpeechServed(Served):
             "format": model.kind,
             "stream": model.stream_reason or True,
         }
+
+
+def _one_at_a_time(function: Callable) -> Callable:
+    lock = threading.Lock()
+
+    def locked(*args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+        with lock:
+            return function(*args, **kwargs)
+
+    return locked
 
 
 AUDIO_EXPECTED = "expected an audio file soundfile can read (WAV, FLAC, OGG, MP3, ...), any rate"
