@@ -229,6 +229,12 @@ def test_classify_audio_gives_run_py_predicts_answer(client, runs, tmp_path, cap
         "/v1/models/speech:classify_audio?top_k=5&filename=x.flac", data=flac.read_bytes()
     ).json
     assert raw["label"] == expected[0]["label"] and len(raw["top_k"]) == 5
+    curl = client.post(  # curl --data-binary @file says it sends a form
+        "/v1/models/speech:classify_audio",
+        data=flac.read_bytes(),
+        content_type="application/x-www-form-urlencoded",
+    ).json
+    assert curl["label"] == expected[0]["label"]
     assert "start" in expected[1]
 
 

@@ -193,8 +193,12 @@ def _speech(served: Served, verb: str) -> SpeechServed:
 
 
 def _upload() -> tuple[str, bytes]:
-    """The uploaded file: multipart field ``file`` (or the only one), else the raw body."""
-    if request.files:
+    """The uploaded file: multipart field ``file`` (or the only one), else the raw body.
+
+    Only a multipart body is parsed as a form: ``curl --data-binary @a.wav`` says it sends a
+    urlencoded form, and parsing it as one would leave no body to read.
+    """
+    if request.mimetype == "multipart/form-data" and request.files:
         upload = request.files.get("file") or next(iter(request.files.values()))
         data, filename = upload.read(), upload.filename or ""
     else:
