@@ -535,6 +535,21 @@ def test_oversized_body_gets_413_naming_the_limit(models):
     assert small.post("/v1/models/text:predict", json={"instances": ["a"]}).status_code == 200
 
 
+def test_a_port_in_use_is_an_error_naming_it(runs):
+    import socket
+
+    from pipelines.serving.app import ServeError, serve
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServeError, match=f"cannot listen on 127.0.0.1:{port}"):
+            serve([str(runs[1])], port=port)
+    with pytest.raises(ServeError, match="--max-body-mb: expected a positive number"):
+        serve([str(runs[1])], max_body_mb=0)
+
+
 def test_unknown_path_lists_the_endpoints(client):
     response = client.get("/v2/models")
     assert response.status_code == 404 and "/v1/models/NAME" in response.json["error"]

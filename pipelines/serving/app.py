@@ -357,9 +357,9 @@ def serve(
     app = create_app(models, max_body_mb)
     try:
         server = make_server(host, port, app, threaded=True)
-    except OSError as err:
+    except SystemExit:  # werkzeug prints why it cannot bind (e.g. the port is in use), then exits
         raise ServeError(
-            f"cannot listen on {host}:{port}: {err.strerror or err}; choose another --port "
+            f"cannot listen on {host}:{port} (the reason is above): choose another --port "
             "(or --host)"
         ) from None
     handler = logging.StreamHandler(sys.stderr)
