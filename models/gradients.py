@@ -109,13 +109,22 @@ class GradientMonitor(keras.callbacks.Callback):
         self.layers = list(dict.fromkeys(layer_of(v, model.name) for v in variables))
         groups = [self.layers.index(layer_of(v, model.name)) for v in variables]
         n = len(self.layers)
-        self._layer_norms = tf.Variable(tf.zeros([n]), trainable=False, name="grad_layer_norms")
-        self._global = tf.Variable(0.0, trainable=False, name="grad_global_norm")
-        self._clipped_global = tf.Variable(0.0, trainable=False, name="grad_clipped_norm")
+        # Written inside the train step, in replica context under a distribution strategy:
+        # the first replica's values are kept (its gradients, before the all-reduce).
+        first = tf.VariableAggregation.ONLY_FIRST_REPLICA
+        self._layer_norms = tf.Variable(
+            tf.zeros([n]), trainable=False, name="grad_layer_norms", aggregation=first
+        )
+        self._global = tf.Variable(0.0, trainable=False, name="grad_global_norm", aggregation=first)
+        self._clipped_global = tf.Variable(
+            0.0, trainable=False, name="grad_clipped_norm", aggregation=first
+        )
         self._snapshot = None
         if self.config.histogram_every:
             self._snapshot = [
-                tf.Variable(tf.zeros_like(v), trainable=False, name=f"grad_snapshot_{i}")
+                tf.Variable(
+                    tf.zeros_like(v), trainable=False, name=f"grad_snapshot_{i}", aggregation=first
+                )
                 for i, v in enumerate(variables)
             ]
         original = optimizer.apply

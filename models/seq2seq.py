@@ -272,7 +272,13 @@ def masked_loss(y_true: tf.Tensor, logits: tf.Tensor, label_smoothing: float = 0
         uniform = -ops.mean(ops.log_softmax(logits, axis=-1), axis=-1)
         losses = (1.0 - label_smoothing) * losses + label_smoothing * uniform
     mask = ops.cast(ops.not_equal(y_true, PAD_ID), losses.dtype)
-    return ops.sum(losses * mask) / ops.maximum(ops.sum(mask), 1.0)
+    value = ops.sum(losses * mask) / ops.maximum(ops.sum(mask), 1.0)
+    # Under a strategy Keras divides per-example losses by the number of replicas before the
+    # gradients are summed over them (and multiplies the logged loss back), but leaves an
+    # already reduced scalar such as this one alone: divide here, or the step would be that
+    # many times too large.
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return value / replicas if replicas > 1 else value
 
 
 def smoothed_loss(label_smoothing: float):  # noqa: ANN201

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import keras
+import tensorflow as tf
 
 from data.checks import check
 from data.registry import Registry
@@ -134,6 +135,8 @@ class TrainConfig:
             epoch's (false: for a validation split that cannot rank epochs well, e.g. one drawn
             from the training speakers when the test is on an unheard speaker).
         bucket_by_length: batch clips of similar length together (less padding, faster).
+        shuffle: reshuffle the training examples every epoch (false: one fixed order, e.g. to
+            compare a distributed run with a single process step by step).
         verbose: Keras ``fit`` verbosity (0 silent, 1 progress bar, 2 one line per epoch).
     """
 
@@ -144,6 +147,7 @@ class TrainConfig:
     monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     restore_best: bool = True
     bucket_by_length: bool = True
+    shuffle: bool = True
     verbose: int = 2
 
     def __post_init__(self) -> None:
@@ -207,6 +211,7 @@ def fit_resumable(
     done_file = checkpoint_dir / FIT_DONE
     monitor = GradientMonitor(gradients, checkpoint_dir / "gradients.csv", log_dir)
     monitor.install(model)
+    reduce_before_clipping(model.optimizer)  # outermost: the monitor sees the global gradient
     done = read_fit_done(done_file)
     if done is not None:
         # The fit finished before a later step of the stage failed: reuse it, do not retrain.
@@ -263,6 +268,34 @@ def fit_resumable(
 
 
 FIT_DONE = "fit_done.json"
+
+
+def reduce_before_clipping(optimizer: keras.optimizers.Optimizer) -> None:
+    """Under a strategy with several replicas, clips the all-reduced gradient, as one process does.
+
+    Keras 3 clips each replica's own gradient and sums the clipped gradients afterwards, so
+    ``clipnorm`` would bound each replica's part rather than the step. This sums the gradients
+    over the replicas first (the same one all-reduce, moved earlier) and turns the optimizer's
+    own sum off, so every replica clips and applies the same global gradient. Without a strategy
+    (or with one replica) it does nothing.
+    """
+    strategy = tf.distribute.get_strategy()
+    if strategy.num_replicas_in_sync <= 1:
+        return
+    original = optimizer.apply
+
+    def apply(grads, trainable_variables=None):  # noqa: ANN001, ANN202 - Keras signature
+        grads = list(grads)
+        context = tf.distribute.get_replica_context()
+        if context is not None:
+            present = [i for i, g in enumerate(grads) if g is not None]
+            summed = context.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
+            for i, g in zip(present, summed, strict=True):
+                grads[i] = g
+        return original(grads, trainable_variables)
+
+    optimizer.apply = apply
+    optimizer._all_reduce_sum_gradients = lambda grads_and_vars: grads_and_vars
 
 
 def read_fit_done(path: Path) -> dict[str, Any] | None:

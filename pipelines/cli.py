@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -89,6 +90,11 @@ def run_one(  # noqa: ANN201
 
     pipeline, config = resolve_config(name, config_files, overrides)
     run_dir = Path(run_dir) if run_dir else _default_run_dir(pipeline.name)
+    from pipelines import distribute
+
+    if distribute.cluster_size() > 1:
+        # a multi-worker strategy must exist before TensorFlow runs its first op
+        distribute.prepare(config.runtime.strategy)
     report = run_pipeline(pipeline, config, run_dir, until=until, force=force, on_stage=_progress)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     rows = pipeline.summarize(metrics) if pipeline.summarize else []
@@ -99,8 +105,35 @@ def run_one(  # noqa: ANN201
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.workers:
+        return _launch_run(args)
     run_one(args.pipeline, args.config, args.set, args.run_dir, args.until, args.force)
     return 0
+
+
+def _launch_run(args: argparse.Namespace) -> int:
+    """``run PIPELINE --workers N``: a training cluster of N processes on this machine."""
+    from pipelines import config as cfg
+    from pipelines.launch import launch_workers
+
+    if args.workers < 1:
+        raise cfg.ConfigError(f"--workers {args.workers}; expected a number of processes >= 1")
+    if "TF_CONFIG" in os.environ:
+        raise cfg.ConfigError(
+            "--workers starts its own cluster; do not combine it with TF_CONFIG (to join a "
+            "cluster, run the command without --workers on each machine)"
+        )
+    if args.until:
+        raise cfg.ConfigError("--workers trains; do not combine it with --until")
+    pipeline, _ = resolve_config(args.pipeline, args.config, args.set)
+    run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(pipeline.name)
+    names = [stage.name for stage in pipeline.stages]
+    before = names[names.index("train") - 1] if names.index("train") else None
+    argv = _strip_option(_strip_option(sys.argv[1:], "--workers"), "--run-dir")
+    code = launch_workers(argv, run_dir, args.workers, before)
+    if code == 0:
+        run_one(args.pipeline, args.config, args.set, run_dir)  # the summary: every stage reused
+    return code
 
 
 def cmd_default(args: argparse.Namespace) -> int:
@@ -163,14 +196,15 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
-def _strip_workers(argv: list[str]) -> list[str]:
+def _strip_option(argv: list[str], option: str) -> list[str]:
+    """``argv`` without ``option VALUE`` / ``option=VALUE``."""
     out, skip = [], False
     for item in argv:
         if skip:
             skip = False
-        elif item == "--workers":
+        elif item == option:
             skip = True
-        elif not item.startswith("--workers="):
+        elif not item.startswith(f"{option}="):
             out.append(item)
     return out
 
@@ -191,7 +225,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             )
         from pipelines.tuning import launch_distributed
 
-        argv = _strip_workers(sys.argv[1:])
+        argv = _strip_option(sys.argv[1:], "--workers")
         if not args.run_dir:
             argv += ["--run-dir", str(run_dir)]
         return launch_distributed(argv, args.workers)
@@ -330,6 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(run)
     run.add_argument("--until", metavar="STAGE", help="stop after this stage")
     run.add_argument("--force", action="store_true", help="rerun stages even if up to date")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="train with N worker processes on 127.0.0.1 (tf.distribute MultiWorkerMirrored)",
+    )
     run.set_defaults(func=cmd_run)
 
     tune = sub.add_parser(

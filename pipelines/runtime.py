@@ -8,6 +8,7 @@ import os
 import random
 import warnings
 from dataclasses import dataclass
+from typing import Literal
 
 from data.checks import check
 
@@ -23,12 +24,15 @@ class RuntimeConfig:
         deterministic: make TensorFlow ops deterministic
             (``tf.config.experimental.enable_op_determinism``), so two runs with the same seed
             give the same metrics.
+        strategy: ``auto``, ``default``, ``mirrored`` or ``multi_worker``: the
+            ``tf.distribute`` strategy training runs under (``pipelines.distribute``).
     """
 
     seed: int = 0
     workers: int = 2
     cache_dir: str = ".cache"
     deterministic: bool = True
+    strategy: Literal["auto", "default", "mirrored", "multi_worker"] = "auto"
 
     def __post_init__(self) -> None:
         check(self.workers >= 1, "runtime.workers", self.workers, ">= 1")

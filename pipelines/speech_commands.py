@@ -165,7 +165,7 @@ def _datasets(ctx: StageContext, split: str, shuffle: bool):  # noqa: ANN202
     return feature_set, sequence_dataset(
         feature_set,
         config.train.batch_size if shuffle else config.eval.batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and config.train.shuffle,
         seed=config.runtime.seed,
         bucket_by_length=config.train.bucket_by_length,
     )

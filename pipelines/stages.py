@@ -8,9 +8,10 @@ backups, logs and plots.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pipelines.runner import StageContext
@@ -58,37 +59,63 @@ def train_stage(task: TrainTask) -> Callable[[StageContext], dict[str, Any]]:
         import numpy as np
 
         from models.training import fit_resumable
+        from pipelines import distribute
 
         config = ctx.config
         set_seed(config.runtime.seed, config.runtime.deterministic)
-        train_ds, val_ds, n_train = task.datasets(ctx)
-        model = task.build_model(ctx, train_ds)
-        steps = config.train.steps_per_epoch or int(np.ceil(n_train / config.train.batch_size))
+        name = distribute.resolve(config.runtime.strategy)
+        strategy = distribute.strategy(name)
+        replicas = int(strategy.num_replicas_in_sync)
+        # train.batch_size is per replica: the datasets are batched globally and split by the
+        # strategy, so every replica steps on batch_size examples.
+        global_batch = config.train.batch_size * replicas
+        global_ctx = replace(
+            ctx, config=replace(config, train=replace(config.train, batch_size=global_batch))
+        )
+        train_ds, val_ds, n_train = task.datasets(global_ctx)
+        train_ds, val_ds = distribute.shard_for(train_ds, name), distribute.shard_for(val_ds, name)
+        steps = config.train.steps_per_epoch or int(np.ceil(n_train / global_batch))
         # Checkpoints are keyed by the stage fingerprint: a changed config never resumes a stale
         # run, and a rerun of the same stage resumes (or reuses a finished fit).
         ckpt_dir = ctx.run_dir / "checkpoints" / ctx.fingerprint
         if ctx.force:
             shutil.rmtree(ckpt_dir, ignore_errors=True)
-        result = fit_resumable(
-            model,
-            train_ds,
-            val_ds,
-            config.train,
-            config.optimizer,
-            config.gradients,
-            steps,
-            ckpt_dir,
-            ctx.run_dir / "logs",
-            task.recurrent_layers(model),
-            loss=task.loss,
-            metrics=task.metrics(),
-        )
-        return _finish(ctx, model, result, config.train.monitor, task)
+        # The default strategy runs without a scope, exactly as before strategies existed.
+        with strategy.scope() if name != "default" else contextlib.nullcontext():
+            model = task.build_model(ctx, train_ds)
+            result = fit_resumable(
+                model,
+                train_ds,
+                val_ds,
+                config.train,
+                config.optimizer,
+                config.gradients,
+                steps,
+                ckpt_dir,
+                ctx.run_dir / "logs",
+                task.recurrent_layers(model),
+                loss=task.loss,
+                metrics=task.metrics(),
+            )
+        distribution = {
+            "strategy": name,
+            "workers": distribute.cluster_size() if name == "multi_worker" else 1,
+            "replicas": replicas,
+            "global_batch_size": global_batch,
+        }
+        return _finish(ctx, model, result, config.train.monitor, task, distribution)
 
     return train
 
 
-def _finish(ctx: StageContext, model: Any, result: Any, monitor: str, task: TrainTask) -> dict:
+def _finish(
+    ctx: StageContext,
+    model: Any,
+    result: Any,
+    monitor: str,
+    task: TrainTask,
+    distribution: dict[str, Any],
+) -> dict:
     """Saves the kept model, logs and plots of a fit; returns the train stage's summary."""
     import keras
 
@@ -128,6 +155,7 @@ def _finish(ctx: StageContext, model: Any, result: Any, monitor: str, task: Trai
             "gradients": result.gradient_summary,
             "gradient_warnings": result.gradient_warnings,
             "diverged_at_step": result.diverged_step,
+            "distribution": distribution,
         },
     }
 

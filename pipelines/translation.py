@@ -142,7 +142,7 @@ def _train_datasets(ctx: StageContext) -> tuple[Any, Any, int]:
     config: TranslationConfig = ctx.config
     ids = {s: PairIds.load(ctx.input("tokenize") / f"{s}.npz") for s in ("train", "validation")}
     bs, bucket = config.train.batch_size, config.train.bucket_by_length
-    train_ds = pair_dataset(ids["train"], bs, True, config.runtime.seed, bucket)
+    train_ds = pair_dataset(ids["train"], bs, config.train.shuffle, config.runtime.seed, bucket)
     val_ds = pair_dataset(ids["validation"], bs, bucket_by_length=bucket)
     return train_ds, val_ds, len(ids["train"])
 
