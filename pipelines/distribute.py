@@ -138,6 +138,17 @@ def _patch_keras_multi_worker() -> None:
 
     if getattr(trainer, "_rnn_pipelines_patched", False):
         return
+    needed = ("reduce_per_replica", "_collective_all_reduce_multi_worker", "TensorFlowTrainer")
+    missing = [name for name in needed if not hasattr(trainer, name)]
+    if missing or not hasattr(trainer.TensorFlowTrainer, "_maybe_symbolic_build"):
+        import keras
+
+        raise RuntimeError(
+            f"runtime.strategy multi_worker: Keras {keras.__version__} lacks "
+            f"{missing or ['TensorFlowTrainer._maybe_symbolic_build']}, which the multi-worker "
+            "workaround patches (written for and tested with Keras 3.15); use that Keras or "
+            "runtime.strategy=default"
+        )
     original_reduce = trainer.reduce_per_replica
 
     def reduce_per_replica(values: Any, strategy: Any, reduction: str) -> Any:
