@@ -139,6 +139,7 @@ def build_classifier(
         window_frames=window_frames,
         prior_frames=prior_frames,
         name="normalization",
+        dtype="float32",  # statistics over time stay float32 under a mixed precision policy
     )(x)
     if config.spec_augment:
         x = SpecAugment(
@@ -171,7 +172,10 @@ def build_classifier(
         x = keras.layers.Dense(config.dense_units, activation="relu", name="dense")(x)
     if config.dropout:
         x = keras.layers.Dropout(config.dropout, name="output_dropout")(x)
-    outputs = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+    # float32 whatever the precision policy: a softmax in bfloat16 loses the small probabilities
+    outputs = keras.layers.Dense(
+        n_classes, activation="softmax", name="probabilities", dtype="float32"
+    )(x)
     return keras.Model(inputs, outputs, name=f"{config.cell}_classifier")
 
 

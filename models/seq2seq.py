@@ -185,7 +185,10 @@ class Translator(keras.Model):
             else None
         )
         self.dropout = layers.Dropout(config.dropout, seed=seed)
-        self.output_projection = layers.Dense(target_vocab, name="output_projection")
+        # float32 logits whatever the precision policy: the cross-entropy over the vocabulary
+        self.output_projection = layers.Dense(
+            target_vocab, name="output_projection", dtype="float32"
+        )
 
     # ------------------------------------------------------------ encoder
 

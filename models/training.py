@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -137,6 +139,9 @@ class TrainConfig:
         bucket_by_length: batch clips of similar length together (less padding, faster).
         shuffle: reshuffle the training examples every epoch (false: one fixed order, e.g. to
             compare a distributed run with a single process step by step).
+        precision: ``float32``, or ``mixed_bfloat16`` (Keras' mixed precision policy: layers
+            compute in bfloat16, weights stay float32; the saved model and the export are
+            float32 either way).
         verbose: Keras ``fit`` verbosity (0 silent, 1 progress bar, 2 one line per epoch).
     """
 
@@ -148,6 +153,7 @@ class TrainConfig:
     restore_best: bool = True
     bucket_by_length: bool = True
     shuffle: bool = True
+    precision: Literal["float32", "mixed_bfloat16"] = "float32"
     verbose: int = 2
 
     def __post_init__(self) -> None:
@@ -268,6 +274,21 @@ def fit_resumable(
 
 
 FIT_DONE = "fit_done.json"
+
+
+@contextlib.contextmanager
+def precision_policy(name: str) -> Iterator[None]:
+    """Keras' global dtype policy set to ``name`` inside the block, and restored after it.
+
+    Keras keeps the policy process-wide; scoping it here keeps it from leaking into the
+    evaluate and export stages, which run float32.
+    """
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def reduce_before_clipping(optimizer: keras.optimizers.Optimizer) -> None:

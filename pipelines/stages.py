@@ -58,7 +58,7 @@ def train_stage(task: TrainTask) -> Callable[[StageContext], dict[str, Any]]:
     def train(ctx: StageContext) -> dict[str, Any]:
         import numpy as np
 
-        from models.training import fit_resumable
+        from models.training import fit_resumable, precision_policy
         from pipelines import distribute
 
         config = ctx.config
@@ -81,7 +81,8 @@ def train_stage(task: TrainTask) -> Callable[[StageContext], dict[str, Any]]:
         if ctx.force:
             shutil.rmtree(ckpt_dir, ignore_errors=True)
         # The default strategy runs without a scope, exactly as before strategies existed.
-        with strategy.scope() if name != "default" else contextlib.nullcontext():
+        scope = strategy.scope() if name != "default" else contextlib.nullcontext()
+        with precision_policy(config.train.precision), scope:
             model = task.build_model(ctx, train_ds)
             result = fit_resumable(
                 model,
@@ -103,7 +104,12 @@ def train_stage(task: TrainTask) -> Callable[[StageContext], dict[str, Any]]:
             "replicas": replicas,
             "global_batch_size": global_batch,
         }
-        return _finish(ctx, model, result, config.train.monitor, task, distribution)
+        saved = model
+        if config.train.precision != "float32":
+            # The saved model (and so evaluate and the export) computes in float32.
+            saved = task.build_model(ctx, train_ds)
+            saved.set_weights(model.get_weights())
+        return _finish(ctx, model, result, config.train.monitor, task, distribution, saved)
 
     return train
 
@@ -115,6 +121,7 @@ def _finish(
     monitor: str,
     task: TrainTask,
     distribution: dict[str, Any],
+    saved: Any,
 ) -> dict:
     """Saves the kept model, logs and plots of a fit; returns the train stage's summary."""
     import keras
@@ -123,9 +130,9 @@ def _finish(
     from pipelines.reporting import plot_gradients, plot_history
 
     if task.save_as.endswith(".weights.h5"):
-        model.save_weights(ctx.out_dir / task.save_as)
+        saved.save_weights(ctx.out_dir / task.save_as)
     else:
-        model.save(ctx.out_dir / task.save_as)
+        saved.save(ctx.out_dir / task.save_as)
     ckpt_dir = result.kept_weights.parent
     for name in ("history.csv", "gradients.csv"):
         if (ckpt_dir / name).is_file():
@@ -156,6 +163,7 @@ def _finish(
             "gradient_warnings": result.gradient_warnings,
             "diverged_at_step": result.diverged_step,
             "distribution": distribution,
+            "precision": ctx.config.train.precision,
         },
     }
 

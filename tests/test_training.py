@@ -221,3 +221,37 @@ def test_resume_logs_trims_to_the_backup_and_recovers_a_damaged_one(tmp_path):
     resume_logs(tmp_path, history)
     assert not backup.exists() and not history.exists()
     assert not (tmp_path / "gradients.csv").exists()
+
+
+def test_mixed_precision_policy_is_scoped_and_keeps_outputs_float32():
+    from models.classifier import ModelConfig, build_classifier
+    from models.training import precision_policy
+
+    with precision_policy("mixed_bfloat16"):
+        model = build_classifier(ModelConfig(units=8), 3, 13)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored
+    assert model.get_layer("probabilities").compute_dtype == "float32"
+    assert model.get_layer("normalization").compute_dtype == "float32"
+    recurrent = [layer for layer in model.layers if "lstm" in layer.name]
+    assert recurrent and all(layer.compute_dtype == "bfloat16" for layer in recurrent)
+    assert all(w.dtype == "float32" for w in model.weights)
+
+
+def test_mixed_precision_run_saves_a_float32_model(tmp_path):
+    """train.precision=mixed_bfloat16 trains in bfloat16; what the train stage saves (and so
+    evaluate and the export) computes in float32."""
+    from tests.test_cli import TINY, run_cli
+
+    sets = [*TINY, f"runtime.cache_dir={tmp_path / 'cache'}", "train.precision=mixed_bfloat16"]
+    run_cli(
+        "run", "speech_commands", "--run-dir", str(tmp_path / "run"), "--until", "train",
+        *(a for s in sets for a in ("--set", s)),
+    )  # fmt: skip
+    import json
+
+    import models.features  # noqa: F401 - registers the custom layers
+
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["precision"] == "mixed_bfloat16"
+    saved = keras.models.load_model(tmp_path / "run" / "stages" / "train" / "model.keras")
+    assert {layer.compute_dtype for layer in saved.layers} == {"float32"}
