@@ -110,7 +110,8 @@ class GradientMonitor(keras.callbacks.Callback):
         groups = [self.layers.index(layer_of(v, model.name)) for v in variables]
         n = len(self.layers)
         # Written inside the train step, in replica context under a distribution strategy:
-        # the first replica's values are kept (its gradients, before the all-reduce).
+        # the first replica's values are kept (the gradients are already summed over the
+        # replicas there, see models.training.reduce_before_clipping).
         first = tf.VariableAggregation.ONLY_FIRST_REPLICA
         self._layer_norms = tf.Variable(
             tf.zeros([n]), trainable=False, name="grad_layer_norms", aggregation=first
