@@ -110,6 +110,15 @@ def run_pipeline(
     return metrics
 
 
+def stage_seconds(run_dir: Path, stage: str) -> float:
+    """Seconds of the last run of ``stage``, from its record in ``RUN_DIR/stages/STAGE``.
+
+    ``metrics.json`` lists only the stages that ran in the last command; ``--workers`` ends with
+    a pass that reuses every stage, so there the record is the only place left.
+    """
+    return float(json.loads((run_dir / "stages" / stage / "_stage.json").read_text())["seconds"])
+
+
 def loglog_slope(sizes: list[float], seconds: list[float]) -> float:
     """Least-squares slope of log(seconds) on log(size): 1 is linear, 2 quadratic."""
     xs, ys = [math.log(s) for s in sizes], [math.log(max(t, 1e-9)) for t in seconds]
