@@ -123,16 +123,19 @@ def _launch_run(args: argparse.Namespace) -> int:
             "--workers starts its own cluster; do not combine it with TF_CONFIG (to join a "
             "cluster, run the command without --workers on each machine)"
         )
-    if args.until:
-        raise cfg.ConfigError("--workers trains; do not combine it with --until")
     pipeline, _ = resolve_config(args.pipeline, args.config, args.set)
     run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(pipeline.name)
     names = [stage.name for stage in pipeline.stages]
+    if args.until and args.until in names and names.index(args.until) < names.index("train"):
+        raise cfg.ConfigError(
+            f"--workers trains: --until {args.until} stops before train; expected train or a "
+            f"later stage ({', '.join(names[names.index('train') :])}), or no --workers"
+        )
     before = names[names.index("train") - 1] if names.index("train") else None
     argv = _strip_option(_strip_option(sys.argv[1:], "--workers"), "--run-dir")
     code = launch_workers(argv, run_dir, args.workers, before)
-    if code == 0:
-        run_one(args.pipeline, args.config, args.set, run_dir)  # the summary: every stage reused
+    if code == 0:  # the summary: every stage reused
+        run_one(args.pipeline, args.config, args.set, run_dir, args.until)
     return code
 
 
@@ -305,6 +308,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from models.seq2seq import ATTENTIONS
     from models.training import OPTIMIZERS, SCHEDULES
     from pipelines import config as cfg
+    from pipelines.distribute import STRATEGIES
     from pipelines.runner import PIPELINES
 
     _load_pipelines()
@@ -318,6 +322,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         ("cells", CELLS.names()),
         ("optimizers", OPTIMIZERS.names()),
         ("schedules", SCHEDULES.names()),
+        ("distribution strategies (runtime.strategy)", ["auto", *STRATEGIES.names()]),
     ):
         print(f"{title}: {', '.join(names)}")
     return 0

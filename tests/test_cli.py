@@ -298,6 +298,7 @@ def test_help_list_and_config_errors():
     assert "predict" in run_cli("--help").stdout
     listing = run_cli("list").stdout
     assert "speech_commands" in listing and "fsdd" in listing and "lstm" in listing
+    assert "multi_worker" in listing
     bad = run_cli("run", "speech_commands", "--set", "train.epoch=2", check=False)
     assert bad.returncode == 2 and "Unknown config key 'train.epoch'" in bad.stderr
     bad = run_cli("run", "nope", check=False)
