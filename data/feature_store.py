@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import zlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -137,7 +138,7 @@ def _compute_chunk(tasks, *args):  # noqa: ANN001, ANN202 - runs in a worker pro
     return [compute_one(task, *args) for task in tasks]
 
 
-def compute_many(
+def iter_many(
     tasks: list[FeatureTask],
     features: FeatureConfig,
     aug: AugmentConfig | None = None,
@@ -146,14 +147,17 @@ def compute_many(
     seed: int = 0,
     workers: int = 1,
     description: str = "MFCC",
-) -> list[np.ndarray | str]:
-    """Runs ``compute_one`` over ``tasks`` with a progress bar, in ``workers`` processes."""
+) -> Iterator[np.ndarray | str]:
+    """``compute_one`` over ``tasks``, in order, yielded as they come (in ``workers`` processes).
+
+    Nothing is kept after it is yielded, so a caller that writes results away holds only one
+    chunk of them at a time, however many tasks there are.
+    """
     from rich.progress import Progress
 
     chunk = 32
     chunks = [tasks[i : i + chunk] for i in range(0, len(tasks), chunk)]
     args = (features, aug, tuple(noise_files), cache_dir, seed)
-    results: list[np.ndarray | str] = []
     with Progress(transient=True) as progress:
         bar = progress.add_task(description, total=len(tasks))
         if workers <= 1 or len(chunks) <= 1:
@@ -165,74 +169,19 @@ def compute_many(
                 delayed(_compute_chunk)(c, *args) for c in chunks
             )
         for out in outputs:
-            results.extend(out)
+            yield from out
             progress.advance(bar, len(out))
-    return results
 
 
-def build_feature_set(
-    clips: list,
-    index: dict[str, int],
-    copies: dict[str, int],
+def compute_many(
+    tasks: list[FeatureTask],
     features: FeatureConfig,
-    aug: AugmentConfig | None,
-    noise_files: tuple[str, ...],
-    cache_dir: str | None,
-    seed: int,
-    workers: int,
+    aug: AugmentConfig | None = None,
+    noise_files: tuple[str, ...] = (),
+    cache_dir: str | None = None,
+    seed: int = 0,
+    workers: int = 1,
     description: str = "MFCC",
-    place: bool = False,
-) -> tuple[FeatureSet, list[tuple[str, str]]]:
-    """MFCC of one split's clips and their augmented copies, as one ``FeatureSet``.
-
-    Args:
-        clips: the split's ``data.clips.Clip`` records.
-        index: label -> class id.
-        copies: clip path -> number of augmented copies (0 outside training).
-        features: MFCC settings.
-        aug: augmentation settings for the copies.
-        noise_files: background noises for augmentation.
-        cache_dir: the feature cache.
-        seed: random seed of the augmentation.
-        workers: processes.
-        description: the progress bar's label.
-        place: put every clip at a random position in a full window (training clips with
-            ``features.window: full``).
-
-    Returns:
-        The feature set and ``(path, reason)`` of every clip that could not be decoded.
-
-    Raises:
-        ValueError: no clip of the split could be decoded.
-    """
-    tasks, owners = [], []
-    for clip in clips:  # copy 0 is the clean clip, 1.. the augmented ones
-        for k in range(1 + copies.get(clip.path, 0)):
-            tasks.append(FeatureTask(clip.path, k, place))
-            owners.append(clip)
-    results = compute_many(
-        tasks, features, aug, noise_files, cache_dir, seed, workers=workers, description=description
-    )
-    seqs, labs, paths, copy_ids, failed = [], [], [], [], []
-    for task, clip, result in zip(tasks, owners, results, strict=True):
-        if isinstance(result, str):
-            if task.copy == 0:
-                failed.append((clip.path, result))
-            continue
-        seqs.append(result)
-        labs.append(index[clip.label])
-        paths.append(clip.path)
-        copy_ids.append(task.copy)
-    if not seqs:
-        raise ValueError(
-            f"No usable audio among {len(clips)} clips ({description}); first failures: "
-            f"{failed[:3]}"
-        )
-    feature_set = FeatureSet(
-        frames=np.concatenate(seqs).astype(np.float32),
-        lengths=np.array([len(s) for s in seqs], np.int32),
-        labels=np.array(labs, np.int32),
-        paths=np.array(paths),
-        copies=np.array(copy_ids, np.int32),
-    )
-    return feature_set, failed
+) -> list[np.ndarray | str]:
+    """Runs ``compute_one`` over ``tasks`` with a progress bar, in ``workers`` processes."""
+    return list(iter_many(tasks, features, aug, noise_files, cache_dir, seed, workers, description))

@@ -11,7 +11,7 @@ import numpy as np
 from data.audio import load_audio
 from data.augment import write_silence_clips
 from data.clips import SPLITS, Clip, SourceListing, is_audio_name
-from data.feature_store import FeatureSet, build_feature_set
+from data.feature_shards import write_split
 from data.files import read_json, write_json
 from data.speech_sources import (
     assign_splits,
@@ -111,27 +111,29 @@ def features(ctx: StageContext) -> dict[str, Any]:
     counts = {}
     for split in SPLITS:
         in_split = [c for c in clips if c.split == split]
-        feature_set, failed = build_feature_set(
+        # written shard by shard as the MFCC arrive: a large split is never held whole
+        manifest, failed = write_split(
             in_split,
             index,
             {
                 c.path: config.augment.copies_for(c.source) if split == "train" else 0
                 for c in in_split
             },
-            config.features,
-            config.augment,
-            noise_files,
-            cache,
-            config.runtime.seed,
-            config.runtime.workers,
-            description=f"MFCC {split}",
+            ctx.out_dir,
+            split,
             place=split == "train" and config.features.window == "full",
+            features=config.features,
+            aug=config.augment,
+            noise_files=noise_files,
+            cache_dir=cache,
+            seed=config.runtime.seed,
+            workers=config.runtime.workers,
+            description=f"MFCC {split}",
         )
         rejected += [{"item": path, "reason": reason, "split": split} for path, reason in failed]
-        feature_set.save(ctx.out_dir / f"{split}.npz")
-        counts[split] = int(np.sum(feature_set.copies == 0))
+        counts[split] = manifest["clean"]
         if split == "train":
-            augmented = int(np.sum(feature_set.copies > 0))
+            augmented = manifest["augmented"]
     write_json(ctx.out_dir / "rejected.json", rejected)
     previous = ctx.results.get("ingest", {}).get("metrics", {})
     audio = read_json(ingest_dir / "audio_files.json")  # what ingest found unusable, and the rest
@@ -158,12 +160,14 @@ def features(ctx: StageContext) -> dict[str, Any]:
 
 
 def _datasets(ctx: StageContext, split: str, shuffle: bool):  # noqa: ANN202
-    from data.datasets import sequence_dataset
+    """``(examples, batches)`` of a split, streamed from its shards."""
+    from data.feature_shards import count, split_dataset
 
     config: SpeechConfig = ctx.config
-    feature_set = FeatureSet.load(ctx.input("features") / f"{split}.npz")
-    return feature_set, sequence_dataset(
-        feature_set,
+    folder = ctx.input("features")
+    return count(folder, split), split_dataset(
+        folder,
+        split,
         config.train.batch_size if shuffle else config.eval.batch_size,
         shuffle=shuffle and config.train.shuffle,
         seed=config.runtime.seed,
@@ -195,9 +199,9 @@ def build_model(config: SpeechConfig, n_classes: int, use_cudnn: bool | str = "a
 
 
 def _train_datasets(ctx: StageContext) -> tuple[Any, Any, int]:
-    train_set, train_ds = _datasets(ctx, "train", shuffle=True)
+    n_train, train_ds = _datasets(ctx, "train", shuffle=True)
     _, val_ds = _datasets(ctx, "validation", shuffle=False)
-    return train_ds, val_ds, len(train_set)
+    return train_ds, val_ds, n_train
 
 
 def _build_for_training(ctx: StageContext, train_ds: Any) -> Any:
@@ -233,7 +237,9 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
     config: SpeechConfig = ctx.config
     labels = read_json(ctx.input("ingest") / "labels.json")
     model = _load_model(ctx)
-    test_set, _ = _datasets(ctx, "test", shuffle=False)
+    from data.feature_shards import load_split
+
+    test_set = load_split(ctx.input("features"), "test")  # the test split is evaluated whole
     from data.datasets import sequence_dataset
 
     probs = model.predict(
