@@ -37,13 +37,14 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-scaling-"))
     # fixed order and no early stop, so both do the same number of steps on the same data
     sets = [f"train.epochs={args.epochs}", "train.early_stopping=0", "train.shuffle=false"]
-    # --workers runs the whole pipeline (it refuses --until): keep what follows train short
-    sets += ["eval.stream_clips=0", "export.enabled=false"]
-    one = run_pipeline("speech_commands", work / "one", [*sets, f"train.batch_size={args.batch}"])
+    one = run_pipeline(
+        "speech_commands", work / "one", [*sets, f"train.batch_size={args.batch}"], until="train"
+    )
     two = run_pipeline(
         "speech_commands",
         work / "two",
         [*sets, f"train.batch_size={args.batch // 2}"],
+        until="train",
         extra=["--workers", "2"],
     )
     n = (one["examples"]["train"] + one.get("augmented_train_examples", 0)) * args.epochs
