@@ -57,10 +57,20 @@ class FeatureSet:
         return int(self.lengths.size)
 
 
+def _file_state(path: str) -> list:
+    stat = os.stat(path)
+    return [os.path.abspath(path), stat.st_size, stat.st_mtime_ns]
+
+
 def _cache_key(
-    task: FeatureTask, features: FeatureConfig, aug: AugmentConfig | None, seed: int
+    task: FeatureTask,
+    features: FeatureConfig,
+    aug: AugmentConfig | None,
+    seed: int,
+    noise_files: tuple[str, ...] = (),
 ) -> str:
     stat = os.stat(task.path)
+    mixed = bool(task.copy or task.place)  # only these copies draw background noise
     payload = {
         "path": os.path.abspath(task.path),
         "size": stat.st_size,
@@ -69,8 +79,10 @@ def _cache_key(
         "copy": task.copy,
         "place": task.place,
         "v": CACHE_VERSION,
-        "augment": asdict(aug) if (task.copy or task.place) and aug else None,
-        "seed": seed if task.copy or task.place else None,
+        "augment": asdict(aug) if mixed and aug else None,
+        "seed": seed if mixed else None,
+        # the noises mixed in: other or edited noise files give other features
+        "noise": [_file_state(p) for p in noise_files] if mixed else None,
     }
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -94,7 +106,7 @@ def compute_one(
         The ``[frames, n_mfcc]`` array, or the reason the clip was rejected as a string.
     """
     try:
-        key = _cache_key(task, features, aug, seed)
+        key = _cache_key(task, features, aug, seed, noise_files)
     except OSError as err:
         return f"cannot read file ({err.strerror})"
     cached = Path(cache_dir) / key[:2] / f"{key}.npy" if cache_dir else None

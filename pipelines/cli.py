@@ -85,7 +85,6 @@ def run_one(  # noqa: ANN201
     Returns:
         The runner's report and the summary rows.
     """
-    from pipelines.reporting import print_summary
     from pipelines.runner import run_pipeline
 
     pipeline, config = resolve_config(name, config_files, overrides)
@@ -96,12 +95,19 @@ def run_one(  # noqa: ANN201
         # a multi-worker strategy must exist before TensorFlow runs its first op
         distribute.prepare(config.runtime.strategy)
     report = run_pipeline(pipeline, config, run_dir, until=until, force=force, on_stage=_progress)
+    return report, _summary(pipeline, name, run_dir, show)
+
+
+def _summary(pipeline, name: str, run_dir: Path, show: bool = True) -> list:  # noqa: ANN001
+    """The summary rows of a run's ``metrics.json`` (printed unless ``show`` is false)."""
+    from pipelines.reporting import print_summary
+
     metrics = json.loads((run_dir / "metrics.json").read_text())
     rows = pipeline.summarize(metrics) if pipeline.summarize else []
     rows += [("run dir", str(run_dir)), ("metrics", str(run_dir / "metrics.json"))]
     if show:
         print_summary(f"{pipeline.name} ({name})", rows)
-    return report, rows
+    return rows
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -134,8 +140,8 @@ def _launch_run(args: argparse.Namespace) -> int:
     before = names[names.index("train") - 1] if names.index("train") else None
     argv = _strip_option(_strip_option(sys.argv[1:], "--workers"), "--run-dir")
     code = launch_workers(argv, run_dir, args.workers, before)
-    if code == 0:  # the summary: every stage reused
-        run_one(args.pipeline, args.config, args.set, run_dir, args.until)
+    if code == 0:  # the chief's metrics.json, as its run wrote it
+        _summary(pipeline, args.pipeline, run_dir)
     return code
 
 

@@ -127,3 +127,28 @@ def test_training_placement_puts_the_clip_somewhere_in_noise_or_silence(tmp_path
     assert not np.allclose(placed, plain)  # moved, with noise around it
     again = compute_one(FeatureTask(str(path), 0, place=True), config, aug, (), None, seed=0)
     np.testing.assert_array_equal(placed, again)  # seeded: the same every run
+
+
+def test_feature_cache_key_covers_the_noise_of_augmented_copies(tmp_path):
+    """An augmented copy mixes in background noise: other noise files must not hit the cache."""
+    import os
+
+    import soundfile
+
+    from data.augment import AugmentConfig
+    from data.feature_store import FeatureTask, compute_one
+
+    clip, noise = tmp_path / "clip.wav", tmp_path / "noise.wav"
+    soundfile.write(clip, tone(440, 1.0), 16000)
+    rng = np.random.default_rng(0)
+    soundfile.write(noise, 0.3 * rng.standard_normal(16000).astype(np.float32), 16000)
+    aug = AugmentConfig(noise_prob=1.0)
+    args = (FeatureConfig(), aug, (str(noise),), str(tmp_path / "cache"), 0)
+    first = compute_one(FeatureTask(str(clip), copy=1), *args)
+    assert np.array_equal(compute_one(FeatureTask(str(clip), copy=1), *args), first)  # cached
+    soundfile.write(noise, 0.3 * rng.standard_normal(16000).astype(np.float32), 16000)
+    os.utime(noise, ns=(1, 1))  # edited in place: same size, another mtime
+    from data import feature_store
+
+    feature_store._noises.cache_clear()  # a new run reads the noise files afresh
+    assert not np.array_equal(compute_one(FeatureTask(str(clip), copy=1), *args), first)
