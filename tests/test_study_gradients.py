@@ -45,7 +45,7 @@ def test_gradient_through_time_last_step_matches_keras(variant):
 
 
 def run_quick_study(run_dir) -> subprocess.CompletedProcess:
-    """``run.py study gradients --quick`` in a subprocess, as a user runs it."""
+    """``run.py study gradients --quick`` (two memory cells, one clipping cell), as a subprocess."""
     return subprocess.run(
         [
             sys.executable,
