@@ -30,10 +30,12 @@ class ShardWriter:
         self.counts = {"examples": 0, "clean": 0, "augmented": 0}
         self._rows: list[tuple[np.ndarray, int, str, int]] = []
         self._lengths: list[int] = []
+        self._first_shape: tuple[int, ...] | None = None
 
     def add(self, sequence: np.ndarray, label: int, path: str, copy: int) -> None:
         self._rows.append((sequence, label, path, copy))
         self._lengths.append(len(sequence))
+        self._first_shape = self._first_shape or sequence.shape
         self.counts["examples"] += 1
         self.counts["clean" if copy == 0 else "augmented"] += 1
         if len(self._rows) >= self.size and not self.single:
@@ -59,7 +61,13 @@ class ShardWriter:
         self._flush()
         # the bucket edges sequence_dataset would pick for the whole split
         edges = np.unique(np.quantile(self._lengths, [0.25, 0.5, 0.75]).astype(int) + 1)
-        manifest = {"shards": self.shards, **self.counts, "length_edges": edges.tolist()}
+        n_mfcc = int(self._first_shape[1]) if self._first_shape else 0
+        manifest = {
+            "shards": self.shards,
+            **self.counts,
+            "length_edges": edges.tolist(),
+            "n_mfcc": n_mfcc,
+        }
         (self.out_dir / f"{self.split}.shards.json").write_text(json.dumps(manifest, indent=1))
         return manifest
 
@@ -168,9 +176,8 @@ def split_dataset(
         return sequence_dataset(
             FeatureSet.load(paths[0]), batch_size, shuffle, seed, bucket_by_length
         )
-    first = FeatureSet.load(paths[0])
-    n_mfcc = int(first.frames.shape[1])
-    del first
+    manifest = json.loads((folder / f"{split}.shards.json").read_text())
+    n_mfcc = int(manifest["n_mfcc"])
 
     def examples(path: bytes):  # noqa: ANN202 - a generator for tf.data
         shard = FeatureSet.load(Path(path.decode()))
@@ -193,7 +200,7 @@ def split_dataset(
     )
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    edges = json.loads((folder / f"{split}.shards.json").read_text())["length_edges"]
+    edges = manifest["length_edges"]
     if bucket_by_length:
         ds = ds.bucket_by_sequence_length(
             lambda x, y: tf.shape(x)[0],

@@ -95,7 +95,8 @@ def run_one(  # noqa: ANN201
         # a multi-worker strategy must exist before TensorFlow runs its first op
         distribute.prepare(config.runtime.strategy)
     report = run_pipeline(pipeline, config, run_dir, until=until, force=force, on_stage=_progress)
-    return report, _summary(pipeline, name, run_dir, show)
+    # in a cluster, the chief prints; the other workers' results are thrown away
+    return report, _summary(pipeline, name, run_dir, show and distribute.is_chief())
 
 
 def _summary(pipeline, name: str, run_dir: Path, show: bool = True) -> list:  # noqa: ANN001

@@ -63,14 +63,15 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 def worker_dir(run_dir: Path, root: Path, index: int) -> Path:
-    """A copy of ``run_dir`` (without checkpoints and locks) for worker ``index``."""
+    """A copy of ``run_dir`` (without checkpoints, logs and locks) for worker ``index``."""
     target = root / f"worker-{index}"
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(
         run_dir,
         target,
         copy_function=_link_or_copy,
-        ignore=shutil.ignore_patterns("checkpoints", ".lock", "*.tmp*"),
+        # logs/ too: TensorBoard and CSV logs are appended to, which a hard link would share
+        ignore=shutil.ignore_patterns("checkpoints", "logs", ".lock", "*.tmp*"),
     )
     return target
 
