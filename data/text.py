@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import tensorflow as tf
 
@@ -38,7 +39,13 @@ class TextConfig:
     """The ``text`` config section: cleaning and tokenization of both languages.
 
     Attributes:
-        level: ``word`` (words and punctuation marks) or ``char`` (characters).
+        level: ``word`` (words and punctuation marks), ``char`` (characters) or ``subword``
+            (a vocabulary learned from the training split, see ``data.subword``). At ingestion,
+            before a subword vocabulary exists, the length limits of a subword run count words.
+        subword: ``sentencepiece`` or ``wordpiece`` (with ``level: subword``).
+        subword_model: the SentencePiece algorithm, ``unigram`` or ``bpe``.
+        joint_vocab: one subword vocabulary learned from both languages (size ``source_vocab``),
+            instead of one per language.
         lowercase: lower-case both sides (off by default: output keeps its case).
         lowercase_source: lower-case the source side only (fewer, better-trained source words;
             the output keeps its case).
@@ -46,12 +53,16 @@ class TextConfig:
         strip_punctuation: drop punctuation marks instead of keeping them as tokens.
         max_source_tokens: pairs whose source is longer are dropped (counted, with the reason).
         max_target_tokens: same for the target.
-        source_vocab: size limit of the source vocabulary, special tokens included.
+        source_vocab: size limit of the source vocabulary, special tokens included (for a
+            subword level, the size of the learned vocabulary).
         target_vocab: size limit of the target vocabulary.
         min_count: tokens seen fewer times in the training split map to ``[UNK]``.
     """
 
     level: str = "word"
+    subword: str = "sentencepiece"
+    subword_model: str = "unigram"
+    joint_vocab: bool = False
     lowercase: bool = False
     lowercase_source: bool = False
     unicode_form: str = "NFC"
@@ -63,7 +74,17 @@ class TextConfig:
     min_count: int = 1
 
     def __post_init__(self) -> None:
-        check(self.level in SPLITTERS, "text.level", self.level, f"one of {SPLITTERS.names()}")
+        from data.subword import SUBWORDS
+
+        levels = [*SPLITTERS.names(), "subword"]
+        check(self.level in levels, "text.level", self.level, f"one of {levels}")
+        check(self.subword in SUBWORDS, "text.subword", self.subword, f"one of {SUBWORDS.names()}")
+        check(
+            self.subword_model in ("unigram", "bpe"),
+            "text.subword_model",
+            self.subword_model,
+            "unigram or bpe",
+        )
         check(
             self.unicode_form in ("NFC", "NFKC", "NFD", "NFKD"),
             "text.unicode_form",
@@ -172,13 +193,25 @@ def standardize(text: tf.Tensor, config: TextConfig, side: str = "target") -> tf
 
 
 def tokenize_many(
-    sentences: list[str], config: TextConfig, side: str = "target", batch: int = 4096
+    sentences: list[str],
+    config: TextConfig,
+    side: str = "target",
+    batch: int = 4096,
+    codec: Any = None,
 ) -> list[list[str]]:
-    """Tokens of each sentence, with the same graph ops the model uses."""
+    """Tokens of each sentence, with the same graph ops the model uses.
+
+    ``codec`` (a ``data.subword.Codec``) splits; by default, the word or character splitter of
+    ``config.level``, and words for a subword level (whose vocabulary is learned later).
+    """
+    split = codec.split if codec is not None else None
+    if split is None:
+        level = "word" if config.level == "subword" else config.level
+        split = SPLITTERS.get(level)[0]
     out: list[list[str]] = []
     for start in range(0, len(sentences), batch):
         text = standardize(tf.constant(sentences[start : start + batch]), config, side)
-        ragged = split_tokens(text, config.level)
+        ragged = split(text)
         out.extend([[t.decode() for t in row] for row in ragged.to_list()])
     return out
 

@@ -7,6 +7,7 @@ Outputs are ``[batch, steps]`` token ids; after a row's end token come padding i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -204,11 +205,20 @@ def translate_ids(model, sources: list[np.ndarray], decode: DecodeConfig) -> lis
     return outputs
 
 
-def detokenize(rows: list[list[int]], vocabulary: list[str], level: str) -> list[str]:
-    """Output ids -> sentences, with the same graph ops as the export."""
+def detokenize(rows: list[list[int]], vocabulary: list[str], codec: Any) -> list[str]:
+    """Output ids -> sentences, with the same graph ops as the export.
+
+    Args:
+        rows: output ids per sentence (specials are dropped).
+        vocabulary: target tokens by id.
+        codec: the target side's ``data.subword.Codec`` (or a level name, ``word`` or ``char``).
+    """
     import tensorflow as tf
 
-    from data.text import join_tokens
+    from data.subword import Codec
+
+    if isinstance(codec, str):
+        codec = Codec(codec)
 
     if not rows:
         return []
@@ -217,7 +227,7 @@ def detokenize(rows: list[list[int]], vocabulary: list[str], level: str) -> list
     for i, r in enumerate(rows):
         ids[i, : len(r)] = r
     tokens = ids_to_tokens(tf.constant(ids), tf.constant(vocabulary))
-    return [s.decode("utf-8") for s in join_tokens(tokens, level).numpy()]
+    return [s.decode("utf-8") for s in codec.join(tokens).numpy()]
 
 
 def attention_panel(

@@ -284,6 +284,7 @@ def export_translator(
     out_dir: Path,
     metadata: dict[str, Any],
     check_sentences: list[str] | None = None,
+    codecs: tuple[Any, Any] | None = None,
 ) -> Path:
     """Writes a SavedModel whose ``serving_default`` translates raw sentences.
 
@@ -304,18 +305,23 @@ def export_translator(
         metadata: extra fields for ``assets.extra/metadata.json``.
         check_sentences: if given, the reloaded export must translate them exactly as the
             in-process model does, or the export is refused.
+        codecs: the source and target ``data.subword.Codec`` (default: ``text.level``'s word or
+            character splitter). A learned subword model is embedded in the graph and also
+            shipped as ``assets.extra/SIDE.model``.
 
     Returns:
         ``out_dir``.
     """
     import functools
 
-    from data.text import END_ID, PAD_ID, SPECIALS, join_tokens, split_tokens, standardize
+    from data.subword import Codec
+    from data.text import END_ID, PAD_ID, SPECIALS, standardize
     from models.decoding import decode_ids, greedy_decode, ids_to_tokens
 
+    source_codec, target_codec = codecs or (Codec(text.level), Codec(text.level))
     vectorizer = keras.layers.TextVectorization(
         standardize=functools.partial(standardize, config=text, side="source"),
-        split=functools.partial(split_tokens, level=text.level),
+        split=source_codec.split,
         vocabulary=source_vocabulary[2:],  # TextVectorization adds padding "" and "[UNK]" itself
         ragged=True,
         name="source_vectorizer",
@@ -335,19 +341,19 @@ def export_translator(
     def serve(text_in: tf.Tensor) -> dict[str, tf.Tensor]:
         ids, blank = source_ids(text_in)
         out = decode_ids(model, ids, decode)
-        translation = join_tokens(ids_to_tokens(out, targets), text.level)
+        translation = target_codec.join(ids_to_tokens(out, targets))
         return {"translation": tf.where(blank, tf.constant(""), translation)}
 
     def attend(text_in: tf.Tensor) -> dict[str, tf.Tensor]:
         """The greedy decode with its attention weights (what a heat map shows)."""
         ids, blank = source_ids(text_in)
-        source = split_tokens(standardize(text_in, text, "source"), text.level).to_tensor("")
+        source = source_codec.split(standardize(text_in, text, "source")).to_tensor("")
         out, weights = greedy_decode(model, ids, decode.max_length, decode.allow_unknown)
         # output tokens up to and including [END]: the step that decided to stop attends too
         upto_end = tf.equal(tf.cumsum(tf.cast(tf.equal(out, END_ID), tf.int32), 1, True), 0)
         shown = tf.ragged.boolean_mask(tf.gather(targets, out), upto_end & (out != PAD_ID))
         shown = shown.to_tensor("")
-        translation = join_tokens(ids_to_tokens(out, targets), text.level)
+        translation = target_codec.join(ids_to_tokens(out, targets))
         return {
             "translation": tf.where(blank, tf.constant(""), translation),
             "source_tokens": source,
@@ -358,6 +364,10 @@ def export_translator(
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.track(vectorizer)
+    for resource in {
+        id(r): r for c in (source_codec, target_codec) for r in c.trackables()
+    }.values():
+        archive.track(resource)
     archive.add_endpoint(
         name="serving_default",
         fn=lambda text: serve(text),
@@ -379,6 +389,9 @@ def export_translator(
         ("target_vocab.txt", target_vocabulary),
     ):
         (extra / name).write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    for side, codec in (("source", source_codec), ("target", target_codec)):
+        if codec.model is not None:
+            (extra / f"{side}.model").write_bytes(codec.model)
     meta = {
         "task": "translation",
         "text": {k: getattr(text, k) for k in text.__dataclass_fields__},

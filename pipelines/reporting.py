@@ -293,6 +293,12 @@ def translation_summary(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     if "vocab_size" in metrics:
         v = metrics["vocab_size"]
         rows.append(("vocabulary", f"source {v['source']}, target {v['target']}"))
+    if "subwords_per_word" in metrics:
+        s = metrics["subwords_per_word"]
+        rows.append(("subwords per word", f"source {s['source']}, target {s['target']}"))
+    if "unknown_token_rate" in metrics and "test" in metrics["unknown_token_rate"]:
+        u = metrics["unknown_token_rate"]["test"]
+        rows.append(("[UNK] rate (test)", f"source {u['source']:.2%}, target {u['target']:.2%}"))
     if "val_token_accuracy" in metrics:
         rows.append(
             (
@@ -310,6 +316,10 @@ def translation_summary(metrics: dict[str, Any]) -> list[tuple[str, str]]:
             )
         )
         rows.append(("test exact match", f"{metrics['test_exact_match']:.4f}"))
+    if "val_bleu" in metrics:
+        rows.append(
+            ("validation BLEU / chrF", f"{metrics['val_bleu']:.2f} / {metrics['val_chrf']:.2f}")
+        )
     for s in metrics.get("samples", [])[:5]:
         rows.append(("sample", f"{s['source']}  ->  {s['translation']}  (ref: {s['reference']})"))
     return rows + training_rows(metrics)

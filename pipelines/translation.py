@@ -77,39 +77,91 @@ def ingest(ctx: StageContext) -> dict[str, Any]:
 
 
 def tokenize(ctx: StageContext) -> dict[str, Any]:
-    """Builds both vocabularies from the training split; writes token ids of every split."""
+    """Builds both vocabularies from the training split; writes token ids of every split.
+
+    Word and character vocabularies are the most frequent training tokens; a subword level
+    learns its vocabulary (one per language, or one joint) from the training sentences only.
+    """
+    from data.subword import Codec, save_codec
     from data.text import build_vocabulary, encode, tokenize_many
     from data.text_datasets import PairIds
 
     config: TranslationConfig = ctx.config
     text = config.text
-    tokens = {}
-    for split in SPLITS:
-        pairs = read_json(ctx.input("ingest") / f"{split}.json")
-        tokens[split] = (
-            tokenize_many([p["source"] for p in pairs], text, "source"),
-            tokenize_many([p["target"] for p in pairs], text, "target"),
-        )
-    vocab_src = build_vocabulary(tokens["train"][0], text.source_vocab, text.min_count)
-    vocab_tgt = build_vocabulary(tokens["train"][1], text.target_vocab, text.min_count)
-    for name, vocab in (("source_vocab.txt", vocab_src), ("target_vocab.txt", vocab_tgt)):
-        (ctx.out_dir / name).write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    pairs = {split: read_json(ctx.input("ingest") / f"{split}.json") for split in SPLITS}
+    sentences = {
+        side: {split: [p[side] for p in pairs[split]] for split in SPLITS} for side in SIDES
+    }
+    vocabs: dict[str, list[str]] = {}
+    codecs: dict[str, Codec] = {}
+    if text.level == "subword":
+        vocabs, codecs = _learn_subwords(text, sentences, config.runtime.seed)
+    tokens = {
+        side: {
+            split: tokenize_many(sentences[side][split], text, side, codec=codecs.get(side))
+            for split in SPLITS
+        }
+        for side in SIDES
+    }
+    if not vocabs:
+        sizes = {"source": text.source_vocab, "target": text.target_vocab}
+        for side in SIDES:
+            vocabs[side] = build_vocabulary(tokens[side]["train"], sizes[side], text.min_count)
+            codecs[side] = Codec(text.level)
+    for side in SIDES:
+        save_codec(codecs[side], vocabs[side], ctx.out_dir, side)
     unknown = {}
     for split in SPLITS:
-        src, tgt = encode(tokens[split][0], vocab_src), encode(tokens[split][1], vocab_tgt)
+        src = encode(tokens["source"][split], vocabs["source"])
+        tgt = encode(tokens["target"][split], vocabs["target"])
         PairIds.from_lists(src, tgt).save(ctx.out_dir / f"{split}.npz")
         unknown[split] = {
             side: round(float(np.mean([t == 1 for row in rows for t in row] or [0])), 4)
             for side, rows in (("source", src), ("target", tgt))
         }
-    for name in ("source_vocab.txt", "target_vocab.txt"):
-        shutil.copy(ctx.out_dir / name, ctx.output(f"vocab/{name}"))
-    return {
-        "metrics": {
-            "vocab_size": {"source": len(vocab_src), "target": len(vocab_tgt)},
-            "unknown_token_rate": unknown,
-        }
+    for path in sorted(ctx.out_dir.iterdir()):
+        if path.name.endswith(("_vocab.txt", ".model")):
+            shutil.copy(path, ctx.output(f"vocab/{path.name}"))
+    metrics: dict[str, Any] = {
+        "vocab_size": {side: len(vocabs[side]) for side in SIDES},
+        "unknown_token_rate": unknown,
     }
+    if text.level == "subword":
+        words = {
+            side: tokenize_many(sentences[side]["train"], text, side) for side in SIDES
+        }  # word tokens: the default split of a subword level
+        metrics["subwords_per_word"] = {
+            side: round(
+                sum(map(len, tokens[side]["train"])) / max(1, sum(map(len, words[side]))), 3
+            )
+            for side in SIDES
+        }
+    return {"metrics": metrics}
+
+
+SIDES = ("source", "target")
+
+
+def _learn_subwords(
+    text: Any, sentences: dict[str, dict[str, list[str]]], seed: int
+) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """Subword vocabularies and codecs learned from the training split (joint or per side)."""
+    from data.subword import train_codec
+
+    def standardized(side: str) -> list[str]:
+        # What the graph feeds the codec: the export standardizes raw text the same way.
+        from data.text import clean
+
+        return [clean(s, text, side) for s in sentences[side]["train"]]
+
+    if text.joint_vocab:
+        vocab, codec = train_codec(
+            [*standardized("source"), *standardized("target")], text.source_vocab, text, seed
+        )
+        return dict.fromkeys(SIDES, vocab), dict.fromkeys(SIDES, codec)
+    sizes = {"source": text.source_vocab, "target": text.target_vocab}
+    learned = {side: train_codec(standardized(side), sizes[side], text, seed) for side in SIDES}
+    return {s: v for s, (v, _) in learned.items()}, {s: c for s, (_, c) in learned.items()}
 
 
 # ---------------------------------------------------------------- train
@@ -126,6 +178,12 @@ def build_model(config: TranslationConfig, source_vocab: int, target_vocab: int)
         seed=config.runtime.seed,
         name="translator",
     )
+
+
+def _codec(ctx: StageContext, side: str):  # noqa: ANN202 - data.subword.Codec
+    from data.subword import load_codec
+
+    return load_codec(ctx.config.text, ctx.input("tokenize"), side)
 
 
 def _vocab_sizes(ctx: StageContext) -> tuple[int, int]:
@@ -189,25 +247,35 @@ def load_trained(ctx: StageContext):  # noqa: ANN201
 
 
 def evaluate(ctx: StageContext) -> dict[str, Any]:
-    """Decodes the test split; sacreBLEU BLEU and chrF, exact match, samples, attention plot."""
+    """Decodes the test split (and validation); sacreBLEU BLEU and chrF, exact match, samples."""
     import sacrebleu
 
     from data.text_datasets import PairIds
     from models.decoding import detokenize, translate_ids
 
     config: TranslationConfig = ctx.config
-    pairs = read_json(ctx.input("ingest") / "test.json")
-    ids = PairIds.load(ctx.input("tokenize") / "test.npz")
-    vocab_tgt = read_vocabulary(ctx.input("tokenize") / "target_vocab.txt")
     model = load_trained(ctx)
-    start = time.perf_counter()
-    sources = ids.sources()
-    hypotheses = detokenize(
-        translate_ids(model, sources, config.decode), vocab_tgt, config.text.level
-    )
-    seconds = time.perf_counter() - start
-    references = [p["target"] for p in pairs]
+    codec = _codec(ctx, "target")
+    vocab_tgt = read_vocabulary(ctx.input("tokenize") / "target_vocab.txt")
+
+    def translate(split: str) -> tuple[list[dict], np.ndarray, list[str], float]:
+        pairs = read_json(ctx.input("ingest") / f"{split}.json")
+        sources = PairIds.load(ctx.input("tokenize") / f"{split}.npz").sources()
+        start = time.perf_counter()
+        hypotheses = detokenize(translate_ids(model, sources, config.decode), vocab_tgt, codec)
+        return pairs, sources, hypotheses, time.perf_counter() - start
+
     bleu_metric, chrf_metric = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
+    validation: dict[str, float] = {}
+    if config.eval.validation_bleu:  # what settings are chosen by (never the test split)
+        val_pairs, _, val_out, _ = translate("validation")
+        val_refs = [[p["target"] for p in val_pairs]]
+        validation = {
+            "val_bleu": round(bleu_metric.corpus_score(val_out, val_refs).score, 2),
+            "val_chrf": round(chrf_metric.corpus_score(val_out, val_refs).score, 2),
+        }
+    pairs, sources, hypotheses, seconds = translate("test")
+    references = [p["target"] for p in pairs]
     bleu = bleu_metric.corpus_score(hypotheses, [references])
     chrf = chrf_metric.corpus_score(hypotheses, [references])
     exact = float(np.mean([h == r for h, r in zip(hypotheses, references, strict=True)]))
@@ -229,6 +297,7 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
             "test_chrf": round(chrf.score, 2),
             "test_exact_match": round(exact, 4),
             "test_examples": len(pairs),
+            **validation,
             "decoding": {
                 "beam_width": config.decode.beam_width,
                 "length_penalty": config.decode.length_penalty,
@@ -248,11 +317,12 @@ def _plot_attention(ctx: StageContext, model, pairs, sources, chosen) -> None:  
 
     config: TranslationConfig = ctx.config
     vocab_tgt = read_vocabulary(ctx.input("tokenize") / "target_vocab.txt")
+    source_codec = _codec(ctx, "source")
     panels = [
         attention_panel(
             model,
             sources[i],
-            tokenize_many([pairs[i]["source"]], config.text, "source")[0],
+            tokenize_many([pairs[i]["source"]], config.text, "source", codec=source_codec)[0],
             vocab_tgt,
             config.decode,
         )
@@ -288,6 +358,7 @@ def export(ctx: StageContext) -> dict[str, Any]:
             "test_bleu": ctx.results.get("evaluate", {}).get("metrics", {}).get("test_bleu"),
         },
         check_sentences=[p["source"] for p in test],
+        codecs=(_codec(ctx, "source"), _codec(ctx, "target")),
     )
     final = ctx.run_dir / "export"
     return {"path": str(final), "metrics": {"export_dir": str(final)}}
@@ -308,9 +379,9 @@ PIPELINE = PIPELINES.register("translation")(
             Stage(
                 "tokenize",
                 tokenize,
-                version=2,
+                version=3,  # 3: subword vocabularies (SIDE.model beside SIDE_vocab.txt)
                 reads=("ingest",),
-                sections=("text",),
+                sections=("text", "runtime.seed"),
                 outputs=("vocab",),
             ),
             Stage(
@@ -332,7 +403,7 @@ PIPELINE = PIPELINES.register("translation")(
             Stage(
                 "export",
                 export,
-                version=3,  # 3: the attention signature
+                version=4,  # 4: subword codecs (their models in assets.extra)
                 reads=("ingest", "tokenize", "train", "evaluate"),
                 sections=("export", "decode", "text"),
                 outputs=("export",),

@@ -22,10 +22,13 @@ class TranslationEvalConfig:
     Attributes:
         samples: translations (source, reference, output) shown in the summary and metrics.json.
         attention_plots: test sentences drawn in the attention heat-map plot.
+        validation_bleu: also decode the validation split and report ``val_bleu``/``val_chrf``
+            (what settings are chosen by; the test split is only reported).
     """
 
     samples: int = 8
     attention_plots: int = 4
+    validation_bleu: bool = True
 
     def __post_init__(self) -> None:
         check(self.samples >= 0, "eval.samples", self.samples, ">= 0")
