@@ -38,6 +38,11 @@ class Seq2SeqConfig:
         attention_units: size of the attentional vector tanh(W [h; context]) that feeds the
             output layer (Luong's h~); 0 means the decoder's size. Smaller is faster: the output
             layer multiplies it by the whole target vocabulary at every step.
+        tie_embeddings: the output layer reuses the target embedding matrix (transposed, plus
+            its own bias) instead of a separate ``[attention_units, target_vocab]`` matrix
+            (Press & Wolf, 2017): fewer weights, and a rare target token's input and output
+            vectors learn from each other. Needs ``attention_units`` (or the decoder's size
+            without attention) equal to ``embedding_dim``.
     """
 
     embedding_dim: int = 128
@@ -48,6 +53,7 @@ class Seq2SeqConfig:
     dropout: float = 0.1
     attention_units: int = 0
     label_smoothing: float = 0.0
+    tie_embeddings: bool = False
 
     def __post_init__(self) -> None:
         check(
@@ -67,6 +73,20 @@ class Seq2SeqConfig:
             f"one of {[*ATTENTIONS.names(), 'none']}",
         )
         check(0 <= self.dropout < 1, "model.dropout", self.dropout, "in [0, 1)")
+        check(
+            not self.tie_embeddings or self.readout_units == self.embedding_dim,
+            "model.tie_embeddings",
+            self.tie_embeddings,
+            f"false, or model.attention_units (here {self.readout_units} wide) equal to "
+            f"model.embedding_dim ({self.embedding_dim})",
+        )
+
+    @property
+    def readout_units(self) -> int:
+        """Width of the vector the output layer reads (the attentional vector, or the decoder)."""
+        if self.attention == "none":
+            return self.decoder_units
+        return self.attention_units or self.decoder_units
 
     @property
     def decoder_units(self) -> int:
@@ -135,6 +155,24 @@ class BahdanauAttention(layers.Layer):
 
 
 @keras.saving.register_keras_serializable("rnn_pipeline")
+class TiedOutput(layers.Layer):
+    """Logits from an embedding matrix: ``x @ E^T + b``, in float32 (the weights stay E's).
+
+    The embedding is held outside Keras' tracking (it belongs to the model), so its matrix is
+    saved once; this layer owns only the bias.
+    """
+
+    def __init__(self, embedding: layers.Embedding, **kwargs) -> None:
+        super().__init__(dtype="float32", **kwargs)
+        self._tied = [embedding]  # a plain list: not tracked as a sublayer a second time
+        self.bias = self.add_weight(shape=(embedding.input_dim,), initializer="zeros", name="bias")
+
+    def call(self, x):  # noqa: ANN001, ANN201 - tensors
+        matrix = ops.cast(self._tied[0].embeddings, "float32")
+        return ops.matmul(ops.cast(x, "float32"), ops.transpose(matrix)) + self.bias
+
+
+@keras.saving.register_keras_serializable("rnn_pipeline")
 class Translator(keras.Model):
     """Embedding + (Bi)LSTM encoder; LSTM decoder with attention; teacher-forced ``call``.
 
@@ -186,9 +224,12 @@ class Translator(keras.Model):
         )
         self.dropout = layers.Dropout(config.dropout, seed=seed)
         # float32 logits whatever the precision policy: the cross-entropy over the vocabulary
-        self.output_projection = layers.Dense(
-            target_vocab, name="output_projection", dtype="float32"
-        )
+        if config.tie_embeddings:
+            self.output_projection = TiedOutput(self.target_embedding, name="output_projection")
+        else:
+            self.output_projection = layers.Dense(
+                target_vocab, name="output_projection", dtype="float32"
+            )
 
     # ------------------------------------------------------------ encoder
 

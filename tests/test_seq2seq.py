@@ -20,9 +20,11 @@ def tiny(attention: str = "luong", **kwargs) -> Translator:
     return Translator(30, 20, config, name="translator").build_with_dummy()
 
 
-@pytest.mark.parametrize("attention", ["luong", "bahdanau", "none"])
-def test_step_decoding_equals_teacher_forcing(attention):
-    model = tiny(attention)
+@pytest.mark.parametrize(
+    ("attention", "tie"), [("luong", False), ("bahdanau", False), ("none", False), ("luong", True)]
+)
+def test_step_decoding_equals_teacher_forcing(attention, tie):
+    model = tiny(attention, tie_embeddings=tie, attention_units=8)
     logits = model((SRC, TGT_IN)).numpy()
     memory, state = model.encode(tf.constant(SRC))
     steps = []
@@ -72,6 +74,19 @@ def test_gradient_monitor_groups_a_subclassed_models_layers(tmp_path):
         monitor.layers
     )
     assert monitor.rows and monitor.rows[0]["norm/decoder_lstm"] > 0
+
+
+def test_tied_output_reuses_the_target_embedding():
+    model = tiny(tie_embeddings=True, attention_units=8)
+    names = [w.path for w in model.weights]
+    assert not any("output_projection/kernel" in n for n in names)
+    assert len(names) == len(set(names)) == len(tiny(attention_units=8).weights) - 1
+    with tf.GradientTape() as tape:
+        score = tf.reduce_sum(model((SRC, TGT_IN))[:, :, 3])
+    grad = tape.gradient(score, model.target_embedding.embeddings.value)
+    assert float(tf.reduce_sum(tf.abs(tf.convert_to_tensor(grad)[3]))) > 0  # the output side
+    with pytest.raises(ConfigError, match=r"model.tie_embeddings.*\(16\)"):
+        Seq2SeqConfig(embedding_dim=16, attention_units=8, tie_embeddings=True)
 
 
 def test_model_config_rejects_bad_values():
