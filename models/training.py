@@ -143,6 +143,11 @@ class TrainConfig:
             compute in bfloat16, weights stay float32; the saved model and the export are
             float32 either way).
         verbose: Keras ``fit`` verbosity (0 silent, 1 progress bar, 2 one line per epoch).
+        average_weights: momentum of an exponential moving average of the weights, updated
+            every step (Polyak averaging, the continuous form of checkpoint averaging; 0 = off,
+            0.999 averages over roughly the last thousand steps). Validation, the checkpoints
+            and the saved model use the averaged weights; training steps the raw ones. A run
+            resumed from a backup continues from the averaged weights of its last epoch.
     """
 
     epochs: int = 30
@@ -155,9 +160,16 @@ class TrainConfig:
     shuffle: bool = True
     precision: Literal["float32", "mixed_bfloat16"] = "float32"
     verbose: int = 2
+    average_weights: float = 0.0
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, "train.epochs", self.epochs, ">= 1")
+        check(
+            0 <= self.average_weights < 1,
+            "train.average_weights",
+            self.average_weights,
+            "in [0, 1) (0 = off)",
+        )
         check(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
         check(self.steps_per_epoch >= 0, "train.steps_per_epoch", self.steps_per_epoch, ">= 0")
         check(self.early_stopping >= 0, "train.early_stopping", self.early_stopping, ">= 0")
@@ -416,6 +428,66 @@ def best_logged_value(csv_path: Path, monitor: str) -> float | None:
     return min(values) if monitor.endswith("loss") else max(values)
 
 
+class WeightAverage(keras.callbacks.Callback):
+    """Exponential moving average of the trainable weights, swapped in wherever they are judged.
+
+    The average is updated after every training step with momentum
+    ``min(momentum, (1 + t) / (10 + t))`` at step t (the warm-up of TensorFlow's
+    ``ExponentialMovingAverage``, so early epochs are not dominated by the initial weights). The
+    averaged weights are swapped into the model for validation and at the end of every epoch
+    (place this callback before the checkpoints so they save the average), and swapped out
+    again when the next epoch trains.
+    """
+
+    def __init__(self, momentum: float) -> None:
+        super().__init__()
+        self.momentum = momentum
+        self._shadow: list[tf.Variable] = []
+        self._swapped = False
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        weights = self.model.trainable_weights
+        self._shadow = [tf.Variable(w.value, trainable=False) for w in weights]
+        self._step = tf.Variable(0.0, trainable=False)
+        self._swapped = False
+
+        @tf.function
+        def update() -> None:
+            self._step.assign_add(1.0)
+            m = tf.minimum(self.momentum, (1.0 + self._step) / (10.0 + self._step))
+            for shadow, w in zip(self._shadow, weights, strict=True):
+                shadow.assign(m * shadow + (1.0 - m) * w.value)
+
+        self._update = update
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._update()
+
+    def _swap(self, averaged: bool) -> None:
+        if self._swapped == averaged:
+            return
+        for shadow, w in zip(self._shadow, self.model.trainable_weights, strict=True):
+            raw = tf.identity(w.value)
+            w.assign(shadow)
+            shadow.assign(raw)
+        self._swapped = averaged
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        self._swap(True)
+
+    def on_test_end(self, logs: dict | None = None) -> None:
+        self._swap(False)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._swap(True)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._swap(False)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._swap(True)
+
+
 def build_callbacks(
     config: TrainConfig, checkpoint_dir: Path, log_dir: Path, history_csv: Path
 ) -> tuple[list[keras.callbacks.Callback], Path]:
@@ -454,6 +526,8 @@ def build_callbacks(
         ),
         keras.callbacks.TensorBoard(str(log_dir), write_graph=False, profile_batch=0),
     ]
+    if config.average_weights:
+        callbacks.insert(0, WeightAverage(config.average_weights))  # before the checkpoints
     if config.early_stopping:
         callbacks.append(
             keras.callbacks.EarlyStopping(

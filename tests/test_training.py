@@ -255,3 +255,36 @@ def test_mixed_precision_run_saves_a_float32_model(tmp_path):
     assert metrics["precision"] == "mixed_bfloat16"
     saved = keras.models.load_model(tmp_path / "run" / "stages" / "train" / "model.keras")
     assert {layer.compute_dtype for layer in saved.layers} == {"float32"}
+
+
+def test_weight_average_is_validated_and_kept(tmp_path):
+    import numpy as np
+
+    from models.training import WeightAverage
+
+    model = _tiny()
+    model.compile(keras.optimizers.SGD(0.5), "sparse_categorical_crossentropy")
+    raw, validated = [], []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda b, logs: raw.append(model.get_weights()),
+        on_test_begin=lambda logs: validated.append(model.get_weights()),
+    )
+    expected = model.get_weights()  # the average starts from the initial weights
+    averages = []
+    train, val = _data()
+    model.fit(
+        train, validation_data=val, epochs=2, callbacks=[WeightAverage(0.9), record], verbose=0
+    )
+    for t, weights in enumerate(raw, start=1):  # warm-up momentum, then 0.9
+        m = min(0.9, (1 + t) / (10 + t))
+        expected = [m * e + (1 - m) * w for e, w in zip(expected, weights, strict=True)]
+        averages.append(expected)
+    steps = len(raw) // 2
+    for epoch, weights in enumerate(validated):  # validation sees the average of its epoch
+        for got, want in zip(weights, averages[(epoch + 1) * steps - 1], strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    for got, want in zip(model.get_weights(), expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)  # the model keeps it
+    assert not all(np.allclose(a, b) for a, b in zip(expected, raw[-1], strict=True))
+    with pytest.raises(ConfigError, match="train.average_weights"):
+        TrainConfig(average_weights=1.0)
