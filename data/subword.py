@@ -20,6 +20,7 @@ Vocabularies keep the project's layout: ids 0..3 are ``""`` (padding), ``[UNK]``
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -69,7 +70,14 @@ class SentencePieceCodec(Codec):
 
         super().__init__("subword")
         self.model = model
-        self.tokenizer = tensorflow_text.SentencepieceTokenizer(model=model, out_type=tf.string)
+        # The op's resource is shared by node name: after a SavedModel is reloaded, two unnamed
+        # tokenizers (source and target) would both run whichever model was created first.
+        # Naming it by the model's hash keeps different models apart.
+        self.tokenizer = tensorflow_text.SentencepieceTokenizer(
+            model=model,
+            out_type=tf.string,
+            name=f"sentencepiece_{hashlib.sha1(model).hexdigest()[:16]}",
+        )
 
     def split(self, text: tf.Tensor) -> tf.RaggedTensor:
         return self.tokenizer.tokenize(text)

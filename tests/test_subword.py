@@ -75,6 +75,44 @@ def test_sentencepiece_graph_agrees_with_python():
     assert any(t.startswith("<0x") for t in graph[2])  # ✈ as bytes, not [UNK]
 
 
+def test_two_sentencepiece_models_stay_apart_in_a_reloaded_export(tmp_path):
+    import keras
+
+    config = TextConfig(level="subword", subword="sentencepiece")
+    _, lower = train_codec([clean(s, config).lower() for s in TRAIN], 360, config)
+    _, upper = train_codec([clean(s, config).upper() for s in TRAIN], 360, config)
+    archive = keras.export.ExportArchive()
+    for codec in (lower, upper):
+        for resource in codec.trackables():
+            archive.track(resource)
+
+    def both(text):
+        return {
+            "lower": lower.split(tf.strings.lower(text)).to_tensor(""),
+            "upper": upper.split(tf.strings.upper(text)).to_tensor(""),
+        }
+
+    archive.add_endpoint("serving_default", both, [tf.TensorSpec([None], tf.string)])
+    archive.write_out(str(tmp_path / "export"), verbose=False)
+    text = tf.constant(["Casa y perro, ¿gato?"])
+    reloaded = tf.saved_model.load(str(tmp_path / "export")).signatures["serving_default"](text)
+    for name, want in both(text).items():
+        assert reloaded[name].numpy().tolist() == want.numpy().tolist()
+
+
+def test_joint_vocabulary_is_shared_by_both_sides():
+    from pipelines.translation import _learn_subwords
+
+    config = TextConfig(level="subword", joint_vocab=True, source_vocab=400)
+    sentences = {
+        "source": {"train": TRAIN[:100]},
+        "target": {"train": [s.upper() for s in TRAIN[:100]]},
+    }
+    vocabs, codecs = _learn_subwords(config, sentences, seed=0)
+    assert vocabs["source"] == vocabs["target"] and codecs["source"] is codecs["target"]
+    assert any(t.isupper() for t in vocabs["source"]) and any(t.islower() for t in vocabs["source"])
+
+
 def test_wordpiece_pieces_rebuild_words_and_mark_unknown_words():
     config = TextConfig(level="subword", subword="wordpiece")
     vocab, codec = train_codec([clean(s, config) for s in TRAIN], 400, config)
@@ -117,8 +155,8 @@ def subword_run(tmp_path_factory):
         "data.val_percent=15",
         "data.test_percent=15",
         "text.level=subword",
-        "text.joint_vocab=true",
         "text.source_vocab=400",
+        "text.target_vocab=400",
     ]
     result = run_cli(
         "run",
@@ -151,7 +189,7 @@ def test_subword_vocabulary_comes_from_the_training_split_only(subword_run):
         )
         for name in ("train", "validation", "test")
     }
-    greek = {chr(0x3B1 + i) for i in range(24)}
+    greek = {chr(0x3B1 + i) for i in range(24)}  # on both sides of every pair
     in_train = greek & set(split["train"])
     held_out_only = (greek & set(split["validation"] + split["test"])) - in_train
     assert in_train and held_out_only  # the data puts rare letters on both sides of the split
