@@ -204,10 +204,10 @@ def tokenize_many(
     ``codec`` (a ``data.subword.Codec``) splits; by default, the word or character splitter of
     ``config.level``, and words for a subword level (whose vocabulary is learned later).
     """
-    split = codec.split if codec is not None else None
-    if split is None:
-        level = "word" if config.level == "subword" else config.level
-        split = SPLITTERS.get(level)[0]
+    if codec is not None:
+        split = codec.split
+    else:
+        split = SPLITTERS.get("word" if config.level == "subword" else config.level)[0]
     out: list[list[str]] = []
     for start in range(0, len(sentences), batch):
         text = standardize(tf.constant(sentences[start : start + batch]), config, side)

@@ -148,19 +148,19 @@ def _learn_subwords(
     """Subword vocabularies and codecs learned from the training split (joint or per side)."""
     from data.subword import train_codec
 
-    def standardized(side: str) -> list[str]:
-        # What the graph feeds the codec: the export standardizes raw text the same way.
-        from data.text import clean
-
-        return [clean(s, text, side) for s in sentences[side]["train"]]
-
     if text.joint_vocab:
         vocab, codec = train_codec(
-            [*standardized("source"), *standardized("target")], text.source_vocab, text, seed
+            [*sentences["source"]["train"], *sentences["target"]["train"]],
+            text.source_vocab,
+            text,
+            seed,
         )
         return dict.fromkeys(SIDES, vocab), dict.fromkeys(SIDES, codec)
     sizes = {"source": text.source_vocab, "target": text.target_vocab}
-    learned = {side: train_codec(standardized(side), sizes[side], text, seed) for side in SIDES}
+    # Ingest stored the sentences cleaned (``data.text.clean``), as the graph standardizes them.
+    learned = {
+        side: train_codec(sentences[side]["train"], sizes[side], text, seed) for side in SIDES
+    }
     return {s: v for s, (v, _) in learned.items()}, {s: c for s, (_, c) in learned.items()}
 
 
