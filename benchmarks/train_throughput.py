@@ -98,7 +98,7 @@ def bare_fit(run_dir: Path, tfdata: bool = False) -> dict:
         loss, metrics = "sparse_categorical_crossentropy", ["accuracy"]
     else:
         from data.text import END_ID, START_ID, read_vocabulary
-        from data.text_datasets import PairIds
+        from data.text_datasets import PairIds, load_split
         from models.seq2seq import TokenAccuracy, smoothed_loss
         from pipelines.translation import build_model
 
@@ -110,7 +110,7 @@ def bare_fit(run_dir: Path, tfdata: bool = False) -> dict:
             t_out = _pad([[*t, END_ID] for t in tgt], width)
             return (_pad(src, int(ids.source_lengths.max())), t_in), t_out
 
-        ids = {s: PairIds.load(stages / "tokenize" / f"{s}.npz") for s in ("train", "validation")}
+        ids = {s: load_split(stages / "tokenize", s) for s in ("train", "validation")}
         x, y = arrays(ids["train"])
         validation = arrays(ids["validation"])
         if tfdata:

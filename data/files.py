@@ -1,10 +1,12 @@
-"""Atomic file and folder replacement, so a crash never leaves half an output."""
+"""Atomic file and folder replacement, and JSON files written or read one record at a time."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +41,55 @@ def write_json(path: Path, data: Any) -> None:
 def read_json(path: Path) -> Any:
     """Reads a UTF-8 JSON file."""
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+class JsonLinesWriter:
+    """Writes one JSON record per line as records arrive (nothing is held in memory)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.count = path, 0
+        self._handle = path.open("w", encoding="utf-8")
+
+    def write(self, record: Any) -> None:
+        self._handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        self.count += 1
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> JsonLinesWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class JsonArrayWriter(JsonLinesWriter):
+    """Writes a JSON array one element at a time: the file ``read_json`` reads as a list."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._handle.write("[")
+
+    def write(self, record: Any) -> None:
+        separator = "\n " if self.count == 0 else ",\n "
+        self._handle.write(separator + json.dumps(record, ensure_ascii=False, default=str))
+        self.count += 1
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            self._handle.write("\n]\n" if self.count else "]\n")
+        super().close()
+
+
+def iter_json_lines(path: Path) -> Iterator[Any]:
+    """The records of a JSON-lines file, one at a time."""
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)
+
+
+def read_json_lines(path: Path, limit: int | None = None) -> list[Any]:
+    """The first ``limit`` records of a JSON-lines file (all by default)."""
+    return list(itertools.islice(iter_json_lines(path), limit))

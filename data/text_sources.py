@@ -9,7 +9,7 @@ that cannot be used are returned with the reason, never dropped silently.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,78 +101,108 @@ class TextDataConfig:
         )
 
 
+RawPair = tuple[str, str, str]  # (first column, second column, origin)
+Rejection = dict[str, Any]  # {"item", "kind", "reason"[, "count"]}
+
+
 @dataclass
 class PairListing:
     """Raw pairs in column order with where each came from, and the lines that were unusable."""
 
-    pairs: list[tuple[str, str, str]] = field(default_factory=list)  # (first, second, origin)
-    rejected: list[dict[str, Any]] = field(default_factory=list)  # {"item", "kind", "reason"}
+    pairs: list[RawPair] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
 
 
 @TEXT_SOURCES.register("synthetic")
-def _synthetic(argument: str, config: TextDataConfig, seed: int) -> PairListing:
+def _synthetic(argument: str, config: TextDataConfig, seed: int) -> Iterator[RawPair | Rejection]:
     s = config.synthetic
     pairs = generate_dates(s.examples, seed, s.first_year, s.last_year, s.styles)
-    return PairListing([(a, b, f"synthetic:{i}") for i, (a, b) in enumerate(pairs)])
+    for i, (a, b) in enumerate(pairs):
+        yield a, b, f"synthetic:{i}"
+
+
+def _lines(path: Path, block: int = 1 << 20) -> Iterator[bytes]:
+    """The lines of a file, read in blocks, split as ``bytes.splitlines`` splits them.
+
+    Unix, Windows and old Mac line endings (not Unicode separators); a leading UTF-8 byte-order
+    mark is dropped (it is not part of the text).
+    """
+    with path.open("rb") as handle:
+        carry = handle.read(3)
+        if carry == b"\xef\xbb\xbf":
+            carry = b""
+        while chunk := handle.read(block):
+            parts = (carry + chunk).splitlines(keepends=True)
+            # the last part may continue in the next block (a "\r" may be half of "\r\n")
+            carry = parts.pop() if parts else b""
+            for part in parts:
+                yield part.rstrip(b"\r\n")
+    if carry:
+        yield carry.rstrip(b"\r\n")
 
 
 @TEXT_SOURCES.register("tsv")
-def _tsv(argument: str, config: TextDataConfig, seed: int) -> PairListing:
+def _tsv(argument: str, config: TextDataConfig, seed: int) -> Iterator[RawPair | Rejection]:
     path = Path(argument)
     if not argument or not path.is_file():
         raise FileNotFoundError(
             f"data.source tsv:{argument}: no such file. Expected tsv:PATH to a file of "
             "'first<TAB>second[<TAB>attribution]' lines (Anki / Tatoeba format)."
         )
-    listing = PairListing()
-    raw = path.read_bytes()
-    if raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark is not part of the text
-        raw = raw[3:]
-    # bytes.splitlines: Unix, Windows and old Mac line endings, not Unicode separators
-    for number, line_bytes in enumerate(raw.splitlines(), start=1):
+    return _tsv_lines(path)
+
+
+def _tsv_lines(path: Path) -> Iterator[RawPair | Rejection]:
+    for number, line_bytes in enumerate(_lines(path), start=1):
         origin = f"{path.name}:{number}"
         try:
             line = line_bytes.decode("utf-8")
         except UnicodeDecodeError as err:
-            listing.rejected.append(
-                {"item": origin, "kind": "not UTF-8", "reason": f"not UTF-8 ({err.reason})"}
-            )
+            yield {"item": origin, "kind": "not UTF-8", "reason": f"not UTF-8 ({err.reason})"}
             continue
         if not line.strip():
             continue  # blank lines (e.g. the final newline) are not data
         columns = line.split("\t")
         if not 2 <= len(columns) <= 3:
-            listing.rejected.append(
-                {
-                    "item": origin,
-                    "kind": "malformed line",
-                    "reason": f"{len(columns)} column(s); expected 2 or 3 tab-separated",
-                }
-            )
+            yield {
+                "item": origin,
+                "kind": "malformed line",
+                "reason": f"{len(columns)} column(s); expected 2 or 3 tab-separated",
+            }
             continue
-        listing.pairs.append((columns[0], columns[1], origin))
-    return listing
+        yield columns[0], columns[1], origin
 
 
 @TEXT_SOURCES.register("tfds")
-def _tfds(argument: str, config: TextDataConfig, seed: int) -> PairListing:
+def _tfds(argument: str, config: TextDataConfig, seed: int) -> Iterator[RawPair | Rejection]:
     import tensorflow_datasets as tfds
 
     if not argument:
         raise ValueError(
             "data.source tfds:NAME needs a dataset name, e.g. tfds:ted_hrlr_translate/pt_to_en"
         )
-    ds, info = tfds.load(argument, split=config.tfds_split, as_supervised=True, with_info=True)
-    listing = PairListing()
-    for i, (first, second) in enumerate(tfds.as_numpy(ds)):
-        listing.pairs.append((first.decode("utf-8"), second.decode("utf-8"), f"{argument}:{i}"))
-    return listing
+    ds = tfds.load(argument, split=config.tfds_split, as_supervised=True)
+    return (
+        (first.decode("utf-8"), second.decode("utf-8"), f"{argument}:{i}")
+        for i, (first, second) in enumerate(tfds.as_numpy(ds))
+    )
+
+
+def iter_source(config: TextDataConfig, seed: int) -> Iterator[RawPair | Rejection]:
+    """The configured source's raw pairs and unusable lines (dicts), one at a time, in order.
+
+    Raises at once (not on the first ``next``) when the source cannot be opened.
+    """
+    name, _, argument = config.source.partition(":")
+    return TEXT_SOURCES.get(name)(argument, config, seed)
 
 
 def list_pairs(config: TextDataConfig, seed: int) -> PairListing:
-    """Reads the configured source."""
-    name, _, argument = config.source.partition(":")
-    return TEXT_SOURCES.get(name)(argument, config, seed)
+    """Reads the whole configured source into memory (small data, tests, benchmarks)."""
+    listing = PairListing()
+    for item in iter_source(config, seed):
+        (listing.rejected if isinstance(item, dict) else listing.pairs).append(item)
+    return listing
 
 
 def source_state(config: TextDataConfig) -> str:
@@ -198,14 +228,118 @@ def split_of(source_sentence: str, val_percent: float, test_percent: float) -> s
     return "train"
 
 
+def filter_pairs(
+    items: Iterable[RawPair | Rejection],
+    data: TextDataConfig,
+    text: TextConfig,
+    token_counts: Callable[[list[str], str], list[int]],
+    batch: int = 4096,
+) -> Iterator[dict[str, Any]]:
+    """Cleans, orients, length-filters and de-duplicates pairs as they stream past.
+
+    Args:
+        items: raw pairs and the source's rejections (``iter_source``).
+        data: direction and split percentages.
+        text: cleaning settings and length limits.
+        token_counts: number of tokens of each sentence of a side (the model's own tokenizer),
+            called on ``batch`` sentences at a time.
+        batch: pairs cleaned and counted together.
+
+    Yields:
+        Kept pairs (``source``, ``target``, ``split``, ``origin``) and rejections (``item``,
+        ``kind``, ``reason``), in input order within a batch. Memory is one batch plus a 16-byte
+        digest per distinct kept pair (for de-duplication).
+    """
+    seen: set[bytes] = set()
+    pending: list[tuple[str, str, str]] = []
+
+    def flush() -> Iterator[dict[str, Any]]:
+        n_src = token_counts([p[0] for p in pending], "source")
+        n_tgt = token_counts([p[1] for p in pending], "target")
+        for (source, target, origin), ns, nt in zip(pending, n_src, n_tgt, strict=True):
+            for side, n, limit in (
+                ("source", ns, text.max_source_tokens),
+                ("target", nt, text.max_target_tokens),
+            ):
+                if n > limit:
+                    yield {
+                        "item": origin,
+                        "kind": f"{side} too long",
+                        "reason": f"{side} has {n} tokens > text.max_{side}_tokens={limit}",
+                    }
+                    break
+            else:
+                digest = hashlib.blake2b(
+                    f"{source}\t{target}".encode("utf-8", "surrogatepass"), digest_size=16
+                ).digest()
+                if digest in seen:
+                    yield {"item": origin, "kind": "duplicate pair", "reason": "duplicate pair"}
+                    continue
+                seen.add(digest)
+                yield {
+                    "source": source,
+                    "target": target,
+                    "split": split_of(source, data.val_percent, data.test_percent),
+                    "origin": origin,
+                }
+        pending.clear()
+
+    for item in items:
+        if isinstance(item, dict):
+            yield item
+            continue
+        first, second, origin = item
+        if data.direction == "reverse":
+            first, second = second, first
+        source, target = clean(first, text, "source"), clean(second, text, "target")
+        if not source or not target:
+            side = "source" if not source else "target"
+            yield {
+                "item": origin,
+                "kind": f"empty {side}",
+                "reason": f"empty {side} after cleaning",
+            }
+            continue
+        pending.append((source, target, origin))
+        if len(pending) >= batch:
+            yield from flush()
+    if pending:
+        yield from flush()
+
+
+def is_rejection(record: dict[str, Any]) -> bool:
+    """Whether a ``filter_pairs`` record is a rejection rather than a kept pair."""
+    return "kind" in record
+
+
+def sample_indices(kept: int, max_pairs: int, seed: int) -> tuple[set[int] | None, Rejection]:
+    """Which of ``kept`` pairs ``data.max_pairs`` keeps (a seeded sample), and the record of the rest.
+
+    Returns ``(None, {})`` when every pair is kept.
+    """
+    import random
+
+    if not max_pairs or kept <= max_pairs:
+        return None, {}
+    order = list(range(kept))
+    random.Random(seed).shuffle(order)
+    dropped = kept - max_pairs
+    return set(order[:max_pairs]), {
+        "item": f"{dropped} pairs",
+        "kind": "over data.max_pairs",
+        "reason": f"left out by data.max_pairs={max_pairs} (a seeded sample is kept)",
+        "count": dropped,
+    }
+
+
 def prepare_pairs(
     listing: PairListing,
     data: TextDataConfig,
     text: TextConfig,
     token_counts: Callable[[list[str], str], list[int]],
     seed: int,
-) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """Cleans, orients, filters, de-duplicates, samples and splits pairs.
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``filter_pairs`` and the ``max_pairs`` sample over a listing held in memory.
 
     Args:
         listing: raw pairs from a source.
@@ -217,71 +351,11 @@ def prepare_pairs(
     Returns:
         Kept pairs (``source``, ``target``, ``split``, ``origin``) and rejected items with reasons.
     """
-    import random
-
-    rejected = list(listing.rejected)
-    oriented = []
-    for first, second, origin in listing.pairs:
-        if data.direction == "reverse":
-            first, second = second, first
-        source, target = clean(first, text, "source"), clean(second, text, "target")
-        if not source or not target:
-            side = "source" if not source else "target"
-            rejected.append(
-                {"item": origin, "kind": f"empty {side}", "reason": f"empty {side} after cleaning"}
-            )
-            continue
-        oriented.append((source, target, origin))
-    lengths_src = token_counts([p[0] for p in oriented], "source") if oriented else []
-    lengths_tgt = token_counts([p[1] for p in oriented], "target") if oriented else []
-    kept, seen = [], set()
-    for (source, target, origin), n_src, n_tgt in zip(
-        oriented, lengths_src, lengths_tgt, strict=True
-    ):
-        if n_src > text.max_source_tokens:
-            rejected.append(
-                {
-                    "item": origin,
-                    "kind": "source too long",
-                    "reason": f"source has {n_src} tokens > "
-                    f"text.max_source_tokens={text.max_source_tokens}",
-                }
-            )
-            continue
-        if n_tgt > text.max_target_tokens:
-            rejected.append(
-                {
-                    "item": origin,
-                    "kind": "target too long",
-                    "reason": f"target has {n_tgt} tokens > "
-                    f"text.max_target_tokens={text.max_target_tokens}",
-                }
-            )
-            continue
-        if (source, target) in seen:
-            rejected.append({"item": origin, "kind": "duplicate pair", "reason": "duplicate pair"})
-            continue
-        seen.add((source, target))
-        kept.append(
-            {
-                "source": source,
-                "target": target,
-                "split": split_of(source, data.val_percent, data.test_percent),
-                "origin": origin,
-            }
-        )
-    if data.max_pairs and len(kept) > data.max_pairs:
-        order = list(range(len(kept)))
-        random.Random(seed).shuffle(order)
-        chosen = sorted(order[: data.max_pairs])
-        dropped = len(kept) - data.max_pairs
-        rejected.append(
-            {
-                "item": f"{dropped} pairs",
-                "kind": "over data.max_pairs",
-                "reason": f"left out by data.max_pairs={data.max_pairs} (a seeded sample is kept)",
-                "count": dropped,
-            }
-        )
-        kept = [kept[i] for i in chosen]
+    kept, rejected = [], []
+    for record in filter_pairs([*listing.rejected, *listing.pairs], data, text, token_counts):
+        (rejected if is_rejection(record) else kept).append(record)
+    chosen, record = sample_indices(len(kept), data.max_pairs, seed)
+    if chosen is not None:
+        kept = [p for i, p in enumerate(kept) if i in chosen]
+        rejected.append(record)
     return kept, rejected

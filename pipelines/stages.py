@@ -192,23 +192,29 @@ def check_splits(counts: dict[str, int], what: str, source: str, hint: str) -> N
 
 
 def check_rejected(
-    kept: int, rejected: list[tuple[str, str]], max_percent: float, what: str
+    kept: int,
+    rejected: list[tuple[str, str]],
+    max_percent: float,
+    what: str,
+    total_rejected: int | None = None,
 ) -> None:
     """Stops before training if more than ``max_percent`` of the input was unusable.
 
     Args:
         kept: usable examples.
-        rejected: ``(item, reason)`` of each unusable one.
+        rejected: ``(item, reason)`` of each unusable one (or of the first few, see below).
         max_percent: ``data.max_rejected_percent``.
         what: what the examples are, for the message.
+        total_rejected: the number of unusable examples when ``rejected`` lists only some.
     """
-    total = kept + len(rejected)
-    percent = 100.0 * len(rejected) / total if total else 0.0
+    n_rejected = len(rejected) if total_rejected is None else total_rejected
+    total = kept + n_rejected
+    percent = 100.0 * n_rejected / total if total else 0.0
     if percent > max_percent:
         shown = "; ".join(f"{item}: {reason}" for item, reason in rejected[:5])
-        more = f" (and {len(rejected) - 5} more)" if len(rejected) > 5 else ""
+        more = f" (and {n_rejected - 5} more)" if n_rejected > 5 else ""
         raise ValueError(
-            f"{len(rejected)} of {total} {what} ({percent:.1f}%) are unusable, more than "
+            f"{n_rejected} of {total} {what} ({percent:.1f}%) are unusable, more than "
             f"data.max_rejected_percent={max_percent:g}: {shown}{more}. Fix the data or raise "
             "data.max_rejected_percent."
         )

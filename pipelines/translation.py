@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from data.files import read_json, write_json
+from data.files import JsonArrayWriter, JsonLinesWriter, iter_json_lines, read_json_lines
 from data.text import read_vocabulary
 from data.text_sources import SPLITS, source_state
 from pipelines.reporting import translation_summary
@@ -29,26 +31,63 @@ from pipelines.translation_config import TranslationConfig
 
 
 def ingest(ctx: StageContext) -> dict[str, Any]:
-    """Reads pairs, cleans them, drops (and lists) unusable ones, splits by source sentence."""
+    """Reads pairs, cleans them, drops (and lists) unusable ones, splits by source sentence.
+
+    Streams: the source is read a line at a time and cleaned and length-checked a batch at a
+    time; kept pairs go to a spool file, then (after the ``max_pairs`` sample, which needs their
+    number) to ``SPLIT.jsonl``. Memory does not grow with the corpus beyond de-duplication's
+    16-byte digest per pair.
+    """
     from data.text import tokenize_many
-    from data.text_sources import UNUSABLE, list_pairs, prepare_pairs
+    from data.text_sources import (
+        UNUSABLE,
+        filter_pairs,
+        is_rejection,
+        iter_source,
+        sample_indices,
+    )
 
     config: TranslationConfig = ctx.config
-    listing = list_pairs(config.data, config.runtime.seed)
+    items = iter_source(config.data, config.runtime.seed)
 
     def token_counts(sentences: list[str], side: str) -> list[int]:
         return [len(t) for t in tokenize_many(sentences, config.text, side)]
 
-    pairs, rejected = prepare_pairs(
-        listing, config.data, config.text, token_counts, config.runtime.seed
-    )
-    counts = {s: sum(p["split"] == s for p in pairs) for s in SPLITS}
-    unusable = [(r["item"], r["reason"]) for r in rejected if r["kind"] in UNUSABLE]
+    reasons: Counter = Counter()
+    unusable: list[tuple[str, str]] = []  # the first few, for the error message
+    n_unusable = kept = 0
+    spool = ctx.out_dir / "kept.jsonl.tmp"
+    with JsonArrayWriter(ctx.out_dir / "rejected.json") as rejected, JsonLinesWriter(spool) as out:
+        for record in filter_pairs(items, config.data, config.text, token_counts):
+            if not is_rejection(record):
+                out.write(record)
+                continue
+            rejected.write(record)
+            reasons[record["kind"]] += record.get("count", 1)
+            if record["kind"] in UNUSABLE:
+                n_unusable += 1
+                if len(unusable) < 5:
+                    unusable.append((record["item"], record["reason"]))
+        kept = out.count
+        chosen, dropped = sample_indices(kept, config.data.max_pairs, config.runtime.seed)
+        if dropped:
+            rejected.write(dropped)
+            reasons[dropped["kind"]] += dropped["count"]
+    counts = dict.fromkeys(SPLITS, 0)
+    writers = {split: JsonLinesWriter(ctx.out_dir / f"{split}.jsonl") for split in SPLITS}
+    for i, pair in enumerate(iter_json_lines(spool)):
+        if chosen is None or i in chosen:
+            writers[pair["split"]].write(pair)
+            counts[pair["split"]] += 1
+    for writer in writers.values():
+        writer.close()
+    spool.unlink()
     check_rejected(
-        len(listing.pairs) + len(listing.rejected) - len(unusable),
+        kept + reasons["duplicate pair"] + reasons["source too long"] + reasons["target too long"],
         unusable,
         config.data.max_rejected_percent,
         "lines",
+        total_rejected=n_unusable,
     )
     check_splits(
         counts,
@@ -56,12 +95,6 @@ def ingest(ctx: StageContext) -> dict[str, Any]:
         config.data.source,
         "Check data.val_percent, data.test_percent and the length limits in text.",
     )
-    for split in SPLITS:
-        write_json(ctx.out_dir / f"{split}.json", [p for p in pairs if p["split"] == split])
-    write_json(ctx.out_dir / "rejected.json", rejected)
-    reasons: Counter = Counter()
-    for r in rejected:
-        reasons[r["kind"]] += r.get("count", 1)
     return {
         "metrics": {
             "source": config.data.source,
@@ -76,48 +109,70 @@ def ingest(ctx: StageContext) -> dict[str, Any]:
 # ---------------------------------------------------------------- tokenize
 
 
+def _sentences(folder: Any, split: str, side: str) -> Iterator[str]:
+    """One side of a split's pairs, a sentence at a time (ingest stored them cleaned)."""
+    return (pair[side] for pair in iter_json_lines(folder / f"{split}.jsonl"))
+
+
+def _batches(folder: Any, split: str, size: int = 4096) -> Iterator[list[dict[str, str]]]:
+    pairs = iter_json_lines(folder / f"{split}.jsonl")
+    while batch := list(itertools.islice(pairs, size)):
+        yield batch
+
+
 def tokenize(ctx: StageContext) -> dict[str, Any]:
     """Builds both vocabularies from the training split; writes token ids of every split.
 
     Word and character vocabularies are the most frequent training tokens; a subword level
     learns its vocabulary (one per language, or one joint) from the training sentences only.
+    Streams: sentences are read, split and counted a batch at a time, and token ids are written
+    as shards (``data.text_datasets.PairShardWriter``), so memory does not grow with the corpus
+    beyond the token counts.
     """
     from data.subword import Codec, save_codec
-    from data.text import build_vocabulary, encode, tokenize_many
-    from data.text_datasets import PairIds
+    from data.text import UNK_ID, build_vocabulary, encode, tokenize_many
+    from data.text_datasets import PairShardWriter
 
     config: TranslationConfig = ctx.config
     text = config.text
-    pairs = {split: read_json(ctx.input("ingest") / f"{split}.json") for split in SPLITS}
-    sentences = {
-        side: {split: [p[side] for p in pairs[split]] for split in SPLITS} for side in SIDES
-    }
+    ingest_dir = ctx.input("ingest")
     vocabs: dict[str, list[str]] = {}
     codecs: dict[str, Codec] = {}
     if text.level == "subword":
-        vocabs, codecs = _learn_subwords(text, sentences, config.runtime.seed)
-    tokens = {
-        side: {
-            split: tokenize_many(sentences[side][split], text, side, codec=codecs.get(side))
-            for split in SPLITS
-        }
-        for side in SIDES
-    }
-    if not vocabs:
+        vocabs, codecs = _learn_subwords(text, ingest_dir, config.runtime.seed)
+    else:
         sizes = {"source": text.source_vocab, "target": text.target_vocab}
         for side in SIDES:
-            vocabs[side] = build_vocabulary(tokens[side]["train"], sizes[side], text.min_count)
+            tokens = (
+                row
+                for batch in _batches(ingest_dir, "train")
+                for row in tokenize_many([p[side] for p in batch], text, side)
+            )
+            vocabs[side] = build_vocabulary(tokens, sizes[side], text.min_count)
             codecs[side] = Codec(text.level)
     for side in SIDES:
         save_codec(codecs[side], vocabs[side], ctx.out_dir, side)
-    unknown = {}
+    unknown: dict[str, dict[str, float]] = {}
+    pieces, words = Counter(), Counter()  # train tokens and word tokens per side (subwords)
     for split in SPLITS:
-        src = encode(tokens["source"][split], vocabs["source"])
-        tgt = encode(tokens["target"][split], vocabs["target"])
-        PairIds.from_lists(src, tgt).save(ctx.out_dir / f"{split}.npz")
+        writer = PairShardWriter(ctx.out_dir, split)
+        n_unknown, n_tokens = Counter(), Counter()
+        for batch in _batches(ingest_dir, split):
+            ids = {}
+            for side in SIDES:
+                sentences = [p[side] for p in batch]
+                rows = tokenize_many(sentences, text, side, codec=codecs[side])
+                ids[side] = encode(rows, vocabs[side])
+                n_unknown[side] += sum(t == UNK_ID for row in ids[side] for t in row)
+                n_tokens[side] += sum(map(len, rows))
+                if text.level == "subword" and split == "train":
+                    pieces[side] += sum(map(len, rows))
+                    words[side] += sum(map(len, tokenize_many(sentences, text, side)))
+            writer.add(ids["source"], ids["target"])
+        writer.close()
         unknown[split] = {
-            side: round(float(np.mean([t == 1 for row in rows for t in row] or [0])), 4)
-            for side, rows in (("source", src), ("target", tgt))
+            side: round(n_unknown[side] / n_tokens[side], 4) if n_tokens[side] else 0.0
+            for side in SIDES
         }
     for path in sorted(ctx.out_dir.iterdir()):
         if path.name.endswith(("_vocab.txt", ".model")):
@@ -126,15 +181,9 @@ def tokenize(ctx: StageContext) -> dict[str, Any]:
         "vocab_size": {side: len(vocabs[side]) for side in SIDES},
         "unknown_token_rate": unknown,
     }
-    if text.level == "subword":
-        words = {
-            side: tokenize_many(sentences[side]["train"], text, side) for side in SIDES
-        }  # word tokens: the default split of a subword level
+    if text.level == "subword":  # word tokens: the default split of a subword level
         metrics["subwords_per_word"] = {
-            side: round(
-                sum(map(len, tokens[side]["train"])) / max(1, sum(map(len, words[side]))), 3
-            )
-            for side in SIDES
+            side: round(pieces[side] / max(1, words[side]), 3) for side in SIDES
         }
     return {"metrics": metrics}
 
@@ -143,23 +192,23 @@ SIDES = ("source", "target")
 
 
 def _learn_subwords(
-    text: Any, sentences: dict[str, dict[str, list[str]]], seed: int
+    text: Any, ingest_dir: Any, seed: int
 ) -> tuple[dict[str, list[str]], dict[str, Any]]:
-    """Subword vocabularies and codecs learned from the training split (joint or per side)."""
+    """Subword vocabularies and codecs learned from the training split (joint or per side).
+
+    The learners read the sentences as a stream (``data.subword.train_codec``).
+    """
     from data.subword import train_codec
 
     if text.joint_vocab:
-        vocab, codec = train_codec(
-            [*sentences["source"]["train"], *sentences["target"]["train"]],
-            text.source_vocab,
-            text,
-            seed,
-        )
+        both = itertools.chain(*(_sentences(ingest_dir, "train", side) for side in SIDES))
+        vocab, codec = train_codec(both, text.source_vocab, text, seed)
         return dict.fromkeys(SIDES, vocab), dict.fromkeys(SIDES, codec)
     sizes = {"source": text.source_vocab, "target": text.target_vocab}
     # Ingest stored the sentences cleaned (``data.text.clean``), as the graph standardizes them.
     learned = {
-        side: train_codec(sentences[side]["train"], sizes[side], text, seed) for side in SIDES
+        side: train_codec(_sentences(ingest_dir, "train", side), sizes[side], text, seed)
+        for side in SIDES
     }
     return {s: v for s, (v, _) in learned.items()}, {s: c for s, (_, c) in learned.items()}
 
@@ -195,14 +244,17 @@ def _vocab_sizes(ctx: StageContext) -> tuple[int, int]:
 
 
 def _train_datasets(ctx: StageContext) -> tuple[Any, Any, int]:
-    from data.text_datasets import PairIds, pair_dataset
+    from data.text_datasets import split_dataset, split_size
 
     config: TranslationConfig = ctx.config
-    ids = {s: PairIds.load(ctx.input("tokenize") / f"{s}.npz") for s in ("train", "validation")}
-    bs, bucket = config.train.batch_size, config.train.bucket_by_length
-    train_ds = pair_dataset(ids["train"], bs, config.train.shuffle, config.runtime.seed, bucket)
-    val_ds = pair_dataset(ids["validation"], bs, bucket_by_length=bucket)
-    return train_ds, val_ds, len(ids["train"])
+    folder, bs, bucket = (
+        ctx.input("tokenize"),
+        config.train.batch_size,
+        config.train.bucket_by_length,
+    )
+    train_ds = split_dataset(folder, "train", bs, config.train.shuffle, config.runtime.seed, bucket)
+    val_ds = split_dataset(folder, "validation", bs, bucket_by_length=bucket)
+    return train_ds, val_ds, split_size(folder, "train")
 
 
 def _build_for_training(ctx: StageContext, train_ds: Any) -> Any:
@@ -250,7 +302,7 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
     """Decodes the test split (and validation); sacreBLEU BLEU and chrF, exact match, samples."""
     import sacrebleu
 
-    from data.text_datasets import PairIds
+    from data.text_datasets import load_split
     from models.decoding import detokenize, translate_ids
 
     config: TranslationConfig = ctx.config
@@ -259,8 +311,8 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
     vocab_tgt = read_vocabulary(ctx.input("tokenize") / "target_vocab.txt")
 
     def translate(split: str) -> tuple[list[dict], np.ndarray, list[str], float]:
-        pairs = read_json(ctx.input("ingest") / f"{split}.json")
-        sources = PairIds.load(ctx.input("tokenize") / f"{split}.npz").sources()
+        pairs = read_json_lines(ctx.input("ingest") / f"{split}.jsonl")
+        sources = load_split(ctx.input("tokenize"), split).sources()
         start = time.perf_counter()
         hypotheses = detokenize(translate_ids(model, sources, config.decode), vocab_tgt, codec)
         return pairs, sources, hypotheses, time.perf_counter() - start
@@ -344,7 +396,7 @@ def export(ctx: StageContext) -> dict[str, Any]:
     require_trained(ctx)
     tok = ctx.input("tokenize")
     model = load_trained(ctx)
-    test = read_json(ctx.input("ingest") / "test.json")[:4]
+    test = read_json_lines(ctx.input("ingest") / "test.jsonl", limit=4)
     export_translator(
         model,
         config.text,
@@ -372,14 +424,14 @@ PIPELINE = PIPELINES.register("translation")(
             Stage(
                 "ingest",
                 ingest,
-                version=2,
+                version=3,  # 3: SPLIT.jsonl, written as the source streams past
                 sections=("data", "text", "runtime.seed"),
                 watch=lambda config: source_state(config.data),
             ),
             Stage(
                 "tokenize",
                 tokenize,
-                version=3,  # 3: subword vocabularies (SIDE.model beside SIDE_vocab.txt)
+                version=4,  # 4: token ids as shards (SPLIT-NNNNN.npz + SPLIT.shards.json)
                 reads=("ingest",),
                 sections=("text", "runtime.seed"),
                 outputs=("vocab",),

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
+from data.files import read_json_lines
 from data.subword import load_codec, save_codec, train_codec
 from data.text import TextConfig, clean, tokenize_many
 from tests.test_cli import run_cli
@@ -100,15 +101,15 @@ def test_two_sentencepiece_models_stay_apart_in_a_reloaded_export(tmp_path):
         assert reloaded[name].numpy().tolist() == want.numpy().tolist()
 
 
-def test_joint_vocabulary_is_shared_by_both_sides():
+def test_joint_vocabulary_is_shared_by_both_sides(tmp_path):
+    from data.files import JsonLinesWriter
     from pipelines.translation import _learn_subwords
 
     config = TextConfig(level="subword", joint_vocab=True, source_vocab=400)
-    sentences = {
-        "source": {"train": TRAIN[:100]},
-        "target": {"train": [s.upper() for s in TRAIN[:100]]},
-    }
-    vocabs, codecs = _learn_subwords(config, sentences, seed=0)
+    with JsonLinesWriter(tmp_path / "train.jsonl") as out:  # what ingest writes
+        for s in TRAIN[:100]:
+            out.write({"source": s, "target": s.upper(), "split": "train"})
+    vocabs, codecs = _learn_subwords(config, tmp_path, seed=0)
     assert vocabs["source"] == vocabs["target"] and codecs["source"] is codecs["target"]
     assert any(t.isupper() for t in vocabs["source"]) and any(t.islower() for t in vocabs["source"])
 
@@ -185,7 +186,7 @@ def test_subword_vocabulary_comes_from_the_training_split_only(subword_run):
     split = {
         name: " ".join(
             p["source"] + " " + p["target"]
-            for p in json.loads((run_dir / "stages" / "ingest" / f"{name}.json").read_text())
+            for p in read_json_lines(run_dir / "stages" / "ingest" / f"{name}.jsonl")
         )
         for name in ("train", "validation", "test")
     }

@@ -154,3 +154,33 @@ def test_edited_tsv_reruns_ingest(tmp_path):
     second = run_pipeline(pipeline, config, tmp_path / "run", until="ingest")
     assert second.ran == ["ingest"]
     assert sum(second.metrics["examples"].values()) == sum(first.metrics["examples"].values()) + 1
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 5, 1 << 20])
+def test_lines_are_split_like_splitlines_across_read_blocks(tmp_path, block):
+    from data.text_sources import _lines
+
+    raw = b"a\tb\r\nc\td\re\tf\n\n\r\ng\th\r\r\n\xc3\xa9\tx"
+    path = tmp_path / "pairs.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + raw)
+    assert list(_lines(path, block)) == raw.splitlines()
+
+
+def test_filtering_in_batches_changes_nothing():
+    from data.text_sources import filter_pairs
+
+    text = TextConfig(max_source_tokens=5)
+    listing = list_pairs(TextDataConfig(synthetic=SyntheticTextConfig(examples=300)), 0)
+    items = [*listing.pairs[:150], *listing.pairs[:40], *listing.pairs[150:]]  # 40 duplicates
+
+    def run(batch):
+        return list(filter_pairs(items, TextDataConfig(), text, _counts(text), batch=batch))
+
+    whole = run(4096)
+    assert run(7) == whole
+    kinds = Counter(r.get("kind", "kept") for r in whole)
+    origins = {origin for *_, origin in items[:40]}
+    first_kept = sum("kind" not in r and r["origin"] in origins for r in whole)
+    # every repeated pair that passed the length filter is a duplicate
+    assert kinds["duplicate pair"] >= first_kept > 0 and kinds["source too long"] > 0
+    assert sum(kinds.values()) == len(items)
