@@ -62,6 +62,16 @@ def _file_state(path: str) -> list:
     return [os.path.abspath(path), stat.st_size, stat.st_mtime_ns]
 
 
+# Settings that do not change one clip's MFCC, left out of its cache key: applied in the model
+# (deltas, normalization), or how many copies are made (copy k is the same whatever the count).
+IN_MODEL = ("deltas", "normalize", "running_prior_seconds")
+HOW_MANY = ("copies", "copies_by_source")
+
+
+def _drop(settings: dict, names: tuple[str, ...]) -> dict:
+    return {k: v for k, v in settings.items() if k not in names}
+
+
 def _cache_key(
     task: FeatureTask,
     features: FeatureConfig,
@@ -75,11 +85,11 @@ def _cache_key(
         "path": os.path.abspath(task.path),
         "size": stat.st_size,
         "mtime": stat.st_mtime_ns,
-        "features": asdict(features),
+        "features": _drop(asdict(features), IN_MODEL),
         "copy": task.copy,
         "place": task.place,
         "v": CACHE_VERSION,
-        "augment": asdict(aug) if mixed and aug else None,
+        "augment": _drop(asdict(aug), HOW_MANY) if mixed and aug else None,
         "seed": seed if mixed else None,
         # the noises mixed in: other or edited noise files give other features
         "noise": [_file_state(p) for p in noise_files] if mixed else None,

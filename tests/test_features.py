@@ -152,3 +152,28 @@ def test_feature_cache_key_covers_the_noise_of_augmented_copies(tmp_path):
 
     feature_store._noises.cache_clear()  # a new run reads the noise files afresh
     assert not np.array_equal(compute_one(FeatureTask(str(clip), copy=1), *args), first)
+
+
+def test_feature_cache_key_ignores_settings_applied_in_the_model(tmp_path):
+    """Deltas, normalization and the number of copies do not change a clip's MFCC: cache hits."""
+    import soundfile
+
+    from data.augment import AugmentConfig
+    from data.feature_store import FeatureTask, _cache_key
+
+    clip = tmp_path / "clip.wav"
+    soundfile.write(clip, tone(440, 0.5), 16000)
+    task = FeatureTask(str(clip), copy=1)
+    key = _cache_key(task, FeatureConfig(), AugmentConfig(copies=1), 0)
+    same = [
+        (FeatureConfig(deltas=2), AugmentConfig(copies=1)),
+        (FeatureConfig(normalize="utterance"), AugmentConfig(copies=1)),
+        (FeatureConfig(), AugmentConfig(copies=4, copies_by_source={"fsdd": 2})),
+    ]
+    assert all(_cache_key(task, f, a, 0) == key for f, a in same)
+    other = [
+        (FeatureConfig(n_mfcc=20), AugmentConfig(copies=1), 0),
+        (FeatureConfig(), AugmentConfig(copies=1, snr_db_min=3.0), 0),
+        (FeatureConfig(), AugmentConfig(copies=1), 1),
+    ]
+    assert all(_cache_key(task, f, a, seed) != key for f, a, seed in other)
