@@ -1,11 +1,15 @@
-"""Peak memory of the features and train stages as the speech data grows.
+"""Peak memory of the data and train stages as the data grows, both pipelines.
 
-Generates N one-second clips (tones with noise, FSDD-style names: 10 labels, 40 speakers) for
-each size, runs the real pipeline on them (``run.py run fsdd``, the preset's front end and model)
-in two steps, ``--until features`` and then ``--until train`` (one epoch of 50 steps: the reader
-streams the same way however many steps), and reports each process's peak resident memory.
-Flat memory means the stage never holds the whole split; the baseline is the smallest size.
-Usage: python benchmarks/memory_scaling.py [--sizes 2500 10000 40000]
+Speech: N one-second clips (tones with noise, FSDD-style names: 10 labels, 40 speakers) for
+each size, run through the real pipeline (``run.py run fsdd``, the preset's front end and
+model). Translation: a TSV of N distinct sentence pairs (Zipf-distributed words of a
+20,000-word vocabulary on each side, 3-14 words) through ``run.py run translation`` with
+``data.source=tsv:FILE``. Each runs in two commands, ``--until features`` (or ``tokenize``) and
+then ``--until train`` (one epoch of 50 steps: the reader streams the same way however many
+steps), and each command's peak resident memory is reported. Flat memory means the stage never
+holds the whole split; the baseline is the smallest size.
+Usage: python benchmarks/memory_scaling.py [--sizes 2500 10000 40000] [--pairs 20000 100000]
+    [--only speech|text]
 """
 
 from __future__ import annotations
@@ -54,35 +58,93 @@ def peak_mb(command: list[str]) -> tuple[float, float]:
     return int(out.stdout.split()[-1]) / 1024, time.perf_counter() - start
 
 
+def speech_rows(sizes: list[int], tmp: Path) -> list[tuple[int, str, float, float]]:
+    """Peak memory of ``run.py run fsdd`` on generated clips, each size."""
+    rows = []
+    for n in sorted(sizes):
+        data, run_dir = tmp / f"clips-{n}", tmp / f"run-{n}"
+        generate(data, n)
+        sets = [
+            f"data.source=fsdd:{data}",
+            "data.test_speakers=[s0]",
+            "augment.copies=0",
+            f"runtime.cache_dir={tmp / 'cache'}",
+            "train.epochs=1",
+            "train.steps_per_epoch=50",
+            "train.verbose=0",
+        ]
+        base = [sys.executable, "run.py", "run", "fsdd", "--run-dir", str(run_dir)]
+        base += [a for s in sets for a in ("--set", s)]
+        rows.append((n, "ingest + features", *peak_mb([*base, "--until", "features"])))
+        rows.append((n, "train", *peak_mb([*base, "--until", "train"])))
+    return rows
+
+
+def write_pairs(path: Path, n: int, words: int = 20_000) -> None:
+    """``n`` distinct ``source<TAB>target`` lines of Zipf-distributed made-up words."""
+    rng = np.random.default_rng(n)
+    vocab = [f"w{i}" for i in range(words)]
+    seen: set[str] = set()
+    with path.open("w", encoding="utf-8") as handle:
+        while len(seen) < n:
+            ranks = np.minimum(rng.zipf(1.3, 28), words) - 1
+            a, b = rng.integers(3, 15, 2)
+            line = (
+                " ".join(vocab[r] for r in ranks[:a])
+                + "\t"
+                + " ".join(vocab[r].upper() for r in ranks[14 : 14 + b])
+            )
+            if line not in seen:
+                seen.add(line)
+                handle.write(line + "\n")
+
+
+def text_rows(sizes: list[int], tmp: Path) -> list[tuple[int, str, float, float]]:
+    """Peak memory of ``run.py run translation`` on generated sentence pairs, each size."""
+    rows = []
+    for n in sorted(sizes):
+        data, run_dir = tmp / f"pairs-{n}.tsv", tmp / f"text-run-{n}"
+        write_pairs(data, n)
+        sets = [
+            f"data.source=tsv:{data}",
+            "text.max_source_tokens=20",
+            "text.max_target_tokens=20",
+            "text.source_vocab=8000",
+            "text.target_vocab=8000",
+            "eval.validation_bleu=false",
+            "train.epochs=1",
+            "train.steps_per_epoch=50",
+            "train.verbose=0",
+        ]
+        base = [sys.executable, "run.py", "run", "translation", "--run-dir", str(run_dir)]
+        base += [a for s in sets for a in ("--set", s)]
+        rows.append((n, "ingest + tokenize", *peak_mb([*base, "--until", "tokenize"])))
+        rows.append((n, "train", *peak_mb([*base, "--until", "train"])))
+    return rows
+
+
+def report(rows: list[tuple[int, str, float, float]], unit: str) -> None:
+    smallest = min(n for n, *_ in rows)
+    first = {stage: mb for n, stage, mb, _ in rows if n == smallest}
+    for n, stage, mb, seconds in rows:
+        print(
+            f"{n:7d} {unit}  {stage:18s} {mb:8.0f} MB  {mb / first[stage]:5.2f}x the "
+            f"{smallest}-{unit[:-1]} run  ({seconds:.0f} s)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2500, 10000, 40000])
+    parser.add_argument("--pairs", type=int, nargs="+", default=[20000, 100000])
+    parser.add_argument("--only", choices=("speech", "text"))
     args = parser.parse_args()
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for n in sorted(args.sizes):
-            data, run_dir = Path(tmp) / f"clips-{n}", Path(tmp) / f"run-{n}"
-            generate(data, n)
-            sets = [
-                f"data.source=fsdd:{data}",
-                "data.test_speakers=[s0]",
-                "augment.copies=0",
-                f"runtime.cache_dir={Path(tmp) / 'cache'}",
-                "train.epochs=1",
-                "train.steps_per_epoch=50",
-                "train.verbose=0",
-            ]
-            base = [sys.executable, "run.py", "run", "fsdd", "--run-dir", str(run_dir)]
-            base += [a for s in sets for a in ("--set", s)]
-            rows.append((n, "ingest + features", *peak_mb([*base, "--until", "features"])))
-            rows.append((n, "train", *peak_mb([*base, "--until", "train"])))
     print("peak resident memory of each command (flat = the stage does not grow with the data)")
-    first = {stage: mb for n, stage, mb, _ in rows if n == min(args.sizes)}
-    for n, stage, mb, seconds in rows:
-        print(
-            f"{n:6d} clips  {stage:18s} {mb:8.0f} MB  {mb / first[stage]:5.2f}x the "
-            f"{min(args.sizes)}-clip run  ({seconds:.0f} s)"
-        )
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.only != "text":
+            report(speech_rows(args.sizes, Path(tmp)), "clips")
+        if args.only != "speech":
+            report(text_rows(args.pairs, Path(tmp)), "pairs")
 
 
 if __name__ == "__main__":
