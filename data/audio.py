@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -221,37 +222,88 @@ def fit_length(y: np.ndarray, clip_samples: int, full: bool = False) -> np.ndarr
     return y
 
 
-def mfcc(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """MFCC frames of one clip with librosa: float32 ``[frames, n_mfcc]``.
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, np.float64)
+    mel = hz / (200.0 / 3)
+    log = hz >= 1000.0
+    return np.where(log, 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / (np.log(6.4) / 27), mel)
 
-    The clip is trimmed to ``clip_seconds`` first. ``models.features.MfccLayer`` computes the same
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, np.float64)
+    hz = mel * (200.0 / 3)
+    return np.where(mel >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27) * (mel - 15.0)), hz)
+
+
+@lru_cache(maxsize=16)
+def _filters(
+    sample_rate: int,
+    n_fft: int,
+    win_length: int,
+    n_mels: int,
+    fmin: float,
+    fmax: float,
+    n_mfcc: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The periodic Hann window centered in ``n_fft``, the mel bank and the DCT-II matrix.
+
+    The numbers of ``librosa.filters.get_window``/``pad_center``, ``librosa.filters.mel``
+    (Slaney scale and area normalization) and ``scipy.fft.dct(norm="ortho")``, in NumPy: a
+    worker process computing features never imports librosa (about 1 s, numba included).
+    """
+    n = np.arange(win_length)
+    window = np.zeros(n_fft, np.float32)
+    left = (n_fft - win_length) // 2
+    window[left : left + win_length] = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / win_length)
+    fft_hz = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
+    ramps = edges[:, None] - fft_hz[None, :]
+    widths = np.diff(edges)
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    mel = np.maximum(0.0, np.minimum(lower, upper)) * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    k, m = np.arange(n_mfcc)[:, None], np.arange(n_mels)[None, :]
+    dct = np.sqrt(2.0 / n_mels) * np.cos(np.pi * k * (2 * m + 1) / (2 * n_mels))
+    dct[0] /= np.sqrt(2.0)
+    return window, np.ascontiguousarray(mel.T, np.float32), np.ascontiguousarray(dct.T, np.float32)
+
+
+def mfcc(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """MFCC frames of one clip: float32 ``[frames, n_mfcc]``, librosa's numbers.
+
+    What ``librosa.feature.mfcc`` computes (Hann-windowed power STFT, zero-padded centered frames
+    or causal ones, Slaney mel bank, ``power_to_db`` with ``top_db``, orthonormal DCT-II), with
+    the filters built once and the frames in a few NumPy array operations: about 4x
+    faster than calling librosa per clip, to within 4e-4 of it (``tests/test_features.py``). The
+    clip is trimmed to ``clip_seconds`` first. ``models.features.MfccLayer`` computes the same
     numbers inside a TensorFlow graph.
     """
-    import librosa
-
     shape = feature_shape(config)
     y = fit_length(np.asarray(y, dtype=np.float32), shape.clip_samples, config.window == "full")
     if y.size < 2 or (config.streaming and y.size < shape.hop_length):
         raise AudioError(f"clip too short for features ({y.size} samples)")
-    if config.streaming:  # each frame ends at its newest sample: no look-ahead
-        y = np.pad(y, (shape.n_fft - shape.hop_length, 0))
-    mel = librosa.feature.melspectrogram(
-        y=y,
-        sr=config.sample_rate,
-        n_fft=shape.n_fft,
-        hop_length=shape.hop_length,
-        win_length=shape.win_length,
-        window="hann",
-        center=not config.streaming,
-        pad_mode="constant",
-        power=2.0,
-        n_mels=config.n_mels,
-        fmin=config.fmin,
-        fmax=shape.fmax,
+    n_fft, hop = shape.n_fft, shape.hop_length
+    # causal frames end at their newest sample (no look-ahead); centered ones as librosa's
+    pad = (n_fft - hop, 0) if config.streaming else (n_fft // 2, n_fft // 2)
+    y = np.pad(y, pad)
+    if y.size < n_fft:
+        y = np.pad(y, (0, n_fft - y.size))
+    window, mel_t, dct_t = _filters(
+        config.sample_rate,
+        n_fft,
+        shape.win_length,
+        config.n_mels,
+        config.fmin,
+        shape.fmax,
+        config.n_mfcc,
     )
-    top_db = None if config.streaming else config.top_db
-    log_mel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=top_db)
-    if config.streaming:
+    frames = np.lib.stride_tricks.sliding_window_view(y, n_fft)[::hop]
+    spectrum = np.fft.rfft(frames * window, axis=1)
+    power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+    log_mel = 10.0 * np.log10(np.maximum(power @ mel_t, 1e-10))  # power_to_db, ref 1, amin 1e-10
+    if config.streaming:  # absolute floor: the clip's peak is unknown to a stream
         log_mel = np.maximum(log_mel, config.floor_db)
-    coeffs = librosa.feature.mfcc(S=log_mel, n_mfcc=config.n_mfcc, dct_type=2, norm="ortho")
-    return coeffs.T.astype(np.float32)
+    else:
+        log_mel = np.maximum(log_mel, log_mel.max() - config.top_db)
+    return (log_mel @ dct_t).astype(np.float32)

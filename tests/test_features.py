@@ -57,6 +57,56 @@ def test_mfcc_layer_matches_librosa_on_real_clips(folder, rate):
     assert _standardized_gap(ref, got) < TOLERANCE
 
 
+def _librosa_mfcc(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """The reference: librosa's own calls, as ``data.audio.mfcc`` made them before NumPy."""
+    import librosa
+
+    from data.audio import feature_shape, fit_length
+
+    shape = feature_shape(config)
+    y = fit_length(y, shape.clip_samples, config.window == "full")
+    if config.streaming:
+        y = np.pad(y, (shape.n_fft - shape.hop_length, 0))
+    mel = librosa.feature.melspectrogram(
+        y=y,
+        sr=config.sample_rate,
+        n_fft=shape.n_fft,
+        hop_length=shape.hop_length,
+        win_length=shape.win_length,
+        center=not config.streaming,
+        pad_mode="constant",
+        n_mels=config.n_mels,
+        fmin=config.fmin,
+        fmax=shape.fmax,
+    )
+    log_mel = librosa.power_to_db(
+        mel, ref=1.0, amin=1e-10, top_db=None if config.streaming else config.top_db
+    )
+    if config.streaming:
+        log_mel = np.maximum(log_mel, config.floor_db)
+    return librosa.feature.mfcc(S=log_mel, n_mfcc=config.n_mfcc, norm="ortho").T
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        FeatureConfig(),
+        FeatureConfig(window="full", clip_seconds=1.0),
+        FeatureConfig(sample_rate=8000, clip_seconds=2.0, n_mfcc=10, streaming=True),
+        FeatureConfig(sample_rate=8000, window_ms=25, n_mels=26, n_mfcc=20, fmin=100, fmax=3800),
+    ],
+)
+def test_numpy_mfcc_equals_librosa(config):
+    rng = np.random.default_rng(1)
+    for f, s in ((200, 0.05), (700, 0.6), (2500, 1.7)):
+        y = tone(f, s, config.sample_rate) + 0.01 * rng.standard_normal(
+            int(config.sample_rate * s)
+        ).astype(np.float32)
+        ours, ref = mfcc(y, config), _librosa_mfcc(y, config)
+        assert ours.shape == ref.shape and ours.dtype == np.float32
+        np.testing.assert_allclose(ours, ref, atol=1e-3, rtol=1e-4)
+
+
 def test_normalization_adapt_and_masking():
     rng = np.random.default_rng(1)
     x = rng.normal(5.0, 3.0, size=(4, 20, 13)).astype(np.float32)
@@ -177,3 +227,87 @@ def test_feature_cache_key_ignores_settings_applied_in_the_model(tmp_path):
         (FeatureConfig(), AugmentConfig(copies=1), 1),
     ]
     assert all(_cache_key(task, f, a, seed) != key for f, a, seed in other)
+
+
+@pytest.fixture
+def clip_folder(tmp_path):
+    import soundfile
+
+    paths = []
+    for i in range(120):
+        path = tmp_path / "clips" / f"c{i:03d}.wav"
+        path.parent.mkdir(exist_ok=True)
+        soundfile.write(path, tone(200 + 10 * i, 0.2), 16000)
+        paths.append(str(path))
+    return paths
+
+
+def _counting(monkeypatch):
+    from data import feature_store
+
+    calls = []
+    real = feature_store.compute_uncached
+
+    def counted(task, *args):
+        calls.append(task.path)
+        return real(task, *args)
+
+    monkeypatch.setattr(feature_store, "compute_uncached", counted)
+    return calls
+
+
+def test_feature_cache_chunks_are_reused_and_an_inserted_clip_costs_one_chunk(
+    tmp_path, clip_folder, monkeypatch
+):
+    from data.feature_store import CHUNK_MAX, FeatureTask, compute_many
+
+    calls = _counting(monkeypatch)
+    cache, config = str(tmp_path / "cache"), FeatureConfig()
+    tasks = [FeatureTask(p) for p in clip_folder[:100]]
+    cold = compute_many(tasks, config, cache_dir=cache)
+    assert len(calls) == 100
+    calls.clear()
+    warm = compute_many(tasks, config, cache_dir=cache)
+    assert not calls  # every chunk from the cache
+    assert all(np.array_equal(a, b) for a, b in zip(cold, warm, strict=True))
+    grown = [*tasks[:50], FeatureTask(clip_folder[110]), *tasks[50:]]
+    out = compute_many(grown, config, cache_dir=cache)
+    assert 1 <= len(calls) <= CHUNK_MAX and len(calls) < 60  # the chunk around the new clip
+    assert np.array_equal(out[50], mfcc(load_audio(clip_folder[110], 16000), config))
+    assert all(np.array_equal(a, b) for a, b in zip(out[51:], cold[50:], strict=True))
+
+
+def test_damaged_chunk_is_recomputed_and_a_bad_clip_is_reported_not_cached(
+    tmp_path, clip_folder, monkeypatch
+):
+    from pathlib import Path
+
+    from data.feature_store import FeatureTask, compute_many
+
+    cache, config = tmp_path / "cache", FeatureConfig()
+    tasks = [FeatureTask(p) for p in clip_folder[:40]]
+    first = compute_many(tasks, config, cache_dir=str(cache))
+    for path in cache.rglob("*.npz"):
+        path.write_bytes(b"damaged")
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(compute_many(tasks, config, cache_dir=str(cache)), first, strict=True)
+    )
+    Path(clip_folder[5]).unlink()
+    calls = _counting(monkeypatch)
+    out = compute_many(tasks, config, cache_dir=str(cache))
+    assert isinstance(out[5], str) and "cannot read file" in out[5]
+    calls.clear()
+    compute_many(tasks, config, cache_dir=str(cache))
+    assert calls  # the chunk holding the missing clip is tried again every time
+
+
+def test_feature_worker_processes_give_the_same_features(tmp_path, clip_folder, monkeypatch):
+    from data import feature_store
+    from data.feature_store import FeatureTask, compute_many
+
+    monkeypatch.setattr(feature_store, "POOL_MIN_TASKS", 1)
+    tasks = [FeatureTask(p) for p in clip_folder[:80]]
+    pooled = compute_many(tasks, FeatureConfig(), cache_dir=str(tmp_path / "a"), workers=2)
+    alone = compute_many(tasks, FeatureConfig(), cache_dir=None)
+    assert all(np.array_equal(a, b) for a, b in zip(pooled, alone, strict=True))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
 
-from data import text_datasets
 from data.text_datasets import (
     PairIds,
     PairShardWriter,
@@ -17,6 +18,7 @@ from data.text_datasets import (
     split_dataset,
     split_size,
 )
+from tests.conftest import ROOT
 from tests.test_translation import TINY
 
 
@@ -96,15 +98,24 @@ def test_quantiles_from_a_histogram_match_numpy():
         )
 
 
-def test_translation_run_on_sharded_tokens(tmp_path, monkeypatch):
+def test_translation_run_on_sharded_tokens(tmp_path):
     """The real stages with 50-pair shards: ingest streams, tokenize shards, train reads them."""
-    from pipelines.cli import main
-
-    monkeypatch.setattr(text_datasets, "SHARD_PAIRS", 50)
+    # a process of its own: a run sets process-wide TensorFlow state (determinism, seeds)
+    script = (
+        "import sys; from data import text_datasets; text_datasets.SHARD_PAIRS = 50; "
+        "from pipelines.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
     run_dir = tmp_path / "run"
     sets = [*TINY, "train.epochs=1"]
     args = ["run", "translation", "--run-dir", str(run_dir), "--until", "train"]
-    assert main([*args, *(a for s in sets for a in ("--set", s))]) == 0
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args, *(a for s in sets for a in ("--set", s))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
     stages = run_dir / "stages"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     manifest = json.loads((stages / "tokenize" / "train.shards.json").read_text())
