@@ -20,7 +20,6 @@ Usage: python benchmarks/cost_growth.py [--translation-run RUN_DIR] [--json FILE
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.speedlib import FSDD, Row, loglog_slope, run_pipeline, save_rows  # noqa: E402
+from data.files import read_json_lines  # noqa: E402
 
 FLAG = 1.15  # slopes above this grow faster than linear (measurement noise allowed for)
 
@@ -98,7 +98,7 @@ def decoding(run_dir: Path, export: Path) -> Row:
     import tensorflow_text  # noqa: F401 - registers the Unicode normalization op the export uses
 
     serve = tf.saved_model.load(str(export)).signatures["serving_default"]
-    test = json.loads((run_dir / "stages" / "ingest" / "test.json").read_text())
+    test = read_json_lines(run_dir / "stages" / "ingest" / "test.jsonl")
     sentences = [p["source"] for p in test]
     serve(text=tf.constant(sentences[:32]))  # warm-up
     sizes, seconds = [32, 128, 512], []

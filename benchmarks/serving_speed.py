@@ -15,7 +15,6 @@ Usage: python benchmarks/serving_speed.py [--work DIR] [--json FILE]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -30,6 +29,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.speedlib import Row, run_pipeline, save_rows  # noqa: E402
 from benchmarks.train_throughput import PIPELINES  # noqa: E402
+from data.files import read_json_lines  # noqa: E402
 
 BEAM_EXPORT = "translation-export-beam4"  # a copy of the beam export, beside the runs
 
@@ -114,7 +114,7 @@ def translation_rates(export: Path, sentences: list[str]) -> dict[int, float]:
 
 
 def translation_rows(run_dir: Path, epochs: int) -> list[Row]:
-    test = json.loads((run_dir / "stages" / "ingest" / "test.json").read_text())
+    test = read_json_lines(run_dir / "stages" / "ingest" / "test.jsonl")
     sentences = [p["source"] for p in test]
     beam = translation_rates(run_dir / "export", sentences)
     # kept for cost_growth.py, which decodes with the preset's beam search
