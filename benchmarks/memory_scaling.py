@@ -58,26 +58,41 @@ def peak_mb(command: list[str]) -> tuple[float, float]:
     return int(out.stdout.split()[-1]) / 1024, time.perf_counter() - start
 
 
-def speech_rows(sizes: list[int], tmp: Path) -> list[tuple[int, str, float, float]]:
-    """Peak memory of ``run.py run fsdd`` on generated clips, each size."""
+def measure_sizes(
+    sizes: list[int],
+    make_data,  # noqa: ANN001 - (n) -> the --set lines that point the run at size n's data
+    preset: str,
+    first_until: str,
+    tmp: Path,
+) -> list[tuple[int, str, float, float]]:
+    """Peak memory of ``run.py run PRESET`` up to ``first_until`` and then ``train``, each size.
+
+    One epoch of 50 steps: the reader streams the same way however many steps.
+    """
     rows = []
     for n in sorted(sizes):
-        data, run_dir = tmp / f"clips-{n}", tmp / f"run-{n}"
-        generate(data, n)
-        sets = [
-            f"data.source=fsdd:{data}",
+        sets = [*make_data(n), "train.epochs=1", "train.steps_per_epoch=50", "train.verbose=0"]
+        base = [sys.executable, "run.py", "run", preset, "--run-dir", str(tmp / f"{preset}-{n}")]
+        base += [a for s in sets for a in ("--set", s)]
+        label = f"ingest + {first_until}"
+        rows.append((n, label, *peak_mb([*base, "--until", first_until])))
+        rows.append((n, "train", *peak_mb([*base, "--until", "train"])))
+    return rows
+
+
+def speech_rows(sizes: list[int], tmp: Path) -> list[tuple[int, str, float, float]]:
+    """Peak memory of ``run.py run fsdd`` on generated clips, each size."""
+
+    def clips(n: int) -> list[str]:
+        generate(tmp / f"clips-{n}", n)
+        return [
+            f"data.source=fsdd:{tmp / f'clips-{n}'}",
             "data.test_speakers=[s0]",
             "augment.copies=0",
             f"runtime.cache_dir={tmp / 'cache'}",
-            "train.epochs=1",
-            "train.steps_per_epoch=50",
-            "train.verbose=0",
         ]
-        base = [sys.executable, "run.py", "run", "fsdd", "--run-dir", str(run_dir)]
-        base += [a for s in sets for a in ("--set", s)]
-        rows.append((n, "ingest + features", *peak_mb([*base, "--until", "features"])))
-        rows.append((n, "train", *peak_mb([*base, "--until", "train"])))
-    return rows
+
+    return measure_sizes(sizes, clips, "fsdd", "features", tmp)
 
 
 def write_pairs(path: Path, n: int, words: int = 20_000) -> None:
@@ -101,26 +116,19 @@ def write_pairs(path: Path, n: int, words: int = 20_000) -> None:
 
 def text_rows(sizes: list[int], tmp: Path) -> list[tuple[int, str, float, float]]:
     """Peak memory of ``run.py run translation`` on generated sentence pairs, each size."""
-    rows = []
-    for n in sorted(sizes):
-        data, run_dir = tmp / f"pairs-{n}.tsv", tmp / f"text-run-{n}"
-        write_pairs(data, n)
-        sets = [
-            f"data.source=tsv:{data}",
+
+    def pairs(n: int) -> list[str]:
+        write_pairs(tmp / f"pairs-{n}.tsv", n)
+        return [
+            f"data.source=tsv:{tmp / f'pairs-{n}.tsv'}",
             "text.max_source_tokens=20",
             "text.max_target_tokens=20",
             "text.source_vocab=8000",
             "text.target_vocab=8000",
             "eval.validation_bleu=false",
-            "train.epochs=1",
-            "train.steps_per_epoch=50",
-            "train.verbose=0",
         ]
-        base = [sys.executable, "run.py", "run", "translation", "--run-dir", str(run_dir)]
-        base += [a for s in sets for a in ("--set", s)]
-        rows.append((n, "ingest + tokenize", *peak_mb([*base, "--until", "tokenize"])))
-        rows.append((n, "train", *peak_mb([*base, "--until", "train"])))
-    return rows
+
+    return measure_sizes(sizes, pairs, "translation", "tokenize", tmp)
 
 
 def report(rows: list[tuple[int, str, float, float]], unit: str) -> None:

@@ -9,13 +9,13 @@ in memory; a one-shard split is read exactly as before (same batches, same order
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from data.feature_store import FeatureSet, FeatureTask, iter_many
+from data.files import read_shard_manifest, shard_files, write_shard_manifest
 
 # ~5 KB per one-second clip (100 frames x 13 MFCC float32): about 40 MB per shard.
 SHARD_EXAMPLES = 8192
@@ -68,7 +68,7 @@ class ShardWriter:
             "length_edges": edges.tolist(),
             "n_mfcc": n_mfcc,
         }
-        (self.out_dir / f"{self.split}.shards.json").write_text(json.dumps(manifest, indent=1))
+        write_shard_manifest(self.out_dir, self.split, manifest)
         return manifest
 
 
@@ -124,17 +124,14 @@ def write_split(
 
 def shard_paths(folder: Path, split: str) -> list[Path]:
     """The shard files of ``split`` (a folder from before shards: its one ``SPLIT.npz``)."""
-    manifest = folder / f"{split}.shards.json"
-    if not manifest.is_file():
-        return [folder / f"{split}.npz"]
-    return [folder / name for name in json.loads(manifest.read_text())["shards"]]
+    return shard_files(folder, split)
 
 
 def count(folder: Path, split: str) -> int:
     """Number of sequences in ``split``."""
-    manifest = folder / f"{split}.shards.json"
-    if manifest.is_file():
-        return int(json.loads(manifest.read_text())["examples"])
+    manifest = read_shard_manifest(folder, split)
+    if manifest is not None:
+        return int(manifest["examples"])
     return len(FeatureSet.load(folder / f"{split}.npz"))
 
 
@@ -176,7 +173,7 @@ def split_dataset(
         return sequence_dataset(
             FeatureSet.load(paths[0]), batch_size, shuffle, seed, bucket_by_length
         )
-    manifest = json.loads((folder / f"{split}.shards.json").read_text())
+    manifest = read_shard_manifest(folder, split)
     n_mfcc = int(manifest["n_mfcc"])
 
     def examples(path: bytes):  # noqa: ANN202 - a generator for tf.data

@@ -93,3 +93,22 @@ def iter_json_lines(path: Path) -> Iterator[Any]:
 def read_json_lines(path: Path, limit: int | None = None) -> list[Any]:
     """The first ``limit`` records of a JSON-lines file (all by default)."""
     return list(itertools.islice(iter_json_lines(path), limit))
+
+
+def read_shard_manifest(folder: Path, split: str) -> dict[str, Any] | None:
+    """``SPLIT.shards.json`` of a split written as shards (None: a folder from before shards)."""
+    path = folder / f"{split}.shards.json"
+    return read_json(path) if path.is_file() else None
+
+
+def write_shard_manifest(folder: Path, split: str, manifest: dict[str, Any]) -> None:
+    """Writes ``SPLIT.shards.json``: shard file names (``shards``), counts, length statistics."""
+    write_json(folder / f"{split}.shards.json", manifest)
+
+
+def shard_files(folder: Path, split: str) -> list[Path]:
+    """The shard files of ``split``, in order (a folder from before shards: its ``SPLIT.npz``)."""
+    manifest = read_shard_manifest(folder, split)
+    if manifest is None:
+        return [folder / f"{split}.npz"]
+    return [folder / name for name in manifest["shards"]]

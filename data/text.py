@@ -221,7 +221,13 @@ def build_vocabulary(token_lists: Iterable[list[str]], size: int, min_count: int
 
     Ties are broken alphabetically so the vocabulary is deterministic.
     """
-    counts = Counter(t for tokens in token_lists for t in tokens)
+    return vocabulary_from_counts(
+        Counter(t for tokens in token_lists for t in tokens), size, min_count
+    )
+
+
+def vocabulary_from_counts(counts: Counter, size: int, min_count: int) -> list[str]:
+    """``build_vocabulary`` from token counts already made (e.g. a batch at a time)."""
     ranked = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
     return [*SPECIALS, *ranked[: size - len(SPECIALS)]]
 

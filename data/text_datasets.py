@@ -8,7 +8,6 @@ of lengths), a batch of sentences at a time. ``split_dataset`` streams a sharded
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from data.files import read_shard_manifest, shard_files, write_shard_manifest
 from data.text import END_ID, START_ID
 
 
@@ -124,22 +124,13 @@ class PairShardWriter:
             "pairs": self.pairs,
             "length_counts": {str(k): v for k, v in sorted(self.lengths.items())},
         }
-        path = self.out_dir / f"{self.split}.shards.json"
-        path.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        write_shard_manifest(self.out_dir, self.split, manifest)
         return manifest
-
-
-def _manifest(folder: Path, split: str) -> dict[str, Any] | None:
-    path = folder / f"{split}.shards.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def shard_paths(folder: Path, split: str) -> list[Path]:
     """The shard files of ``split`` (a tokenize folder from before shards: its ``SPLIT.npz``)."""
-    manifest = _manifest(folder, split)
-    if manifest is None:
-        return [folder / f"{split}.npz"]
-    return [folder / name for name in manifest["shards"]]
+    return shard_files(folder, split)
 
 
 def load_split(folder: Path, split: str) -> PairIds:
@@ -181,7 +172,7 @@ def split_dataset(
     does not. Memory is one shard per open file plus the shuffle buffer.
     """
     paths = shard_paths(folder, split)
-    manifest = _manifest(folder, split)
+    manifest = read_shard_manifest(folder, split)
     if len(paths) == 1 or manifest is None:
         return pair_dataset(PairIds.load(paths[0]), batch_size, shuffle, seed, bucket_by_length)
     n = int(manifest["pairs"])
@@ -271,7 +262,7 @@ def _batches(
 
 def split_size(folder: Path, split: str) -> int:
     """Number of pairs in a split written by the tokenize stage."""
-    manifest = _manifest(folder, split)
+    manifest = read_shard_manifest(folder, split)
     if manifest is None:
         return len(PairIds.load(folder / f"{split}.npz"))
     return int(manifest["pairs"])

@@ -130,7 +130,7 @@ def tokenize(ctx: StageContext) -> dict[str, Any]:
     beyond the token counts.
     """
     from data.subword import Codec, save_codec
-    from data.text import UNK_ID, build_vocabulary, encode, tokenize_many
+    from data.text import UNK_ID, encode, tokenize_many, vocabulary_from_counts
     from data.text_datasets import PairShardWriter
 
     config: TranslationConfig = ctx.config
@@ -142,13 +142,13 @@ def tokenize(ctx: StageContext) -> dict[str, Any]:
         vocabs, codecs = _learn_subwords(text, ingest_dir, config.runtime.seed)
     else:
         sizes = {"source": text.source_vocab, "target": text.target_vocab}
+        counts = {side: Counter() for side in SIDES}
+        for batch in _batches(ingest_dir, "train"):  # one pass, both sides
+            for side in SIDES:
+                for row in tokenize_many([p[side] for p in batch], text, side):
+                    counts[side].update(row)
         for side in SIDES:
-            tokens = (
-                row
-                for batch in _batches(ingest_dir, "train")
-                for row in tokenize_many([p[side] for p in batch], text, side)
-            )
-            vocabs[side] = build_vocabulary(tokens, sizes[side], text.min_count)
+            vocabs[side] = vocabulary_from_counts(counts[side], sizes[side], text.min_count)
             codecs[side] = Codec(text.level)
     for side in SIDES:
         save_codec(codecs[side], vocabs[side], ctx.out_dir, side)
