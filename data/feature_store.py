@@ -179,19 +179,23 @@ def _compute_chunk(tasks, *args):  # noqa: ANN001, ANN202 - runs in a worker pro
 
 # The cache holds chunks of clips, one file each: creating a file costs more here than the MFCC
 # of a short clip (0.3-0.4 ms against 0.1-0.2 ms per FSDD clip). A chunk ends after a clip whose
-# key hash is 0 mod CHUNK_MEAN (or at CHUNK_MAX), so inserting or removing a clip changes only
-# the chunk around it, not every chunk after it.
+# name (with its copy number) hashes to 0 mod CHUNK_MEAN, or at CHUNK_MAX: inserting or removing
+# a clip changes only the chunk around it, and an edited clip only its own chunk (the boundary
+# does not depend on the file's state, only the chunk's cache key does).
 CHUNK_MEAN, CHUNK_MAX = 32, 128
 # Below this many clips to compute, worker processes cost more to start (0.3-0.5 s) than they save.
 POOL_MIN_TASKS = 5000
 
 
-def _chunks(keys: list[str]) -> list[list[int]]:
+def _chunks(tasks: list[FeatureTask]) -> list[list[int]]:
     """Task indices cut into content-defined chunks (see ``CHUNK_MEAN``)."""
     chunks, current = [], []
-    for i, key in enumerate(keys):
+    for i, task in enumerate(tasks):
         current.append(i)
-        if int(key[-8:], 16) % CHUNK_MEAN == 0 or len(current) >= CHUNK_MAX:
+        name = f"{os.path.basename(task.path)}|{task.copy}|{task.place}"
+        if zlib.crc32(name.encode("utf-8", "surrogateescape")) % CHUNK_MEAN == 0 or (
+            len(current) >= CHUNK_MAX
+        ):
             chunks.append(current)
             current = []
     return [*chunks, current] if current else chunks
@@ -249,7 +253,7 @@ def iter_many(
         except OSError as err:
             unreadable[i] = f"cannot read file ({err.strerror})"
             keys.append(hashlib.sha1(f"unreadable:{task}".encode()).hexdigest())
-    chunks = _chunks(keys)
+    chunks = _chunks(tasks)
     files = [_chunk_file(cache_dir, [keys[i] for i in c]) if cache_dir else None for c in chunks]
     missing = [k for k, f in enumerate(files) if f is None or not f.is_file()]
     todo = [[tasks[i] for i in chunks[k]] for k in missing]
