@@ -26,7 +26,7 @@ class Stream:
     """Pieces of audio in, probabilities for the stream so far out; keeps partial hops.
 
     ``rows`` independent streams hear the same audio (each can be restarted on its own with
-    ``reset``): ``run.py detect --stream`` runs two, staggered, in one call.
+    ``reset``), or each its own segment (``run_segments``).
     """
 
     def __init__(self, hop: int, specs: list[dict], rows: int = 1) -> None:
@@ -54,6 +54,21 @@ class Stream:
         if not whole:
             return np.zeros((self.rows, 0, 0), np.float32)
         return self._step(np.repeat(data[None, :whole], self.rows, axis=0))
+
+    def run_segments(self, segments: np.ndarray) -> np.ndarray:
+        """Each row of ``segments`` ``[rows, k * hop]`` heard from silence: every row is reset.
+
+        Returns the probabilities after each hop, ``[rows, k, classes]``; the state is left at
+        the end of each row's segment. ``run.py detect --stream`` runs its staggered restarts
+        this way, many in one call.
+        """
+        segments = np.asarray(segments, np.float32)
+        if segments.shape != (self.rows, segments.shape[1]) or segments.shape[1] % self.hop:
+            raise ValueError(
+                f"segments of shape {segments.shape}: expected [{self.rows}, k * {self.hop}]"
+            )
+        self.reset()
+        return self._step(segments)
 
     def _step(self, samples: np.ndarray) -> np.ndarray:
         """Whole hops ``[rows, k * hop]`` -> probabilities ``[rows, k, classes]``; updates state."""

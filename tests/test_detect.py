@@ -124,6 +124,41 @@ class LoudSinceResetStream(Stream):
         return out
 
 
+class CountingStream(Stream):
+    """A stand-in that answers, after each hop, the hops and the sum of samples since reset."""
+
+    def __init__(self, rows: int) -> None:
+        super().__init__(10, [{"name": "count", "shape": [None, 2]}], rows)
+
+    def _step(self, samples):
+        out = np.zeros((self.rows, samples.shape[1] // self.hop, 2), np.float64)
+        for row in range(self.rows):
+            for k in range(out.shape[1]):
+                self.state["count"][row] += [1, samples[row, k * 10 : (k + 1) * 10].sum()]
+                out[row, k] = self.state["count"][row]
+        return out
+
+
+@pytest.mark.parametrize("samples", [7, 10, 45, 50, 99, 100, 149, 150, 151, 1000, 1234, 2000])
+@pytest.mark.parametrize("seconds_per_call", [0.001, 0.25, 8.0])
+def test_stream_posteriors_answer_every_hop_from_the_run_restarted_half_a_window_before(
+    samples, seconds_per_call
+):
+    from pipelines.detect import stream_posteriors
+
+    rate, window, hop = 1000, 100, 10  # half a window: 50 samples, 5 hops
+    y = np.arange(1, samples + 1, dtype=np.float64).astype(np.float32) / 1000
+    blocks = (y[i : i + 37] for i in range(0, y.size, 37))  # blocks unrelated to the window
+    scored = list(stream_posteriors(blocks, CountingStream, hop, rate, window, seconds_per_call))
+    # every whole hop answered once, in order
+    np.testing.assert_allclose([t for t, _ in scored], np.arange(1, samples // hop + 1) / 100)
+    for n, (_, (count, total)) in enumerate(scored, start=1):
+        piece = (n - 1) * hop // 50
+        start = max(0, (piece - 1) * 50)  # the run restarted half a window before this piece
+        assert count == (n * hop - start) / hop, (n, count)
+        assert total == pytest.approx(y[start : n * hop].sum(), rel=1e-5), n
+
+
 def test_stream_posteriors_restart_staggered_streams_so_a_word_is_forgotten():
     from pipelines.detect import stream_posteriors
 
