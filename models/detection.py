@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -31,18 +31,29 @@ class DetectorConfig:
         average_ms: posteriors are averaged over this much time.
         suppression_ms: refractory period: a same-label event closer than this is merged.
         hop_ms: step between consecutive windows.
+        stream_overlap: ``detect --stream`` only: runs of the streaming model that overlap at
+            any moment, one starting every ``1 / stream_overlap`` of a window; the answer comes
+            from the run that has heard at least ``(stream_overlap - 1) / stream_overlap`` of a
+            window. More is closer to the window the model was trained on, and costs
+            ``stream_overlap`` computations of each frame.
     """
 
     threshold: float = 0.7
     average_ms: float = 500.0
     suppression_ms: float = 500.0
     hop_ms: float = 100.0
+    stream_overlap: int = 2
 
     def __post_init__(self) -> None:
         check(0 < self.threshold <= 1, "threshold", self.threshold, "in (0, 1]")
         check(self.average_ms >= 0, "average_ms", self.average_ms, ">= 0")
         check(self.suppression_ms >= 0, "suppression_ms", self.suppression_ms, ">= 0")
         check(self.hop_ms > 0, "hop_ms", self.hop_ms, "> 0")
+        check(self.stream_overlap >= 2, "stream_overlap", self.stream_overlap, ">= 2")
+
+    def with_overrides(self, **values: float | None) -> DetectorConfig:
+        """A copy with each value that is not None replaced (e.g. command-line flags)."""
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
 
 
 @dataclass

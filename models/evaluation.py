@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from models.detection import DetectorConfig
+
 
 def classification_report(
     probs: np.ndarray,
@@ -105,12 +107,14 @@ def stream_metrics(
     seed: int,
     max_clips: int,
     batch_size: int = 128,
+    config: DetectorConfig | None = None,
 ) -> dict[str, Any]:
     """The detector of ``run.py detect`` on a long recording made of ``clips``.
 
     Up to ``max_clips`` clips (``_silence_`` left out: the pauses are silence) are laid end to end
     with noisy pauses (``data.long_recording``); the model runs on sliding windows through the
-    graph's MFCC, the detector (``models.detection``) on its posteriors.
+    graph's MFCC, the detector (``models.detection``) on its posteriors, with ``config`` (the
+    run's ``detect`` settings; ``RecognizeCommands``' defaults when None).
 
     Returns:
         ``models.detection.score_events``: recall, wrong-label rate, false alarms per hour, delay;
@@ -122,7 +126,7 @@ def stream_metrics(
     from data.audio import feature_shape
     from data.clips import SILENCE, UNKNOWN
     from data.long_recording import build_recording
-    from models.detection import Detector, DetectorConfig, posteriors, score_events, windows
+    from models.detection import Detector, posteriors, score_events, windows
     from models.features import MfccLayer
     from models.streaming import KerasStream, StreamingClassifier, stream_problems
 
@@ -131,7 +135,7 @@ def stream_metrics(
     chosen = rng.permutation(chosen)[:max_clips]
     rate = features.sample_rate
     audio, placed = build_recording([clips[i] for i in chosen], rate, noises, rng)
-    config = DetectorConfig()
+    config = config or DetectorConfig()
     window = feature_shape(features).clip_samples
     detector = Detector(labels, window / rate, config)
     mfcc = MfccLayer(features)
@@ -150,7 +154,12 @@ def stream_metrics(
         detector = Detector(labels, window / rate, config)
         hop = int(rate * config.hop_ms / 1000)
         scored = stream_posteriors(
-            iter([audio]), lambda rows: KerasStream(streamer, rows), hop, rate, window
+            iter([audio]),
+            lambda rows: KerasStream(streamer, rows),
+            hop,
+            rate,
+            window,
+            config.stream_overlap,
         )
         events = [e for t, p in scored for e in detector.push(t, p)] + detector.flush()
         report["stream_step"] = score_events(events, placed, ignore, seconds)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from data.audio import fit_length
+from models.detection import DetectorConfig
 
 
 class ExportError(ValueError):
@@ -109,6 +110,14 @@ class SpeechModel:
             from models.tflite import interpreter
 
             self._classify = interpreter(path / "classify.tflite").get_signature_runner("classify")
+
+    @property
+    def detector(self) -> DetectorConfig:
+        """The detector settings chosen for this export's preset (``metadata.json`` ``detector``).
+
+        Speech Commands' ``RecognizeCommands`` defaults for an export that predates them.
+        """
+        return DetectorConfig(**self.meta.get("detector", {}))
 
     @property
     def signatures(self) -> dict[str, Any]:

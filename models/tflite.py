@@ -114,6 +114,7 @@ def export_tflite(
     calibration: list[np.ndarray],
     check_clips: list[tuple[np.ndarray, int]],
     reference: Any,
+    metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Writes ``out_dir/classify.tflite``, ``stream_step.tflite`` (causal models) and metadata.
 
@@ -127,6 +128,7 @@ def export_tflite(
         calibration: windows of training or validation audio, never test audio.
         check_clips: ``(window of samples, true label index)`` pairs from the test split.
         reference: float32 ``[n, samples]`` -> probabilities: the SavedModel the files must match.
+        metadata: extra fields for ``metadata.json`` (e.g. the detector's settings).
 
     Returns:
         The report written to ``metadata.json`` (``parity``, sizes, latency).
@@ -200,6 +202,7 @@ def export_tflite(
             "outputs": {"probabilities": f"float32 [1, {len(labels)}]"},
         },
         "stream": {"available": False, "reason": "; ".join(problems)},
+        **(metadata or {}),
     }
     if streamer is not None:
         meta["stream"] = {

@@ -283,16 +283,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from models.detection import DetectorConfig
     from pipelines.detect import detect
 
-    config = DetectorConfig(
-        threshold=args.threshold,
-        average_ms=args.average_ms,
-        suppression_ms=args.suppression_ms,
-        hop_ms=args.hop_ms,
-    )
-    return detect(args.export_dir, args.files, config, stream=args.stream)
+    overrides = {
+        "threshold": args.threshold,
+        "average_ms": args.average_ms,
+        "suppression_ms": args.suppression_ms,
+        "hop_ms": args.hop_ms,
+        "stream_overlap": args.stream_overlap,
+    }
+    return detect(args.export_dir, args.files, overrides, stream=args.stream)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -419,17 +419,28 @@ def build_parser() -> argparse.ArgumentParser:
         "export_dir", help="a speech RUN_DIR/export folder, its tflite/ folder or a .tflite file"
     )
     detect.add_argument("files", nargs="+", help="audio files (any length, format, sample rate)")
-    detect.add_argument("--threshold", type=float, default=0.7, metavar="P")
-    detect.add_argument("--hop-ms", type=float, default=100.0, metavar="N")
+    defaults = "default: the export's own (metadata.json detector)"
     detect.add_argument(
-        "--average-ms", type=float, default=500.0, metavar="N", help="posterior smoothing"
+        "--threshold", type=float, metavar="P", help=f"smoothed probability to report; {defaults}"
+    )
+    detect.add_argument(
+        "--hop-ms", type=float, metavar="N", help=f"step between windows; {defaults}"
+    )
+    detect.add_argument(
+        "--average-ms", type=float, metavar="N", help=f"posterior smoothing; {defaults}"
     )
     detect.add_argument(
         "--suppression-ms",
         type=float,
-        default=500.0,
         metavar="N",
-        help="a same-label detection closer than this to the previous one is merged into it",
+        help="a same-label detection closer than this to the previous one is merged into it; "
+        + defaults,
+    )
+    detect.add_argument(
+        "--stream-overlap",
+        type=int,
+        metavar="N",
+        help=f"--stream: runs of the streaming model overlapping at any moment; {defaults}",
     )
     detect.add_argument(
         "--stream",

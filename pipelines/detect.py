@@ -59,9 +59,15 @@ def read_blocks(path: str, sample_rate: int, block_seconds: float = 10.0) -> Ite
 
 
 def detect_file(
-    model: SpeechModel, path: str, config: DetectorConfig, stream: bool = False, batch: int = 32
+    model: SpeechModel,
+    path: str,
+    config: DetectorConfig | None = None,
+    stream: bool = False,
+    batch: int = 32,
 ) -> list[dict]:
     """The events found in one file, as dicts (``file``, ``label``, ``start``, ``end``, ``score``).
+
+    ``config``: the detector's settings; None takes the export's own (``model.detector``).
 
     ``stream``: run the streaming model (``stream_step``) over the audio (staggered restarts,
     see ``stream_posteriors``), reading its posteriors every ``hop_ms``, instead of classifying a
@@ -71,6 +77,7 @@ def detect_file(
     from rich.console import Console
     from rich.progress import Progress
 
+    config = config or model.detector
     rate, window = model.rate, model.window
     hop = max(1, int(round(rate * config.hop_ms / 1000)))
     detector = Detector(model.labels, window / rate, config)
@@ -81,7 +88,7 @@ def detect_file(
         seconds = None
     blocks = read_blocks(path, rate)
     scored = (
-        stream_posteriors(blocks, model.stream, hop, rate, window)
+        stream_posteriors(blocks, model.stream, hop, rate, window, config.stream_overlap)
         if stream
         else posteriors(windows(blocks, window, hop), model.classify, rate, batch)
     )
@@ -100,69 +107,83 @@ def stream_posteriors(
     hop: int,
     rate: int,
     window: int,
+    overlap: int = 2,
     seconds_per_call: float = 8.0,
 ) -> Iterator[tuple[float, np.ndarray]]:
     """``(time in seconds, probabilities)`` every ``hop`` samples, from staggered restarts.
 
     The model was trained on windows that start from a zero state, so one state carried over a
-    long recording drifts (measured: recall 0.36 where the sliding window found 0.89). Instead a
-    stream restarts every half window and runs for a whole one; the answer at any moment comes
-    from the run that has heard between half a window and a whole one, which holds any word up to
-    half a window long (the first half window comes from the first run). Each frame is computed
-    twice, not ``window / hop`` times as by the sliding window.
+    long recording drifts (measured: recall 0.36 where the sliding window found 0.89). Instead
+    ``overlap`` runs of a window each overlap at any moment, a new one starting every
+    ``window / overlap``; the answer comes from the run that has heard between ``(overlap - 1) /
+    overlap`` of a window and a whole one (the first run answers from its start). With 2, any
+    word up to half a window long is heard whole. Each frame is computed ``overlap`` times, not
+    ``window / hop`` times as by the sliding window.
 
     The runs are independent, so about ``seconds_per_call`` of them go through in one call, one
     run a row, each row reset to zero state: one call per several seconds of audio rather than
-    one per half window, whose fixed cost dominated short windows.
+    one per stride, whose fixed cost dominated short windows.
     """
-    rows = max(1, int(seconds_per_call * rate / max(1, window // 2)))
-    stream = open_stream(rows)
-    half = max(stream.hop, window // 2 // stream.hop * stream.hop)
+    if overlap < 2:
+        raise ValueError(f"overlap {overlap}: expected at least 2 runs at a time")
+    stream = open_stream(max(1, int(seconds_per_call * rate / max(1, window // overlap))))
+    rows = stream.rows
+    stride = max(stream.hop, window // overlap // stream.hop * stream.hop)
+    length = overlap * stride  # one run
+    answers_from = (overlap - 1) * stride  # what a run has heard when it starts answering
     every = max(1, int(round(hop / stream.hop)))
     done, first = 0, True  # hops answered so far; the first run answers from its start
     pending = np.zeros(0, np.float32)  # audio from the start of the next run
 
     def runs(count: int) -> Iterator[tuple[float, np.ndarray]]:
-        """Runs ``count`` (<= rows) runs from the start of ``pending``, half a window apart."""
+        """Runs ``count`` (<= rows) runs from the start of ``pending``, ``stride`` apart."""
         nonlocal done, first, pending
-        segments = np.zeros((rows, 2 * half), np.float32)  # a steady shape: one compilation
+        segments = np.zeros((rows, length), np.float32)  # a steady shape: one compilation
         for row in range(count):
-            piece = pending[row * half : (row + 2) * half]
+            piece = pending[row * stride : row * stride + length]
             segments[row, : piece.size] = piece  # a short last run: zeros after it (causal)
         answers = stream.run_segments(segments)
         for row in range(count):
-            begin = 0 if first and row == 0 else half
-            heard = min(2 * half, pending.size - row * half)  # its real audio: whole hops only
+            begin = 0 if first and row == 0 else answers_from
+            heard = min(length, pending.size - row * stride)  # its real audio: whole hops only
             for probabilities in answers[row, begin // stream.hop : heard // stream.hop]:
                 done += 1
                 if done % every == 0:
                     yield done * stream.hop / rate, probabilities
         first = False
-        pending = pending[count * half :]
+        pending = pending[count * stride :]
 
     for block in blocks:
         pending = np.concatenate([pending, block])
-        while pending.size >= (rows + 1) * half:  # enough audio for a full call
+        while pending.size >= (rows - 1) * stride + length:  # enough audio for a full call
             yield from runs(rows)
-    # the end: the runs whose answering half holds at least one whole hop
-    left = max(0, (pending.size - half - stream.hop) // half + 1)
+    # the end: the runs whose answering stride holds at least one whole hop
+    left = max(0, (pending.size - answers_from - stream.hop) // stride + 1)
     if first and not left and pending.size >= stream.hop:
-        left = 1  # shorter than a window and a half: the first run answers from its start
+        left = 1  # shorter than the first run's answers: it answers alone
     while left > 0:
         yield from runs(min(left, rows))
         left -= rows
 
 
-def detect(export_dir: str, files: list[str], config: DetectorConfig, stream: bool = False) -> int:
-    """Prints one JSON line per detection; an ``error`` line (and exit code 1) per bad file."""
+def detect(
+    export_dir: str, files: list[str], overrides: dict[str, float | None], stream: bool = False
+) -> int:
+    """Prints one JSON line per detection; an ``error`` line (and exit code 1) per bad file.
+
+    ``overrides``: detector settings given on the command line (None: the export's own, chosen
+    for its preset on validation data, see ``metadata.json`` ``detector``).
+    """
     from data.audio import AudioError
+    from data.checks import ConfigError
     from models.serving import ExportError, load_speech_model
 
     try:
         model = load_speech_model(export_dir)
+        config = model.detector.with_overrides(**overrides)
         if stream:
             model.stream()  # fails early, naming the settings, if the model cannot stream
-    except ExportError as err:
+    except (ExportError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     failed = 0

@@ -90,10 +90,10 @@ def _classify_group(model: SpeechModel, paths: list[str], k: int) -> list[dict]:
 
 def _strongest(model: SpeechModel, waveform: np.ndarray, k: int) -> dict:
     """The strongest command in a recording longer than the window, with its time."""
-    from models.detection import Detector, DetectorConfig, posteriors, windows
+    from models.detection import Detector, posteriors, windows
 
     rate, labels, window = model.rate, model.labels, model.window
-    config = DetectorConfig()
+    config = model.detector
     detector = Detector(labels, window / rate, config)
     spans = windows(iter([waveform]), window, int(rate * config.hop_ms / 1000))
     scored = list(posteriors(spans, model.classify, rate))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -276,6 +277,7 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
             config.runtime.seed,
             config.eval.stream_clips,
             config.eval.batch_size,
+            config.detect,
         )
     return {"metrics": report}
 
@@ -310,6 +312,7 @@ def export(ctx: StageContext) -> dict[str, Any]:
             .get("metrics", {})
             .get("test_accuracy"),
             "source": config.data.source,
+            "detector": dataclasses.asdict(config.detect),
         },
         check_waveform=sample,
     )
@@ -356,6 +359,7 @@ def _export_tflite(ctx: StageContext, model: Any, labels: list[str], clips: list
         calibration=calibration,
         check_clips=windows("test", config.export.check_clips),
         reference=lambda x: serve(waveform=tf.constant(x))["probabilities"].numpy(),
+        metadata={"detector": dataclasses.asdict(config.detect)},
     )
 
 
@@ -391,7 +395,7 @@ PIPELINE = PIPELINES.register("speech_commands")(
                 evaluate,
                 version=5,
                 reads=("ingest", "features", "train"),
-                sections=("eval",),
+                sections=("eval", "detect"),
                 outputs=("plots/confusion_matrix.png",),
             ),
             Stage(
@@ -399,7 +403,7 @@ PIPELINE = PIPELINES.register("speech_commands")(
                 export,
                 version=4,
                 reads=("ingest", "train", "evaluate"),
-                sections=("export", "features"),
+                sections=("export", "features", "detect"),
                 outputs=("export",),
             ),
         ),

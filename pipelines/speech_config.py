@@ -11,6 +11,7 @@ from data.speech_sources import (
     DataConfig,
 )
 from models.classifier import ModelConfig
+from models.detection import DetectorConfig
 from models.gradients import GradientConfig
 from models.training import OptimizerConfig, TrainConfig
 from models.tuning import TuneConfig
@@ -86,5 +87,6 @@ class SpeechConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    detect: DetectorConfig = field(default_factory=DetectorConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)

@@ -27,6 +27,7 @@ TINY = [
     "optimizer.learning_rate=0.005",
     "train.epochs=3",
     "train.batch_size=16",
+    "detect.threshold=0.6",  # the export's own detector setting (RecognizeCommands' is 0.7)
 ]
 
 
@@ -273,6 +274,19 @@ def test_detect_prints_events_and_reports_bad_files(tiny_run, tmp_path):
         "detect", str(run_dir / "export"), str(recording), "--threshold", "2", check=False
     )
     assert bad.returncode == 2 and "threshold" in bad.stderr
+    # without flags: the settings the run's config chose, carried by the export
+    meta = json.loads((run_dir / "export" / "assets.extra" / "metadata.json").read_text())
+    assert meta["detector"] == {
+        "threshold": 0.6,
+        "average_ms": 500.0,
+        "suppression_ms": 500.0,
+        "hop_ms": 100.0,
+        "stream_overlap": 2,
+    }
+    own = run_cli("detect", str(run_dir / "export"), str(recording))
+    scores = [json.loads(line)["score"] for line in own.stdout.splitlines()]
+    assert all(score >= 0.6 for score in scores)
+    assert len(scores) <= len(lines) - 1  # a stricter threshold than 0.3 finds no more
 
 
 def test_deleted_export_is_made_again(tiny_run):

@@ -65,6 +65,7 @@ class ToneModel:
     labels = ["_silence_", "_unknown_", "yes", "no"]
     rate = RATE
     window = RATE  # 1-s windows
+    detector = DetectorConfig(average_ms=300)  # the export's own settings
 
     def classify(self, x, lengths=None):
         return self(x)["probabilities"].numpy()
@@ -107,6 +108,23 @@ def test_detect_finds_every_burst_at_its_time(tmp_path):
         assert event["end"] - event["start"] <= 1.0
 
 
+def test_detect_uses_the_exports_own_settings_unless_given(tmp_path):
+    y = np.random.default_rng(0).normal(0, 0.01, RATE * 4).astype(np.float32)
+    t = np.arange(int(0.4 * RATE)) / RATE
+    y[RATE : RATE + t.size] += 0.5 * np.sin(2 * np.pi * 1000 * t).astype(np.float32)
+    path = tmp_path / "one.wav"
+    soundfile.write(path, y, RATE)
+    assert [e["label"] for e in detect_file(ToneModel(), str(path))] == ["yes"]
+
+    class Strict(ToneModel):
+        detector = DetectorConfig(threshold=0.99)  # above the stand-in's 0.97
+
+    assert detect_file(Strict(), str(path)) == []
+    given = Strict.detector.with_overrides(threshold=0.9, average_ms=None)
+    assert given == DetectorConfig(threshold=0.9)
+    assert [e["label"] for e in detect_file(Strict(), str(path), given)] == ["yes"]
+
+
 class LoudSinceResetStream(Stream):
     """A stand-in for a streaming model that never forgets: 'yes' once any loud sample was heard
     since its state was last reset, silence before."""
@@ -140,21 +158,26 @@ class CountingStream(Stream):
 
 
 @pytest.mark.parametrize("samples", [7, 10, 45, 50, 99, 100, 149, 150, 151, 1000, 1234, 2000])
-@pytest.mark.parametrize("seconds_per_call", [0.001, 0.25, 8.0])
-def test_stream_posteriors_answer_every_hop_from_the_run_restarted_half_a_window_before(
-    samples, seconds_per_call
+@pytest.mark.parametrize(
+    ("overlap", "seconds_per_call"), [(2, 0.001), (2, 0.25), (2, 8.0), (4, 0.1)]
+)
+def test_stream_posteriors_answer_every_hop_from_the_run_that_heard_most_of_a_window(
+    samples, overlap, seconds_per_call
 ):
     from pipelines.detect import stream_posteriors
 
-    rate, window, hop = 1000, 100, 10  # half a window: 50 samples, 5 hops
+    rate, window, hop = 1000, 120, 10  # runs of 120 samples, a new one every 120 / overlap
+    stride = window // overlap
     y = np.arange(1, samples + 1, dtype=np.float64).astype(np.float32) / 1000
     blocks = (y[i : i + 37] for i in range(0, y.size, 37))  # blocks unrelated to the window
-    scored = list(stream_posteriors(blocks, CountingStream, hop, rate, window, seconds_per_call))
+    scored = list(
+        stream_posteriors(blocks, CountingStream, hop, rate, window, overlap, seconds_per_call)
+    )
     # every whole hop answered once, in order
     np.testing.assert_allclose([t for t, _ in scored], np.arange(1, samples // hop + 1) / 100)
     for n, (_, (count, total)) in enumerate(scored, start=1):
-        piece = (n - 1) * hop // 50
-        start = max(0, (piece - 1) * 50)  # the run restarted half a window before this piece
+        piece = (n - 1) * hop // stride
+        start = max(0, (piece - overlap + 1) * stride)  # the run that started earliest
         assert count == (n * hop - start) / hop, (n, count)
         assert total == pytest.approx(y[start : n * hop].sum(), rel=1e-5), n
 

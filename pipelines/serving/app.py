@@ -240,10 +240,15 @@ def _flag(name: str) -> bool:
     return raw in ("true", "1", "")
 
 
-def _detector_config() -> DetectorConfig:
+def _detector_config(defaults: DetectorConfig) -> DetectorConfig:
+    """``defaults`` (the export's own) with the settings given as query parameters."""
     values = {k: _number(k) for k in ("threshold", "hop_ms", "average_ms", "suppression_ms")}
+    overlap = _number("stream_overlap")
+    if overlap is not None and overlap != int(overlap):
+        raise RequestError(f"query parameter stream_overlap: expected an integer; got {overlap}")
+    values["stream_overlap"] = None if overlap is None else int(overlap)
     try:
-        return DetectorConfig(**{k: v for k, v in values.items() if v is not None})
+        return defaults.with_overrides(**values)
     except ConfigError as err:
         raise RequestError(f"query parameters: {err}") from None
 
@@ -270,7 +275,7 @@ def _detect(state: _State, served: Served) -> dict:
     import soundfile
 
     speech = _speech(served, "detect")
-    config, stream = _detector_config(), _flag("stream")
+    config, stream = _detector_config(speech.model.detector), _flag("stream")
     filename, data = _upload()
 
     def run(path: str) -> dict:
@@ -297,7 +302,7 @@ def _listen(state: _State, served: Served) -> dict:
     samples, rate = _decode(data) if data else (None, None)
     if samples is None and not end:
         raise RequestError("no audio: expected a piece of audio (e.g. WAV) as the body")
-    config = _detector_config()
+    config = _detector_config(speech.model.detector)
     session = state.sessions.get(
         key, lambda: LiveSession(speech.model, config, rate or speech.model.rate)
     )

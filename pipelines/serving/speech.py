@@ -8,6 +8,7 @@ detect`` on one file, so the server and the command line give the same answers.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -152,6 +153,7 @@ class SpeechServed(Served):
             "top_k": self.top_k,
             "format": model.kind,
             "stream": model.stream_reason or True,
+            "detector": dataclasses.asdict(model.detector),
         }
 
 
