@@ -69,7 +69,7 @@ def main() -> None:
     detect_seconds = time.perf_counter() - start
 
     window = int(rate * float(meta["features"]["clip_seconds"]))
-    hop = int(rate * config.hop_ms / 1000)
+    hop = config.hop_samples(rate)
     batches = [w.copy() for _, w in windows(iter([audio]), window, hop)]
     start = time.perf_counter()
     for i in range(0, len(batches), 32):

@@ -51,6 +51,10 @@ class DetectorConfig:
         check(self.hop_ms > 0, "hop_ms", self.hop_ms, "> 0")
         check(self.stream_overlap >= 2, "stream_overlap", self.stream_overlap, ">= 2")
 
+    def hop_samples(self, rate: int) -> int:
+        """``hop_ms`` in samples at ``rate`` (at least one)."""
+        return max(1, int(round(rate * self.hop_ms / 1000)))
+
     def with_overrides(self, **values: float | None) -> DetectorConfig:
         """A copy with each value that is not None replaced (e.g. command-line flags)."""
         return replace(self, **{k: v for k, v in values.items() if v is not None})

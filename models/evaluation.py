@@ -139,7 +139,7 @@ def stream_metrics(
     window = feature_shape(features).clip_samples
     detector = Detector(labels, window / rate, config)
     mfcc = MfccLayer(features)
-    spans = windows(iter([audio]), window, int(rate * config.hop_ms / 1000))
+    spans = windows(iter([audio]), window, config.hop_samples(rate))
     classify = lambda x: model(mfcc(tf.constant(x)), training=False).numpy()  # noqa: E731
     events = [
         e for t, p in posteriors(spans, classify, rate, batch_size) for e in detector.push(t, p)
@@ -152,7 +152,7 @@ def stream_metrics(
 
         streamer = StreamingClassifier(model, features)
         detector = Detector(labels, window / rate, config)
-        hop = int(rate * config.hop_ms / 1000)
+        hop = config.hop_samples(rate)
         scored = stream_posteriors(
             iter([audio]),
             lambda rows: KerasStream(streamer, rows),

@@ -64,7 +64,7 @@ class Stream:
         this way, many in one call.
         """
         segments = np.asarray(segments, np.float32)
-        if segments.shape != (self.rows, segments.shape[1]) or segments.shape[1] % self.hop:
+        if segments.ndim != 2 or segments.shape[0] != self.rows or segments.shape[1] % self.hop:
             raise ValueError(
                 f"segments of shape {segments.shape}: expected [{self.rows}, k * {self.hop}]"
             )
@@ -89,8 +89,23 @@ class _SavedModelStream(Stream):
         return out["hop_probabilities"].numpy()
 
 
+def _detector(path: Path, values: dict) -> DetectorConfig:
+    """The export's detector settings; keys this version does not know are left out."""
+    from data.checks import ConfigError
+
+    known = {k: v for k, v in values.items() if k in DetectorConfig.__dataclass_fields__}
+    try:
+        return DetectorConfig(**known)
+    except (ConfigError, TypeError) as err:
+        raise ExportError(f"{path}: metadata.json detector: {err}") from None
+
+
 class SpeechModel:
-    """A loaded speech export: ``meta`` (labels, sample rate, features) and how to run it."""
+    """A loaded speech export: ``meta`` (labels, sample rate, features) and how to run it.
+
+    ``detector`` holds the detector settings chosen for its preset (``metadata.json``
+    ``detector``; Speech Commands' ``RecognizeCommands`` defaults for an export without them).
+    """
 
     def __init__(self, path: Path, meta: dict, kind: str) -> None:
         self.path, self.meta, self.kind = path, meta, kind
@@ -102,6 +117,7 @@ class SpeechModel:
             "reason": "the export predates stream_step (export it again)",
         }
         self.stream_reason = "" if stream["available"] else stream["reason"]
+        self.detector = _detector(path, meta.get("detector", {}))
         if kind == "savedmodel":
             import tensorflow as tf
 
@@ -110,14 +126,6 @@ class SpeechModel:
             from models.tflite import interpreter
 
             self._classify = interpreter(path / "classify.tflite").get_signature_runner("classify")
-
-    @property
-    def detector(self) -> DetectorConfig:
-        """The detector settings chosen for this export's preset (``metadata.json`` ``detector``).
-
-        Speech Commands' ``RecognizeCommands`` defaults for an export that predates them.
-        """
-        return DetectorConfig(**self.meta.get("detector", {}))
 
     @property
     def signatures(self) -> dict[str, Any]:

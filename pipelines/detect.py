@@ -79,7 +79,7 @@ def detect_file(
 
     config = config or model.detector
     rate, window = model.rate, model.window
-    hop = max(1, int(round(rate * config.hop_ms / 1000)))
+    hop = config.hop_samples(rate)
     detector = Detector(model.labels, window / rate, config)
     events = []
     try:
@@ -88,7 +88,16 @@ def detect_file(
         seconds = None
     blocks = read_blocks(path, rate)
     scored = (
-        stream_posteriors(blocks, model.stream, hop, rate, window, config.stream_overlap)
+        stream_posteriors(
+            blocks,
+            model.stream,
+            hop,
+            rate,
+            window,
+            config.stream_overlap,
+            # a short file gets as many runs a call as it needs, not 8 s of them
+            min(8.0, seconds + window / rate) if seconds else 8.0,
+        )
         if stream
         else posteriors(windows(blocks, window, hop), model.classify, rate, batch)
     )

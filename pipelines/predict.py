@@ -95,7 +95,7 @@ def _strongest(model: SpeechModel, waveform: np.ndarray, k: int) -> dict:
     rate, labels, window = model.rate, model.labels, model.window
     config = model.detector
     detector = Detector(labels, window / rate, config)
-    spans = windows(iter([waveform]), window, int(rate * config.hop_ms / 1000))
+    spans = windows(iter([waveform]), window, config.hop_samples(rate))
     scored = list(posteriors(spans, model.classify, rate))
     ends, probs = np.array([t for t, _ in scored]), np.stack([p for _, p in scored])
     events = [e for t, p in scored for e in detector.push(t, p)]

@@ -3,6 +3,7 @@ command itself over real HTTP, answering as ``run.py predict`` does."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -241,7 +242,7 @@ def test_classify_audio_gives_run_py_predicts_answer(client, runs, tmp_path, cap
 def test_detect_gives_run_py_detects_events(client, models, runs, tmp_path):
     path = tmp_path / "recording.wav"
     soundfile.write(path, recording(runs[0]), 16000)
-    config = DetectorConfig(threshold=0.5)
+    config = models["speech"].model.detector.with_overrides(threshold=0.5)
     expected = [
         {k: v for k, v in e.items() if k != "file"}
         for e in detect_file(models["speech"].model, str(path), config)
@@ -268,7 +269,11 @@ def test_listen_in_pieces_finds_what_detect_finds(client, models, runs, tmp_path
     import librosa
     import soxr
 
-    expected = detect_file(models["speech"].model, str(path), DetectorConfig(threshold=0.5))
+    expected = detect_file(
+        models["speech"].model,
+        str(path),
+        models["speech"].model.detector.with_overrides(threshold=0.5),
+    )
     # At 48 kHz the session resamples the stream piece by piece; the file detect reads is the
     # same stream resampled the same way (a weak model can flip a borderline event on the tiny
     # differences from resampling the file whole), and that stream is checked against the audio.
@@ -289,7 +294,9 @@ def test_listen_in_pieces_finds_what_detect_finds(client, models, runs, tmp_path
     want = {
         "at-16k": expected,
         "at-48k": detect_file(
-            models["speech"].model, str(tmp_path / "back.wav"), DetectorConfig(threshold=0.5)
+            models["speech"].model,
+            str(tmp_path / "back.wav"),
+            models["speech"].model.detector.with_overrides(threshold=0.5),
         ),
     }
     for session, rate in (("at-16k", 16000), ("at-48k", 48000)):  # 48 kHz: resampled as a stream
@@ -348,6 +355,7 @@ def test_page_assets_and_model_cards(client, runs):
     speech, text = cards["speech"], cards["text"]
     assert speech["labels"] == LABELS and speech["sample_rate"] == 16000
     assert speech["stream"] is True and cards["lite"]["format"] == "tflite"
+    assert speech["detector"] == dataclasses.asdict(DetectorConfig())  # the export's own
     rows = dict(speech["summary"])
     assert rows["source"] == "synthetic" and rows["test accuracy"].endswith("on 8 clips")
     assert text["attention"] is True and len(text["examples"]) == 4

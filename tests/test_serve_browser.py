@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import soundfile
 
-from models.detection import DetectorConfig
 from pipelines.detect import detect_file
 from pipelines.serving.app import create_app
 from pipelines.serving.served import find_exports, load
@@ -145,7 +144,12 @@ def test_listen_puts_detections_on_the_time_line(server, runs, tmp_path):
     audio = recording(runs[0], count=4)
     soundfile.write(path, audio, 16000)
     found = {
-        e["label"] for e in detect_file(models["speech"].model, str(path), DetectorConfig(0.5))
+        e["label"]
+        for e in detect_file(
+            models["speech"].model,
+            str(path),
+            models["speech"].model.detector.with_overrides(threshold=0.5),
+        )
     }
     assert found, "the tiny model should find a command in its test clips"
     driver = _browser(str(path))  # looped

@@ -28,7 +28,7 @@ class LiveSession:
 
         self.model, self.rate = model, rate
         self.window = model.window
-        self.hop = max(1, int(round(model.rate * config.hop_ms / 1000)))
+        self.hop = config.hop_samples(model.rate)
         self.detector = Detector(model.labels, model.window / model.rate, config)
         self._resampler = (
             soxr.ResampleStream(rate, model.rate, 1, dtype="float32", quality="HQ")

@@ -272,8 +272,8 @@ function recordView(model) {
 
 function listenView(model) {
   const start = model.detector ? model.detector.threshold : 0.7; // the export's own setting
-  const threshold = el("input", { type: "range", min: "0.3", max: "0.95", step: "0.05", value: String(start), class: "threshold" });
-  const thresholdValue = el("span", { class: "threshold-value", text: start.toFixed(2) });
+  const threshold = el("input", { type: "range", min: String(Math.min(0.3, start)), max: String(Math.max(0.95, start)), step: "0.01", value: String(start), class: "threshold" });
+  const thresholdValue = el("span", { class: "threshold-value", text: Number(threshold.value).toFixed(2) });
   threshold.addEventListener("input", () => (thresholdValue.textContent = Number(threshold.value).toFixed(2)));
   const meter = el("p", { class: "meter", text: "–" });
   const timeline = el("div", { class: "timeline", "aria-label": "detections over time" });
