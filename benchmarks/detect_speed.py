@@ -28,6 +28,9 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path, help="a finished speech run (export and clips)")
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--hop-ms", type=float, default=None, help="default: the export's own")
+    parser.add_argument(
+        "--stream-overlap", type=int, default=None, help="default: the export's own"
+    )
     args = parser.parse_args()
 
     import numpy as np
@@ -61,7 +64,9 @@ def main() -> None:
 
     model = load_speech_model(export)
     serve = model._loaded.signatures["serving_default"]
-    config = model.detector.with_overrides(hop_ms=args.hop_ms)  # the export's own settings
+    config = model.detector.with_overrides(  # the export's own settings unless given
+        hop_ms=args.hop_ms, stream_overlap=args.stream_overlap
+    )
     detect_file(model, str(path), config)  # warm up (tracing)
 
     start = time.perf_counter()

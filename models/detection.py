@@ -36,6 +36,9 @@ class DetectorConfig:
             from the run that has heard at least ``(stream_overlap - 1) / stream_overlap`` of a
             window. More is closer to the window the model was trained on, and costs
             ``stream_overlap`` computations of each frame.
+        stream_threshold: ``threshold`` for ``detect --stream`` (None: ``threshold``); its
+            posteriors move differently from the sliding window's, so a preset may set both.
+        stream_average_ms: ``average_ms`` for ``detect --stream`` (None: ``average_ms``).
     """
 
     threshold: float = 0.7
@@ -43,6 +46,8 @@ class DetectorConfig:
     suppression_ms: float = 500.0
     hop_ms: float = 100.0
     stream_overlap: int = 2
+    stream_threshold: float | None = None
+    stream_average_ms: float | None = None
 
     def __post_init__(self) -> None:
         check(0 < self.threshold <= 1, "threshold", self.threshold, "in (0, 1]")
@@ -50,14 +55,46 @@ class DetectorConfig:
         check(self.suppression_ms >= 0, "suppression_ms", self.suppression_ms, ">= 0")
         check(self.hop_ms > 0, "hop_ms", self.hop_ms, "> 0")
         check(self.stream_overlap >= 2, "stream_overlap", self.stream_overlap, ">= 2")
+        check(
+            self.stream_threshold is None or 0 < self.stream_threshold <= 1,
+            "stream_threshold",
+            self.stream_threshold,
+            "in (0, 1] or null",
+        )
+        check(
+            self.stream_average_ms is None or self.stream_average_ms >= 0,
+            "stream_average_ms",
+            self.stream_average_ms,
+            ">= 0 or null",
+        )
+
+    def for_stream(self) -> DetectorConfig:
+        """The settings ``detect --stream`` uses: ``stream_threshold``/``stream_average_ms`` set."""
+        return replace(
+            self,
+            threshold=self.threshold if self.stream_threshold is None else self.stream_threshold,
+            average_ms=(
+                self.average_ms if self.stream_average_ms is None else self.stream_average_ms
+            ),
+            stream_threshold=None,
+            stream_average_ms=None,
+        )
 
     def hop_samples(self, rate: int) -> int:
         """``hop_ms`` in samples at ``rate`` (at least one)."""
         return max(1, int(round(rate * self.hop_ms / 1000)))
 
     def with_overrides(self, **values: float | None) -> DetectorConfig:
-        """A copy with each value that is not None replaced (e.g. command-line flags)."""
-        return replace(self, **{k: v for k, v in values.items() if v is not None})
+        """A copy with each value that is not None replaced (e.g. command-line flags).
+
+        A ``threshold`` or ``average_ms`` given applies to both modes: it also replaces
+        ``stream_threshold`` or ``stream_average_ms``.
+        """
+        given = {k: v for k, v in values.items() if v is not None}
+        for key in ("threshold", "average_ms"):
+            if key in given:
+                given.setdefault(f"stream_{key}", None)
+        return replace(self, **given)
 
 
 @dataclass

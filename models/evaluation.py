@@ -151,7 +151,7 @@ def stream_metrics(
         from pipelines.detect import stream_posteriors
 
         streamer = StreamingClassifier(model, features)
-        detector = Detector(labels, window / rate, config)
+        detector = Detector(labels, window / rate, config.for_stream())
         hop = config.hop_samples(rate)
         scored = stream_posteriors(
             iter([audio]),

@@ -78,6 +78,8 @@ def detect_file(
     from rich.progress import Progress
 
     config = config or model.detector
+    if stream:
+        config = config.for_stream()
     rate, window = model.rate, model.window
     hop = config.hop_samples(rate)
     detector = Detector(model.labels, window / rate, config)

@@ -282,6 +282,8 @@ def test_detect_prints_events_and_reports_bad_files(tiny_run, tmp_path):
         "suppression_ms": 500.0,
         "hop_ms": 100.0,
         "stream_overlap": 3,  # the default preset's
+        "stream_threshold": None,
+        "stream_average_ms": None,
     }
     own = run_cli("detect", str(run_dir / "export"), str(recording))
     scores = [json.loads(line)["score"] for line in own.stdout.splitlines()]

@@ -91,3 +91,17 @@ def test_bad_settings_name_the_setting():
         DetectorConfig(threshold=1.5)
     with pytest.raises(ConfigError, match="hop_ms"):
         DetectorConfig(hop_ms=0)
+    with pytest.raises(ConfigError, match="stream_overlap"):
+        DetectorConfig(stream_overlap=1)
+    with pytest.raises(ConfigError, match="stream_threshold"):
+        DetectorConfig(stream_threshold=0)
+
+
+def test_stream_settings_apply_to_stream_only_and_a_given_value_to_both():
+    config = DetectorConfig(threshold=0.8, stream_threshold=0.9, stream_average_ms=750)
+    assert config.for_stream() == DetectorConfig(threshold=0.9, average_ms=750)
+    assert DetectorConfig(threshold=0.6).for_stream() == DetectorConfig(threshold=0.6)
+    given = config.with_overrides(threshold=0.5, hop_ms=None)  # e.g. --threshold 0.5
+    assert given.threshold == 0.5 and given.for_stream().threshold == 0.5
+    assert given.for_stream().average_ms == 750  # not given: the stream's own
+    assert config.hop_samples(16000) == 1600 and DetectorConfig(hop_ms=0.01).hop_samples(8000) == 1
