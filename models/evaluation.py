@@ -98,6 +98,77 @@ def windowed_accuracy(
     return float(np.mean(probs.argmax(axis=1) == truth))
 
 
+def detection_recording(
+    clips: list[tuple[np.ndarray, str]],
+    rate: int,
+    noises: list[np.ndarray],
+    seed: int,
+    max_clips: int,
+) -> tuple[np.ndarray, list[Any]]:
+    """The stream evaluation's recording and where each command is in it.
+
+    Up to ``max_clips`` of ``clips`` (``_silence_`` left out: the pauses are silence), drawn with
+    ``seed``, laid end to end with noisy pauses (``data.long_recording``).
+    """
+    from data.clips import SILENCE
+    from data.long_recording import build_recording
+
+    rng = np.random.default_rng(seed)
+    chosen = [i for i, (_, label) in enumerate(clips) if label != SILENCE]
+    chosen = rng.permutation(chosen)[:max_clips]
+    return build_recording([clips[i] for i in chosen], rate, noises, rng)
+
+
+def scored_posteriors(
+    model: Any,  # noqa: ANN401 - a Keras classifier
+    features: Any,  # noqa: ANN401 - data.audio.FeatureConfig
+    audio: np.ndarray,
+    hop: int,
+    batch_size: int = 128,
+    overlap: int | None = None,
+) -> list[tuple[float, np.ndarray]]:
+    """``(time, probabilities)`` every ``hop`` samples of ``audio``.
+
+    ``overlap`` None: the sliding window through the graph's MFCC (``run.py detect``); a number:
+    ``run.py detect --stream``'s staggered runs of the streaming model, that many at a time.
+    """
+    from data.audio import feature_shape
+    from models.detection import posteriors, windows
+
+    rate, window = features.sample_rate, feature_shape(features).clip_samples
+    if overlap is None:
+        import tensorflow as tf
+
+        from models.features import MfccLayer
+
+        mfcc = MfccLayer(features)
+        classify = lambda x: model(mfcc(tf.constant(x)), training=False).numpy()  # noqa: E731
+        return list(posteriors(windows(iter([audio]), window, hop), classify, rate, batch_size))
+    from models.streaming import KerasStream, StreamingClassifier
+    from pipelines.detect import stream_posteriors
+
+    streamer = StreamingClassifier(model, features)
+    stream = lambda rows: KerasStream(streamer, rows)  # noqa: E731
+    return list(stream_posteriors(iter([audio]), stream, hop, rate, window, overlap))
+
+
+def detection_scores(
+    scored: list[tuple[float, np.ndarray]],
+    labels: list[str],
+    window_s: float,
+    config: DetectorConfig,
+    placed: list[Any],
+    seconds: float,
+) -> dict[str, Any]:
+    """``models.detection.score_events`` of the detector with ``config`` over ``scored``."""
+    from data.clips import SILENCE, UNKNOWN
+    from models.detection import Detector, score_events
+
+    detector = Detector(labels, window_s, config)
+    events = [e for t, p in scored for e in detector.push(t, p)] + detector.flush()
+    return score_events(events, placed, (SILENCE, UNKNOWN), seconds)
+
+
 def stream_metrics(
     model: Any,
     clips: list[tuple[np.ndarray, str]],
@@ -111,8 +182,7 @@ def stream_metrics(
 ) -> dict[str, Any]:
     """The detector of ``run.py detect`` on a long recording made of ``clips``.
 
-    Up to ``max_clips`` clips (``_silence_`` left out: the pauses are silence) are laid end to end
-    with noisy pauses (``data.long_recording``); the model runs on sliding windows through the
+    The recording is ``detection_recording``'s; the model runs on sliding windows through the
     graph's MFCC, the detector (``models.detection``) on its posteriors, with ``config`` (the
     run's ``detect`` settings; ``RecognizeCommands``' defaults when None).
 
@@ -121,46 +191,18 @@ def stream_metrics(
         for a causal model also ``stream_step``: the same for ``run.py detect --stream`` on the
         same recording.
     """
-    import tensorflow as tf
-
     from data.audio import feature_shape
-    from data.clips import SILENCE, UNKNOWN
-    from data.long_recording import build_recording
-    from models.detection import Detector, posteriors, score_events, windows
-    from models.features import MfccLayer
-    from models.streaming import KerasStream, StreamingClassifier, stream_problems
+    from models.streaming import stream_problems
 
-    rng = np.random.default_rng(seed)
-    chosen = [i for i, (_, label) in enumerate(clips) if label != SILENCE]
-    chosen = rng.permutation(chosen)[:max_clips]
-    rate = features.sample_rate
-    audio, placed = build_recording([clips[i] for i in chosen], rate, noises, rng)
     config = config or DetectorConfig()
-    window = feature_shape(features).clip_samples
-    detector = Detector(labels, window / rate, config)
-    mfcc = MfccLayer(features)
-    spans = windows(iter([audio]), window, config.hop_samples(rate))
-    classify = lambda x: model(mfcc(tf.constant(x)), training=False).numpy()  # noqa: E731
-    events = [
-        e for t, p in posteriors(spans, classify, rate, batch_size) for e in detector.push(t, p)
-    ]
-    events += detector.flush()
-    ignore, seconds = (SILENCE, UNKNOWN), audio.size / rate
-    report = score_events(events, placed, ignore, seconds)
+    rate = features.sample_rate
+    audio, placed = detection_recording(clips, rate, noises, seed, max_clips)
+    window_s, seconds = feature_shape(features).clip_samples / rate, audio.size / rate
+    hop = config.hop_samples(rate)
+    scored = scored_posteriors(model, features, audio, hop, batch_size)
+    report = detection_scores(scored, labels, window_s, config, placed, seconds)
     if not stream_problems(model, features):  # a causal model: detect --stream too
-        from pipelines.detect import stream_posteriors
-
-        streamer = StreamingClassifier(model, features)
-        detector = Detector(labels, window / rate, config.for_stream())
-        hop = config.hop_samples(rate)
-        scored = stream_posteriors(
-            iter([audio]),
-            lambda rows: KerasStream(streamer, rows),
-            hop,
-            rate,
-            window,
-            config.stream_overlap,
-        )
-        events = [e for t, p in scored for e in detector.push(t, p)] + detector.flush()
-        report["stream_step"] = score_events(events, placed, ignore, seconds)
+        scored = scored_posteriors(model, features, audio, hop, batch_size, config.stream_overlap)
+        stream = config.for_stream()
+        report["stream_step"] = detection_scores(scored, labels, window_s, stream, placed, seconds)
     return report

@@ -22,6 +22,7 @@ EPILOG = """examples:
   python run.py run tatoeba_spa_eng               Spanish -> English on Tatoeba pairs
   python run.py predict runs/translation-*/export "the 3rd of March, 2021"
   python run.py detect runs/speech_commands-*/export long_recording.wav
+  python run.py tune-detector runs/fsdd-*          detect's settings, chosen on validation clips
   python run.py serve runs/speech_commands-* runs/translation-*   REST API and page on :8501
   python run.py export runs/speech_commands-20260101-120000
   python run.py study gradients --quick           vanishing/exploding gradients, measured
@@ -295,6 +296,55 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return detect(args.export_dir, args.files, overrides, stream=args.stream)
 
 
+def cmd_tune_detector(args: argparse.Namespace) -> int:
+    """``tune-detector RUN_DIR``: detect's settings chosen on a split's clips end to end."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from data.files import write_json
+    from pipelines.tune_detector import DetectorGrid, tune_detector
+
+    grid = DetectorGrid(
+        thresholds=tuple(args.thresholds),
+        average_ms=tuple(args.average_ms),
+        overlaps=tuple(args.overlaps),
+        max_false_alarms=args.max_false_alarms,
+    )
+    run_dir = Path(args.run_dir)
+    result = tune_detector(run_dir, args.split, args.clips, args.seed, grid)  # errors: main()
+    write_json(run_dir / "detector_sweep.json", result)
+    table = Table(
+        title=f"{result['commands']} {args.split} commands end to end ({result['seconds']} s); "
+        f"best recall under {grid.max_false_alarms} false alarms a minute"
+    )
+    for column in ("mode", "runs", "threshold", "average ms", "recall", "wrong", "FA/min"):
+        table.add_column(column)
+    for mode in ("sliding", "stream"):
+        rows = [r for r in result["rows"] if r["mode"] == mode]
+        rows.sort(
+            key=lambda r: (r["false_alarms_per_minute"] >= grid.max_false_alarms, -r["recall"])
+        )
+        for r in rows[:5]:
+            mark = " *" if r == result["chosen"][mode] else ""
+            table.add_row(
+                mode + mark,
+                str(r["stream_overlap"] or "-"),
+                str(r["threshold"]),
+                str(int(r["average_ms"])),
+                f"{r['recall']:.3f}",
+                f"{r['wrong_label_rate']:.3f}",
+                f"{r['false_alarms_per_minute']:.2f}",
+            )
+    Console(stderr=True).print(table)
+    print(json.dumps({"chosen": result["chosen"], "set": result["set"]}))
+    if result["set"]:
+        flags = " ".join(f"--set {flag}" for flag in result["set"])
+        print(f"use them: python run.py run PRESET --run-dir {run_dir} {flags}", file=sys.stderr)
+    else:
+        print("no setting stayed under the false-alarm limit", file=sys.stderr)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """``serve [NAME=]EXPORT...``: TF Serving's REST API and a page, until Ctrl-C."""
     from models.serving import ExportError
@@ -449,6 +499,29 @@ def build_parser() -> argparse.ArgumentParser:
         "the window (a causal model only)",
     )
     detect.set_defaults(func=cmd_detect)
+
+    tuned = sub.add_parser(
+        "tune-detector",
+        help="choose detect's threshold, averaging and --stream overlap on a split's clips",
+        description="Scores the run's model on a split's clips laid end to end with noisy "
+        "pauses, for every threshold and averaging window (and --stream overlap), and prints the "
+        "setting with the highest recall under --max-false-alarms a minute for each mode, as "
+        "--set flags. Writes RUN_DIR/detector_sweep.json.",
+    )
+    tuned.add_argument("run_dir", help="a finished speech run (RUN_DIR)")
+    tuned.add_argument(
+        "--split",
+        choices=("validation", "test"),
+        default="validation",
+        help="the clips to choose on (test only for a development run: never the split you report)",
+    )
+    tuned.add_argument("--clips", type=int, default=300, help="clips in the recording")
+    tuned.add_argument("--seed", type=int, default=1, help="draws the clips and pauses")
+    tuned.add_argument("--thresholds", type=float, nargs="+", default=[0.6, 0.7, 0.8, 0.9])
+    tuned.add_argument("--average-ms", type=float, nargs="+", default=[250, 500, 750, 1000])
+    tuned.add_argument("--overlaps", type=int, nargs="+", default=[2, 3, 4])
+    tuned.add_argument("--max-false-alarms", type=float, default=1.0, help="a minute")
+    tuned.set_defaults(func=cmd_tune_detector)
 
     serve = sub.add_parser(
         "serve",

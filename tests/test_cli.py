@@ -291,6 +291,40 @@ def test_detect_prints_events_and_reports_bad_files(tiny_run, tmp_path):
     assert len(scores) <= len(lines) - 1  # a stricter threshold than 0.3 finds no more
 
 
+def test_tune_detector_scores_what_the_evaluate_stage_measures(tiny_run, tmp_path):
+    run_dir, _, _ = tiny_run
+    result = run_cli(
+        *("tune-detector", str(run_dir), "--split", "test", "--seed", "0", "--clips", "200"),
+        *("--thresholds", "0.6", "0.95", "--average-ms", "500", "--overlaps", "3"),
+        *("--max-false-alarms", "1000"),
+    )
+    sweep = json.loads((run_dir / "detector_sweep.json").read_text())
+    assert sorted((r["mode"], r["threshold"]) for r in sweep["rows"]) == [
+        ("sliding", 0.6),
+        ("sliding", 0.95),
+        ("stream", 0.6),
+        ("stream", 0.95),
+    ]
+    # the run's own settings (0.6, 500 ms, 3 runs) on the evaluate stage's recording (seed 0,
+    # 200 test clips): the same figures as metrics.json
+    stream = json.loads((run_dir / "metrics.json").read_text())["stream"]
+    for mode, expected in (("sliding", stream), ("stream", stream["stream_step"])):
+        row = next(r for r in sweep["rows"] if r["mode"] == mode and r["threshold"] == 0.6)
+        assert row["recall"] == expected["recall"], mode
+        assert row["false_alarms_per_minute"] == round(expected["false_alarms_per_hour"] / 60, 3)
+        best = max(
+            (r for r in sweep["rows"] if r["mode"] == mode),
+            key=lambda r: (r["recall"], -r["false_alarms_per_minute"]),
+        )
+        assert sweep["chosen"][mode]["recall"] == best["recall"]
+    printed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert printed["set"] == sweep["set"] and "detect.stream_overlap=3" in printed["set"]
+    missing = run_cli("tune-detector", str(tmp_path), check=False)
+    assert missing.returncode == 2 and "no trained speech model" in missing.stderr
+    bad = run_cli("tune-detector", str(run_dir), "--thresholds", "1.5", check=False)
+    assert bad.returncode == 2 and "--thresholds" in bad.stderr
+
+
 def test_deleted_export_is_made_again(tiny_run):
     import shutil
 
