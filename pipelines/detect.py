@@ -3,8 +3,8 @@
 The speech export (SavedModel or TFLite) is slid over the audio in steps of ``hop_ms``; the window
 is the model's ``clip_seconds``. With ``--stream`` the streaming model runs over the audio
 instead (restarted every ``1 / stream_overlap`` of a window, so each frame is computed
-``stream_overlap`` times rather than once per window that holds it). Files are read in blocks (soundfile) and resampled as a stream (soxr), so memory stays
-flat for hours of audio. Each detection is one JSON line ``{"file", "label", "start", "end",
+``stream_overlap`` times rather than once per window that holds it). Files are read in blocks
+(soundfile) and resampled as a stream (soxr), so memory stays flat for hours of audio. Each detection is one JSON line ``{"file", "label", "start", "end",
 "score"}`` (seconds from the start of the file); ``_silence_`` and ``_unknown_`` are never reported.
 """
 

@@ -291,7 +291,7 @@ def test_detect_prints_events_and_reports_bad_files(tiny_run, tmp_path):
     assert len(scores) <= len(lines) - 1  # a stricter threshold than 0.3 finds no more
 
 
-def test_tune_detector_scores_what_the_evaluate_stage_measures(tiny_run, tmp_path):
+def test_tune_detector_scores_what_the_evaluate_stage_measures(tiny_run):
     run_dir, _, _ = tiny_run
     result = run_cli(
         *("tune-detector", str(run_dir), "--split", "test", "--seed", "0", "--clips", "200"),
@@ -319,10 +319,18 @@ def test_tune_detector_scores_what_the_evaluate_stage_measures(tiny_run, tmp_pat
         assert sweep["chosen"][mode]["recall"] == best["recall"]
     printed = json.loads(result.stdout.strip().splitlines()[-1])
     assert printed["set"] == sweep["set"] and "detect.stream_overlap=3" in printed["set"]
-    missing = run_cli("tune-detector", str(tmp_path), check=False)
-    assert missing.returncode == 2 and "no trained speech model" in missing.stderr
-    bad = run_cli("tune-detector", str(run_dir), "--thresholds", "1.5", check=False)
-    assert bad.returncode == 2 and "--thresholds" in bad.stderr
+
+
+def test_tune_detector_names_what_is_wrong(tmp_path):
+    from pipelines.config import ConfigError
+    from pipelines.tune_detector import DetectorGrid, tune_detector
+
+    with pytest.raises(FileNotFoundError, match="no trained speech model"):
+        tune_detector(tmp_path, "validation", 10, 0, DetectorGrid())
+    with pytest.raises(ConfigError, match="--thresholds"):
+        DetectorGrid(thresholds=(1.5,))
+    with pytest.raises(ConfigError, match="--overlaps"):
+        DetectorGrid(overlaps=(1,))
 
 
 def test_deleted_export_is_made_again(tiny_run):
