@@ -339,7 +339,11 @@ def cmd_tune_detector(args: argparse.Namespace) -> int:
     print(json.dumps({"chosen": result["chosen"], "set": result["set"]}))
     if result["set"]:
         flags = " ".join(f"--set {flag}" for flag in result["set"])
-        print(f"use them: python run.py run PRESET --run-dir {run_dir} {flags}", file=sys.stderr)
+        print(  # the run's own resolved config: only evaluate and export run again
+            f"use them: python run.py run speech_commands --config {run_dir / 'config.yaml'} "
+            f"--run-dir {run_dir} {flags}",
+            file=sys.stderr,
+        )
     else:
         print("no setting stayed under the false-alarm limit", file=sys.stderr)
     return 0
