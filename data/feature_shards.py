@@ -122,11 +122,6 @@ def write_split(
     return writer.close(), failed
 
 
-def shard_paths(folder: Path, split: str) -> list[Path]:
-    """The shard files of ``split`` (a folder from before shards: its one ``SPLIT.npz``)."""
-    return shard_files(folder, split)
-
-
 def count(folder: Path, split: str) -> int:
     """Number of sequences in ``split``."""
     manifest = read_shard_manifest(folder, split)
@@ -137,7 +132,7 @@ def count(folder: Path, split: str) -> int:
 
 def load_split(folder: Path, split: str) -> FeatureSet:
     """The whole split in memory (evaluation of the test split; small data)."""
-    sets = [FeatureSet.load(p) for p in shard_paths(folder, split)]
+    sets = [FeatureSet.load(p) for p in shard_files(folder, split)]
     if len(sets) == 1:
         return sets[0]
     return FeatureSet(
@@ -168,7 +163,7 @@ def split_dataset(
 
     from data.datasets import sequence_dataset
 
-    paths = shard_paths(folder, split)
+    paths = shard_files(folder, split)
     if len(paths) == 1:
         return sequence_dataset(
             FeatureSet.load(paths[0]), batch_size, shuffle, seed, bucket_by_length

@@ -128,14 +128,9 @@ class PairShardWriter:
         return manifest
 
 
-def shard_paths(folder: Path, split: str) -> list[Path]:
-    """The shard files of ``split`` (a tokenize folder from before shards: its ``SPLIT.npz``)."""
-    return shard_files(folder, split)
-
-
 def load_split(folder: Path, split: str) -> PairIds:
     """The whole split in memory (evaluation, small data)."""
-    return PairIds.concatenate([PairIds.load(p) for p in shard_paths(folder, split)])
+    return PairIds.concatenate([PairIds.load(p) for p in shard_files(folder, split)])
 
 
 def quantiles_from_counts(counts: dict[int, int], qs: np.ndarray) -> np.ndarray:
@@ -171,7 +166,7 @@ def split_dataset(
     in-memory split with the same seed; in a shuffled shard order, two interleaved, when it
     does not. Memory is one shard per open file plus the shuffle buffer.
     """
-    paths = shard_paths(folder, split)
+    paths = shard_files(folder, split)
     manifest = read_shard_manifest(folder, split)
     if len(paths) == 1 or manifest is None:
         return pair_dataset(PairIds.load(paths[0]), batch_size, shuffle, seed, bucket_by_length)

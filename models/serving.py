@@ -26,8 +26,8 @@ class ExportError(ValueError):
 class Stream:
     """Pieces of audio in, probabilities for the stream so far out; keeps partial hops.
 
-    ``rows`` independent streams hear the same audio (each can be restarted on its own with
-    ``reset``), or each its own segment (``run_segments``).
+    ``rows`` independent streams hear the same audio (``push``), or each its own segment
+    (``run_segments``).
     """
 
     def __init__(self, hop: int, specs: list[dict], rows: int = 1) -> None:
@@ -35,12 +35,11 @@ class Stream:
         self._pending = np.zeros(0, np.float32)
         self.state = {s["name"]: np.zeros([rows, *s["shape"][1:]], np.float32) for s in specs}
 
-    def reset(self, row: int | None = None) -> None:
-        """Starts stream ``row`` (every row if None) again from silence: its state back to zero."""
+    def reset(self) -> None:
+        """Starts every row again from silence: the state back to zero, no partial hop kept."""
         for value in self.state.values():
-            value[slice(None) if row is None else row] = 0.0
-        if row is None:
-            self._pending = np.zeros(0, np.float32)
+            value[:] = 0.0
+        self._pending = np.zeros(0, np.float32)
 
     def push(self, samples: np.ndarray) -> np.ndarray:
         """Feeds samples to every row; returns the probabilities after each whole hop.

@@ -125,36 +125,50 @@ def test_detect_uses_the_exports_own_settings_unless_given(tmp_path):
     assert [e["label"] for e in detect_file(Strict(), str(path), given)] == ["yes"]
 
 
-class LoudSinceResetStream(Stream):
-    """A stand-in for a streaming model that never forgets: 'yes' once any loud sample was heard
-    since its state was last reset, silence before."""
+class HopByHopStream(Stream):
+    """A stand-in streaming model with one state vector ``state`` per row: ``answer`` updates it
+    from one hop of samples and returns that hop's output."""
 
-    def __init__(self, rows: int) -> None:
-        super().__init__(160, [{"name": "loud", "shape": [None, 1]}], rows)
+    def __init__(self, hop: int, size: int, rows: int) -> None:
+        super().__init__(hop, [{"name": "state", "shape": [None, size]}], rows)
 
-    def _step(self, samples):
-        out = np.zeros((self.rows, samples.shape[1] // self.hop, 4), np.float32)
-        for row in range(self.rows):
-            for k in range(out.shape[1]):
-                hop = samples[row, k * self.hop : (k + 1) * self.hop]
-                self.state["loud"][row] = max(self.state["loud"][row, 0], np.abs(hop).max())
-                out[row, k, 2 if self.state["loud"][row, 0] > 0.3 else 0] = 1.0
-        return out
-
-
-class CountingStream(Stream):
-    """A stand-in that answers, after each hop, the hops and the sum of samples since reset."""
-
-    def __init__(self, rows: int) -> None:
-        super().__init__(10, [{"name": "count", "shape": [None, 2]}], rows)
+    def answer(self, state: np.ndarray, samples: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
     def _step(self, samples):
-        out = np.zeros((self.rows, samples.shape[1] // self.hop, 2), np.float64)
-        for row in range(self.rows):
-            for k in range(out.shape[1]):
-                self.state["count"][row] += [1, samples[row, k * 10 : (k + 1) * 10].sum()]
-                out[row, k] = self.state["count"][row]
-        return out
+        hops = samples.shape[1] // self.hop
+        return np.stack(
+            [
+                [
+                    self.answer(self.state["state"][row], samples[row, k * self.hop :][: self.hop])
+                    for k in range(hops)
+                ]
+                for row in range(self.rows)
+            ]
+        )
+
+
+class LoudSinceResetStream(HopByHopStream):
+    """Never forgets: 'yes' once any loud sample was heard since its state was last reset,
+    silence before."""
+
+    def __init__(self, rows: int) -> None:
+        super().__init__(160, 1, rows)
+
+    def answer(self, state, samples):
+        state[0] = max(state[0], np.abs(samples).max())  # in place: the row's state
+        return np.eye(4, dtype=np.float32)[2 if state[0] > 0.3 else 0]
+
+
+class CountingStream(HopByHopStream):
+    """Answers, after each hop, the hops and the sum of samples since reset."""
+
+    def __init__(self, rows: int) -> None:
+        super().__init__(10, 2, rows)
+
+    def answer(self, state, samples):
+        state += [1, samples.sum(dtype=np.float64)]
+        return state.astype(np.float64)
 
 
 @pytest.mark.parametrize("samples", [7, 10, 45, 50, 99, 100, 149, 150, 151, 1000, 1234, 2000])

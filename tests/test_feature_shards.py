@@ -11,7 +11,8 @@ import soundfile
 from data.audio import FeatureConfig
 from data.augment import AugmentConfig
 from data.clips import Clip
-from data.feature_shards import count, load_split, shard_paths, split_dataset, write_split
+from data.feature_shards import count, load_split, split_dataset, write_split
+from data.files import shard_files
 from tests.conftest import tone
 
 
@@ -74,7 +75,7 @@ def test_sharded_and_single_file_splits_hold_the_same_examples(clips, tmp_path):
 def test_a_folder_from_before_shards_is_one_shard(clips, tmp_path):
     _write(clips, tmp_path / "old", 1000)
     (tmp_path / "old" / "train.shards.json").unlink()
-    assert shard_paths(tmp_path / "old", "train") == [tmp_path / "old" / "train.npz"]
+    assert shard_files(tmp_path / "old", "train") == [tmp_path / "old" / "train.npz"]
     assert count(tmp_path / "old", "train") == 22
 
 
