@@ -173,27 +173,33 @@ class CountingStream(HopByHopStream):
 
 @pytest.mark.parametrize("samples", [7, 10, 45, 50, 99, 100, 149, 150, 151, 1000, 1234, 2000])
 @pytest.mark.parametrize(
-    ("overlap", "seconds_per_call"), [(2, 0.001), (2, 0.25), (2, 8.0), (4, 0.1)]
+    ("overlap", "seconds_per_call", "hop"),
+    [(2, 0.001, 10), (2, 0.25, 10), (2, 8.0, 10), (4, 0.1, 10), (2, 0.25, 50), (4, 8.0, 30)],
 )
 def test_stream_posteriors_answer_every_hop_from_the_run_that_heard_most_of_a_window(
-    samples, overlap, seconds_per_call
+    samples, overlap, seconds_per_call, hop
 ):
     from pipelines.detect import stream_posteriors
 
-    rate, window, hop = 1000, 120, 10  # runs of 120 samples, a new one every 120 / overlap
+    rate, window = 1000, 120  # runs of 120 samples, a new one every 120 / overlap; steps of 10
     stride = window // overlap
     y = np.arange(1, samples + 1, dtype=np.float64).astype(np.float32) / 1000
     blocks = (y[i : i + 37] for i in range(0, y.size, 37))  # blocks unrelated to the window
     scored = list(
         stream_posteriors(blocks, CountingStream, hop, rate, window, overlap, seconds_per_call)
     )
-    # every whole hop answered once, in order
-    np.testing.assert_allclose([t for t, _ in scored], np.arange(1, samples // hop + 1) / 100)
-    for n, (_, (count, total)) in enumerate(scored, start=1):
-        piece = (n - 1) * hop // stride
+    # every whole hop answered once, in order, from the first one at which the first run has
+    # heard more than (overlap - 1) / overlap of a window; a shorter recording: once, at its end
+    first = ((overlap - 1) * stride // hop + 1) * hop
+    ends = np.arange(first, samples + 1, hop) if samples >= first else [samples // 10 * 10]
+    ends = [end for end in ends if end]
+    np.testing.assert_allclose([t for t, _ in scored], np.array(ends) / rate)
+    for end, (_, (count, total)) in zip(ends, scored, strict=True):
+        n = end // 10  # steps of 10 samples
+        piece = (n - 1) * 10 // stride
         start = max(0, (piece - overlap + 1) * stride)  # the run that started earliest
-        assert count == (n * hop - start) / hop, (n, count)
-        assert total == pytest.approx(y[start : n * hop].sum(), rel=1e-5), n
+        assert count == (end - start) / 10, (end, count)
+        assert total == pytest.approx(y[start:end].sum(), rel=1e-5), end
 
 
 def test_stream_posteriors_restart_staggered_streams_so_a_word_is_forgotten():
@@ -205,7 +211,8 @@ def test_stream_posteriors_restart_staggered_streams_so_a_word_is_forgotten():
     blocks = (y[i : i + 7000] for i in range(0, y.size, 7000))  # blocks unrelated to the window
     scored = list(stream_posteriors(blocks, LoudSinceResetStream, int(0.1 * rate), rate, window))
     times = np.array([t for t, _ in scored])
-    np.testing.assert_allclose(times, np.arange(1, times.size + 1) * 0.1, atol=1e-9)
+    # from the first run's answer after half a window (2 runs at a time) to the end
+    np.testing.assert_allclose(times, np.arange(6, 61) * 0.1, atol=1e-9)
     assert times[-1] == pytest.approx(6.0)
     loud = times[[p.argmax() == 2 for _, p in scored]]
     # heard from the burst on, and forgotten within a window after it ends (one carried state
