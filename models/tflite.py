@@ -39,8 +39,12 @@ def interpreter(path: str | Path, threads: int | None = None):  # noqa: ANN201 -
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    runner = Interpreter(model_path=str(path), num_threads=threads)
-    runner.allocate_tensors()
+    from pipelines.runtime import muted_stderr
+
+    # LiteRT's C++ runtime prints "INFO: Created TensorFlow Lite XNNPACK delegate" on fd 2
+    with muted_stderr():
+        runner = Interpreter(model_path=str(path), num_threads=threads)
+        runner.allocate_tensors()
     return runner
 
 

@@ -103,7 +103,9 @@ def detect_file(
         if stream
         else posteriors(windows(blocks, window, hop), model.classify, rate, batch)
     )
-    with Progress(console=Console(stderr=True), transient=True) as progress:  # stdout: JSON
+    console = Console(stderr=True)  # stdout: the JSON lines
+    # a bar on a terminal only: redirected, rich would leave a blank line on stderr
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
         bar = progress.add_task(f"Detecting in {Path(path).name}", total=seconds)
         for t, p in scored:
             events.extend(detector.push(t, p))

@@ -65,7 +65,7 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     warnings.filterwarnings("ignore", category=UserWarning, module="keras")
     # The C++ runtime prints to fd 2 before absl logging is configured; mute it during import.
-    with _muted_stderr():
+    with muted_stderr():
         import tensorflow as tf  # noqa: F401
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
@@ -78,7 +78,14 @@ def quiet_tensorflow() -> None:
 
 
 @contextlib.contextmanager
-def _muted_stderr():  # noqa: ANN202
+def muted_stderr():  # noqa: ANN201 - a context manager
+    """Silences file descriptor 2, where C++ runtimes log, inside the block.
+
+    Nothing is silenced when ``RNN_VERBOSE`` is set.
+    """
+    if os.environ.get("RNN_VERBOSE"):
+        yield
+        return
     try:
         fd = os.dup(2)
     except OSError:  # no stderr to mute

@@ -249,6 +249,7 @@ def test_cli_streaming_run_exports_tflite_and_detects_in_a_stream(tmp_path):
     predicted = run_cli("predict", str(tflite / "classify.tflite"), *test)
     answers = [json.loads(line) for line in predicted.stdout.splitlines()]
     assert [a["input"] for a in answers] == test and all("label" in a for a in answers)
+    assert predicted.stderr == ""  # LiteRT's start-up INFO lines are silenced
 
     rate = meta["sample_rate"]
     pieces = []
@@ -259,6 +260,7 @@ def test_cli_streaming_run_exports_tflite_and_detects_in_a_stream(tmp_path):
     soundfile.write(recording, np.concatenate(pieces), rate)
     for export in (run_dir / "export", tflite):
         found = run_cli("detect", "--stream", str(export), str(recording))
+        assert found.stderr == ""  # no start-up logs, no progress bar off a terminal
         for line in found.stdout.splitlines():
             event = json.loads(line)
             assert set(event) == {"file", "label", "start", "end", "score"}
