@@ -18,7 +18,8 @@ class AugmentConfig:
 
     Each training clip is kept clean and ``copies`` augmented versions are added; each copy gets
     a random time shift, speed change (resampling, which also shifts pitch like a different
-    speaker's voice) and, with probability ``noise_prob``, background noise at a random SNR.
+    speaker's voice), a random frequency response (``eq_db``: another microphone or room) and,
+    with probability ``noise_prob``, background noise at a random SNR.
 
     Attributes:
         copies: augmented copies per training clip (0 disables augmentation).
@@ -27,6 +28,8 @@ class AugmentConfig:
         noise_prob: probability that a copy gets background noise.
         snr_db_min: lowest signal-to-noise ratio in dB; snr_db_max: highest.
         gain_db: random gain range (+-) in dB.
+        eq_db: the largest boost or cut (+-, dB) of a random smooth frequency response, drawn
+            at ``EQ_BANDS`` points evenly spaced in mel and interpolated between them (0: none).
         copies_by_source: augmented copies for the training clips of one source, by source name
             (``fsdd``, ``synthetic``, ``speech_commands``, ...), overriding ``copies``; e.g. more
             copies of a small set of real speakers added with ``data.train_extra``.
@@ -44,6 +47,7 @@ class AugmentConfig:
     snr_db_min: float = 5.0
     snr_db_max: float = 30.0
     gain_db: float = 6.0
+    eq_db: float = 0.0
     copies_by_source: dict[str, int] = field(default_factory=dict)
     gap_silence_prob: float = 0.2
     gap_db_min: float = -70.0
@@ -64,6 +68,7 @@ class AugmentConfig:
         )
         check(self.copies >= 0, "augment.copies", self.copies, ">= 0")
         check(self.time_shift_ms >= 0, "augment.time_shift_ms", self.time_shift_ms, ">= 0")
+        check(0 <= self.eq_db <= 24, "augment.eq_db", self.eq_db, "in [0, 24] dB")
         check(
             0.5 <= self.speed_min <= self.speed_max <= 2.0,
             "augment.speed_min/speed_max",
@@ -124,6 +129,25 @@ def speed_perturb(y: np.ndarray, factor: float, sample_rate: int) -> np.ndarray:
     ).astype(np.float32)
 
 
+EQ_BANDS = 6  # points of a random frequency response: smooth, like a microphone's or a room's
+
+
+def random_eq(y: np.ndarray, max_db: float, rng: np.random.Generator) -> np.ndarray:
+    """``y`` through a random smooth frequency response of at most +-``max_db`` dB.
+
+    The gains are drawn at ``EQ_BANDS`` points evenly spaced on the mel scale (from 0 Hz to the
+    Nyquist frequency) and interpolated linearly in dB between them; the filter has zero phase.
+    """
+    if max_db <= 0 or y.size < 2:
+        return y
+    spectrum = np.fft.rfft(y.astype(np.float64))
+    mel = np.log1p(np.fft.rfftfreq(y.size) / 0.0875)  # 700 Hz at 8 kHz; the shape, not the rate
+    gain_db = np.interp(
+        mel / mel[-1], np.linspace(0, 1, EQ_BANDS), rng.uniform(-max_db, max_db, EQ_BANDS)
+    )
+    return np.fft.irfft(spectrum * 10 ** (gain_db / 20), y.size).astype(np.float32)
+
+
 def time_shift(y: np.ndarray, shift: int) -> np.ndarray:
     """Shifts ``y`` by ``shift`` samples (positive: later), padding with zeros."""
     if shift > 0:
@@ -140,8 +164,13 @@ def augment(
     noises: list[np.ndarray],
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """One augmented copy of ``y``: speed, shift, gain and (maybe) noise, all drawn from ``rng``."""
+    """One augmented copy of ``y``, every choice drawn from ``rng``.
+
+    Speed, shift, gain, equalization (with ``eq_db``) and, maybe, noise.
+    """
     y = speed_perturb(y, float(rng.uniform(config.speed_min, config.speed_max)), sample_rate)
+    if config.eq_db:  # drawn only when asked: other settings keep their copies
+        y = random_eq(y, config.eq_db, rng)
     max_shift = int(sample_rate * config.time_shift_ms / 1000)
     if max_shift:
         y = time_shift(y, int(rng.integers(-max_shift, max_shift + 1)))

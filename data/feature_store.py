@@ -86,9 +86,12 @@ class _Keys:
         noise_files: tuple[str, ...] = (),
     ) -> None:
         plain = {"features": _drop(asdict(features), IN_MODEL), "v": CACHE_VERSION}
+        augment = None
+        if aug:  # eq_db 0 (none) is left out: features cached before it existed keep their keys
+            augment = _drop(asdict(aug), HOW_MANY + (() if aug.eq_db else ("eq_db",)))
         mixed = {  # only augmented and placed copies draw background noise
             **plain,
-            "augment": _drop(asdict(aug), HOW_MANY) if aug else None,
+            "augment": augment,
             "seed": seed,
             # the noises mixed in: other or edited noise files give other features
             "noise": [_file_state(p) for p in noise_files],

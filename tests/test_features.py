@@ -224,9 +224,27 @@ def test_feature_cache_key_ignores_settings_applied_in_the_model(tmp_path):
     other = [
         (FeatureConfig(n_mfcc=20), AugmentConfig(copies=1), 0),
         (FeatureConfig(), AugmentConfig(copies=1, snr_db_min=3.0), 0),
+        (FeatureConfig(), AugmentConfig(copies=1, eq_db=6.0), 0),
         (FeatureConfig(), AugmentConfig(copies=1), 1),
     ]
     assert all(_cache_key(task, f, a, seed) != key for f, a, seed in other)
+
+
+def test_random_eq_is_a_smooth_bounded_filter_drawn_from_the_rng():
+    from data.augment import AugmentConfig, random_eq
+
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal(16000).astype(np.float32)
+    out = random_eq(y, 6.0, np.random.default_rng(1))
+    assert out.dtype == np.float32 and out.shape == y.shape
+    np.testing.assert_array_equal(out, random_eq(y, 6.0, np.random.default_rng(1)))
+    assert not np.allclose(out, random_eq(y, 6.0, np.random.default_rng(2)))
+    gain_db = 20 * np.log10(np.abs(np.fft.rfft(out)) / np.abs(np.fft.rfft(y)))
+    assert np.abs(gain_db).max() <= 6.0 + 1e-3 and np.ptp(gain_db) > 1.0  # bounded, not flat
+    assert np.abs(np.diff(gain_db)).max() < 0.05  # smooth: no step between neighbouring bins
+    assert random_eq(y, 0.0, rng) is y
+    with pytest.raises(ValueError, match=r"augment.eq_db.*Received: 30"):
+        AugmentConfig(eq_db=30)
 
 
 @pytest.fixture
