@@ -34,6 +34,30 @@ def _simple_rnn(units: int, activation: str, recurrent_activation: str, **kwargs
     return keras.layers.SimpleRNN(units, activation=activation, **kwargs)
 
 
+@keras.saving.register_keras_serializable("rnn_speech")
+class MaskedMaxPooling1D(keras.layers.Layer):
+    """The maximum over time of each feature, padding (masked steps) left out.
+
+    Keras' ``GlobalMaxPooling1D`` ignores the mask, so a padded step would count.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, x, mask=None):  # noqa: ANN001, ANN201 - Keras layer API
+        if mask is not None:
+            floor = keras.ops.cast(-1e9, x.dtype)
+            x = keras.ops.where(keras.ops.expand_dims(mask, -1), x, floor)
+        return keras.ops.max(x, axis=1)
+
+    def compute_mask(self, inputs, mask=None):  # noqa: ANN001, ANN201
+        return None
+
+    def compute_output_shape(self, input_shape):  # noqa: ANN001, ANN201
+        return (input_shape[0], input_shape[2])
+
+
 ACTIVATIONS = ("tanh", "sigmoid", "relu", "hard_sigmoid", "linear", "elu", "softsign")
 
 
@@ -50,7 +74,8 @@ class ModelConfig:
         recurrent_dropout: dropout on the recurrent state (disables the fused cuDNN kernel).
         activation: the cell's output activation (tanh by default; relu shows explosions).
         recurrent_activation: the gate activation of LSTM/GRU (sigmoid by default).
-        pooling: ``last`` uses the final state; ``mean`` averages all (unmasked) outputs.
+        pooling: ``last`` uses the final state; ``mean`` averages all (unmasked) outputs; ``max``
+            takes each unit's largest (unmasked) output: the moment the evidence peaked.
         dense_units: size of a hidden dense layer before the output, 0 for none.
         spec_augment: time and feature masks applied during training (SpecAugment style).
         time_masks: number of time masks; time_width: maximum frames per mask.
@@ -65,7 +90,7 @@ class ModelConfig:
     recurrent_dropout: float = 0.0
     activation: str = "tanh"
     recurrent_activation: str = "sigmoid"
-    pooling: Literal["last", "mean"] = "last"
+    pooling: Literal["last", "mean", "max"] = "last"
     dense_units: int = 0
     spec_augment: bool = False
     time_masks: int = 2
@@ -157,7 +182,7 @@ def build_classifier(
             config.units,
             config.activation,
             config.recurrent_activation,
-            return_sequences=not last or config.pooling == "mean",
+            return_sequences=not last or config.pooling != "last",
             dropout=config.dropout,
             recurrent_dropout=config.recurrent_dropout,
             use_cudnn=use_cudnn,
@@ -168,6 +193,8 @@ def build_classifier(
         x = layer(x)
     if config.pooling == "mean":
         x = keras.layers.GlobalAveragePooling1D(name="mean_pool")(x)
+    elif config.pooling == "max":
+        x = MaskedMaxPooling1D(name="max_pool")(x)
     if config.dense_units:
         x = keras.layers.Dense(config.dense_units, activation="relu", name="dense")(x)
     if config.dropout:

@@ -25,7 +25,7 @@ def test_builds_every_cell(cell, bidirectional, pooling, layers):
     np.testing.assert_allclose(out.numpy().sum(axis=1), 1.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("pooling", ["last", "mean"])
+@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
 def test_padding_is_masked(pooling):
     """A zero-padded sequence gives the same output as the unpadded one."""
     model = build_classifier(
