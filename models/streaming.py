@@ -3,9 +3,10 @@
 ``StreamingClassifier`` reuses the trained model's weights (no retraining, no copy): each call
 takes one or more hops of samples (a hop is the MFCC stride) and the state (the last
 ``n_fft - hop`` samples, the frame count, the running cepstral mean, the delta histories, every
-recurrent layer's ``h``/``c``, and the running mean of the last layer's outputs for mean
-pooling), computes one MFCC frame per hop, steps every cell over them and returns the
-probabilities for the stream so far after each hop, with the new state. Over a window-length clip, the final probabilities equal the non-streaming model's.
+recurrent layer's ``h``/``c``, and the running mean or maximum of the last layer's outputs for
+mean or max pooling), computes one MFCC frame per hop, steps every cell over them and returns
+the probabilities for the stream so far after each hop, with the new state. Over a
+window-length clip, the final probabilities equal the non-streaming model's.
 Only a causal model streams: ``stream_problems`` names each setting that prevents it.
 """
 
@@ -18,10 +19,13 @@ import numpy as np
 import tensorflow as tf
 
 from data.audio import FeatureConfig, feature_shape
+from models.classifier import MaskedMaxPooling1D
 from models.features import MfccLayer, running_mean
 from models.serving import Stream
 
 SKIPPED = (keras.layers.InputLayer, keras.layers.Masking, keras.layers.Dropout)
+# pooling over time, kept up to date in the state "pool": the mean so far, or the maximum so far
+POOLS = {keras.layers.GlobalAveragePooling1D: "mean", MaskedMaxPooling1D: "max"}
 
 
 def stream_problems(model: keras.Model, features: FeatureConfig) -> list[str]:
@@ -47,7 +51,7 @@ def stream_problems(model: keras.Model, features: FeatureConfig) -> list[str]:
             problems.append(f"layer {layer.name} runs backwards in time")
         elif not isinstance(
             layer,
-            SKIPPED + (keras.layers.RNN, keras.layers.Dense, keras.layers.GlobalAveragePooling1D),
+            SKIPPED + (keras.layers.RNN, keras.layers.Dense) + tuple(POOLS),
         ) and layer.name not in ("normalization", "spec_augment"):
             problems.append(f"layer {layer.name} ({type(layer).__name__}) has no streaming step")
     return problems
@@ -75,9 +79,8 @@ class StreamingClassifier(tf.Module):
         self.mfcc = MfccLayer(features, name="stream_mfcc")
         self.normalization = model.get_layer("normalization")
         self.recurrent = [layer for layer in model.layers if isinstance(layer, keras.layers.RNN)]
-        self.mean_pool = any(
-            isinstance(layer, keras.layers.GlobalAveragePooling1D) for layer in model.layers
-        )
+        pools = [POOLS[type(layer)] for layer in model.layers if type(layer) in POOLS]
+        self.pool = pools[0] if pools else None  # None: the last step's output
         self.head = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
         # the trained cells, run over a block of frames from a given state (shared weights)
         self._runners = [
@@ -100,7 +103,7 @@ class StreamingClassifier(tf.Module):
         for layer in self.recurrent:
             for name in self._cell_state_names(layer):
                 shapes[name] = (layer.cell.units,)
-        if self.mean_pool:
+        if self.pool:
             shapes["pool"] = (self.recurrent[-1].cell.units,)
         return shapes
 
@@ -144,8 +147,11 @@ class StreamingClassifier(tf.Module):
             else:
                 x, *cell_state = runner(x, initial_state=[state[n] for n in names], training=False)
             new.update(zip(names, cell_state, strict=True))
-        if self.mean_pool:
+        if self.pool == "mean":
             x = running_mean(x, state["pool"], count, self.shape.max_frames)
+        elif self.pool == "max":
+            x = running_max(x, state["pool"], count, one_hop)
+        if self.pool:
             new["pool"] = x[:, -1]
         for layer in self.head:
             x = layer(x)
@@ -170,6 +176,26 @@ class StreamingClassifier(tf.Module):
             probabilities, state = self.step(waveform[:, start : start + size], state)
             outputs.append(probabilities[:, -1])
         return tf.stack(outputs, axis=1), state
+
+
+def running_max(x: tf.Tensor, peak: tf.Tensor, count: tf.Tensor, one_hop: bool) -> tf.Tensor:
+    """The maximum of a stream's outputs so far, at each of its newest steps.
+
+    Args:
+        x: the newest outputs ``[batch, k, size]``.
+        peak: the maximum before them ``[batch, size]`` (ignored when ``count`` is 0, so the
+            zero initial state means "nothing heard yet").
+        count: steps before ``x``, float ``[batch, 1]``.
+        one_hop: ``k`` is 1 (a plain maximum, no loop op: what TFLite converts).
+
+    Returns:
+        ``[batch, k, size]``: the maximum after each step. It never forgets: a long stream is
+        restarted (``run.py detect --stream`` restarts every window).
+    """
+    if not one_hop:  # the maximum over the block's steps so far
+        x = tf.transpose(tf.scan(tf.maximum, tf.transpose(x, [1, 0, 2])), [1, 0, 2])
+    before = tf.where(tf.equal(count, 0.0), tf.fill(tf.shape(peak), -1e9), peak)
+    return tf.maximum(x, before[:, None])
 
 
 class KerasStream(Stream):

@@ -62,6 +62,8 @@ def _clips(rng: np.random.Generator, n: int, features: FeatureConfig, windows: i
         ("gru", "last", 2, "global", 0),
         ("simple_rnn", "mean", 0, "running", 0),
         ("gru", "mean", 1, "running", 20),  # the running mean starts from a prior
+        ("gru", "max", 1, "running", 20),
+        ("lstm", "max", 0, "global", 0),
     ],
 )
 def test_stream_step_hop_by_hop_matches_the_window_model(cell, pooling, deltas, normalize, prior):
@@ -148,14 +150,17 @@ def _tone_classes(rng: np.random.Generator, n: int, features: FeatureConfig):
     return (tone + rng.normal(0, 0.01, (n, samples))).astype(np.float32), labels
 
 
-@pytest.mark.parametrize("quantize", ["none", "dynamic", "int8"])
-def test_tflite_files_run_in_the_interpreter_and_match_the_model(tmp_path, quantize):
+@pytest.mark.parametrize(
+    ("quantize", "pooling"),
+    [("none", "mean"), ("dynamic", "mean"), ("int8", "mean"), ("none", "max")],
+)
+def test_tflite_files_run_in_the_interpreter_and_match_the_model(tmp_path, quantize, pooling):
     from models.serving import load_speech_model
     from models.tflite import export_tflite
 
     keras.utils.set_random_seed(0)  # the same small model whatever ran before
     features = _features()
-    model = _model(features)
+    model = _model(features, pooling=pooling)
     rng = np.random.default_rng(4)
     train, train_labels = _tone_classes(rng, 48, features)
     front = MfccLayer(features)
