@@ -6,6 +6,8 @@ import contextlib
 import logging
 import os
 import random
+import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 from typing import Literal
@@ -81,7 +83,8 @@ def quiet_tensorflow() -> None:
 def muted_stderr():  # noqa: ANN201 - a context manager
     """Silences file descriptor 2, where C++ runtimes log, inside the block.
 
-    Nothing is silenced when ``RNN_VERBOSE`` is set.
+    What was written there is kept aside and printed if the block raises, so a runtime's reason
+    for an error is not lost. Nothing is silenced when ``RNN_VERBOSE`` is set.
     """
     if os.environ.get("RNN_VERBOSE"):
         yield
@@ -91,11 +94,16 @@ def muted_stderr():  # noqa: ANN201 - a context manager
     except OSError:  # no stderr to mute
         yield
         return
-    devnull = os.open(os.devnull, os.O_WRONLY)
+    aside = tempfile.TemporaryFile()
     try:
-        os.dup2(devnull, 2)
+        os.dup2(aside.fileno(), 2)
         yield
+    except BaseException:
+        os.dup2(fd, 2)
+        aside.seek(0)
+        sys.stderr.write(aside.read().decode("utf-8", "replace"))
+        raise
     finally:
         os.dup2(fd, 2)
         os.close(fd)
-        os.close(devnull)
+        aside.close()
