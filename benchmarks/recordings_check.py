@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from data.audio import load_audio  # noqa: E402
-from data.augment import noise_excerpt, rms  # noqa: E402
-from data.long_recording import Placed  # noqa: E402
+from data.augment import place_in_window  # noqa: E402
+from data.long_recording import build_recording  # noqa: E402
 from models.detection import Event, score_events  # noqa: E402
 
 RATE = 16000  # what a microphone delivers; the CLI resamples to the export's rate
@@ -58,20 +58,12 @@ def speaker_clips(folder: Path, speaker: str) -> list[tuple[Path, str]]:
     return [(p, p.name.split("_")[0]) for p in paths]
 
 
-def at_level(noise: np.ndarray, dbfs: float) -> np.ndarray:
-    return (noise / (rms(noise) + 1e-9) * 10 ** (dbfs / 20)).astype(np.float32)
-
-
 def check_predict(export, clips, noises, n, seconds, rng, out: Path) -> dict:
     picks = rng.choice(len(clips), size=min(n, len(clips)), replace=False)
     files, truth = [], []
     for k, i in enumerate(picks):
         path, label = clips[i]
-        word = load_audio(str(path), RATE)[: int(seconds * RATE)]
-        noise = noise_excerpt(noises[int(rng.integers(len(noises)))], int(seconds * RATE), rng)
-        y = at_level(noise, rng.uniform(-50, -35))
-        start = int(rng.integers(0, y.size - word.size + 1))
-        y[start : start + word.size] += word
+        y = place_in_window(load_audio(str(path), RATE), int(seconds * RATE), noises, rng)
         files.append(out / f"predict_{k:04d}_{label}.wav")
         _write(files[-1], y)
         truth.append(label)
@@ -83,17 +75,8 @@ def check_predict(export, clips, noises, n, seconds, rng, out: Path) -> dict:
 
 def check_detect(export, clips, noise, n, rng, out: Path, stream: bool) -> dict:
     picks = rng.choice(len(clips), size=min(n, len(clips)), replace=False)
-    pieces, placed, t = [], [], 0
-    for i in picks:
-        path, label = clips[i]
-        pause = int(rng.uniform(1.0, 3.0) * RATE)
-        word = load_audio(str(path), RATE)
-        pieces += [np.zeros(pause, np.float32), word]
-        placed.append(Placed(label, (t + pause) / RATE, (t + pause + word.size) / RATE))
-        t += pause + word.size
-    pieces.append(np.zeros(RATE, np.float32))
-    words = np.concatenate(pieces)
-    y = words + at_level(noise_excerpt(noise, words.size, rng), -40.0)
+    words = [(load_audio(str(clips[i][0]), RATE), clips[i][1]) for i in picks]
+    y, placed = build_recording(words, RATE, [noise], rng, (1.0, 3.0), (-40.0, -40.0))
     path = out / "detect.wav"
     _write(path, y)
     report = {}
