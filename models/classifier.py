@@ -58,6 +58,51 @@ class MaskedMaxPooling1D(keras.layers.Layer):
         return (input_shape[0], input_shape[2])
 
 
+@keras.saving.register_keras_serializable("rnn_speech")
+class MaskedAttentionPooling1D(keras.layers.Layer):
+    """A learned weighted average over time: softmax(h_t . w) weights, padding left out.
+
+    Each step's output gets a score ``h_t . w``; the pooled vector is the softmax-weighted mean of
+    the outputs, so the frames that carry the word count and the noise around it does not (mean
+    pooling gives every frame of the window the same weight). ``w`` starts at zero: training
+    starts from mean pooling. It streams exactly with an online softmax (``running_attention``).
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def build(self, input_shape) -> None:  # noqa: ANN001 - Keras layer API
+        self.kernel = self.add_weight(
+            name="kernel", shape=(input_shape[-1],), initializer="zeros", trainable=True
+        )
+
+    def scores(self, x):  # noqa: ANN001, ANN201
+        """Each step's score ``[batch, steps]``."""
+        return keras.ops.sum(x * keras.ops.cast(self.kernel, x.dtype), axis=-1)
+
+    def call(self, x, mask=None):  # noqa: ANN001, ANN201 - Keras layer API
+        scores = self.scores(x)
+        if mask is not None:
+            scores = keras.ops.where(mask, scores, keras.ops.cast(-1e9, scores.dtype))
+        weights = keras.ops.softmax(scores, axis=1)
+        return keras.ops.sum(x * keras.ops.expand_dims(weights, -1), axis=1)
+
+    def compute_mask(self, inputs, mask=None):  # noqa: ANN001, ANN201
+        return None
+
+    def compute_output_shape(self, input_shape):  # noqa: ANN001, ANN201
+        return (input_shape[0], input_shape[2])
+
+
+# pooling over time of the last recurrent layer's outputs (``last`` needs none)
+POOLING = {
+    "mean": lambda: keras.layers.GlobalAveragePooling1D(name="mean_pool"),
+    "max": lambda: MaskedMaxPooling1D(name="max_pool"),
+    # float32 under mixed precision: a softmax over hundreds of steps in bfloat16 is coarse
+    "attention": lambda: MaskedAttentionPooling1D(name="attention_pool", dtype="float32"),
+}
+
 ACTIVATIONS = ("tanh", "sigmoid", "relu", "hard_sigmoid", "linear", "elu", "softsign")
 
 
@@ -75,7 +120,8 @@ class ModelConfig:
         activation: the cell's output activation (tanh by default; relu shows explosions).
         recurrent_activation: the gate activation of LSTM/GRU (sigmoid by default).
         pooling: ``last`` uses the final state; ``mean`` averages all (unmasked) outputs; ``max``
-            takes each unit's largest (unmasked) output: the moment the evidence peaked.
+            takes each unit's largest (unmasked) output: the moment the evidence peaked;
+            ``attention`` averages them with learned weights (``MaskedAttentionPooling1D``).
         dense_units: size of a hidden dense layer before the output, 0 for none.
         spec_augment: time and feature masks applied during training (SpecAugment style).
         time_masks: number of time masks; time_width: maximum frames per mask.
@@ -90,7 +136,7 @@ class ModelConfig:
     recurrent_dropout: float = 0.0
     activation: str = "tanh"
     recurrent_activation: str = "sigmoid"
-    pooling: Literal["last", "mean", "max"] = "last"
+    pooling: Literal["last", "mean", "max", "attention"] = "last"
     dense_units: int = 0
     spec_augment: bool = False
     time_masks: int = 2
@@ -191,10 +237,8 @@ def build_classifier(
         if config.bidirectional:
             layer = keras.layers.Bidirectional(layer, name=f"bi_{config.cell}_{index}")
         x = layer(x)
-    if config.pooling == "mean":
-        x = keras.layers.GlobalAveragePooling1D(name="mean_pool")(x)
-    elif config.pooling == "max":
-        x = MaskedMaxPooling1D(name="max_pool")(x)
+    if config.pooling in POOLING:
+        x = POOLING[config.pooling]()(x)
     if config.dense_units:
         x = keras.layers.Dense(config.dense_units, activation="relu", name="dense")(x)
     if config.dropout:

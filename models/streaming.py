@@ -3,8 +3,8 @@
 ``StreamingClassifier`` reuses the trained model's weights (no retraining, no copy): each call
 takes one or more hops of samples (a hop is the MFCC stride) and the state (the last
 ``n_fft - hop`` samples, the frame count, the running cepstral mean, the delta histories, every
-recurrent layer's ``h``/``c``, and the running mean or maximum of the last layer's outputs for
-mean or max pooling), computes one MFCC frame per hop, steps every cell over them and returns
+recurrent layer's ``h``/``c``, and the running mean, maximum or attention-weighted mean of the
+last layer's outputs for mean, max or attention pooling), computes one MFCC frame per hop, steps every cell over them and returns
 the probabilities for the stream so far after each hop, with the new state. Over a
 window-length clip, the final probabilities equal the non-streaming model's.
 Only a causal model streams: ``stream_problems`` names each setting that prevents it.
@@ -19,13 +19,19 @@ import numpy as np
 import tensorflow as tf
 
 from data.audio import FeatureConfig, feature_shape
-from models.classifier import MaskedMaxPooling1D
+from models.classifier import MaskedAttentionPooling1D, MaskedMaxPooling1D
 from models.features import MfccLayer, running_mean
 from models.serving import Stream
 
 SKIPPED = (keras.layers.InputLayer, keras.layers.Masking, keras.layers.Dropout)
-# pooling over time, kept up to date in the state "pool": the mean so far, or the maximum so far
-POOLS = {keras.layers.GlobalAveragePooling1D: "mean", MaskedMaxPooling1D: "max"}
+# pooling over time, kept up to date in the state "pool": the mean so far, the maximum so far, or
+# the attention-weighted mean so far (with "pool_peak" and "pool_total", its softmax's running
+# maximum score and sum of weights)
+POOLS = {
+    keras.layers.GlobalAveragePooling1D: "mean",
+    MaskedMaxPooling1D: "max",
+    MaskedAttentionPooling1D: "attention",
+}
 
 
 def stream_problems(model: keras.Model, features: FeatureConfig) -> list[str]:
@@ -79,8 +85,9 @@ class StreamingClassifier(tf.Module):
         self.mfcc = MfccLayer(features, name="stream_mfcc")
         self.normalization = model.get_layer("normalization")
         self.recurrent = [layer for layer in model.layers if isinstance(layer, keras.layers.RNN)]
-        pools = [POOLS[type(layer)] for layer in model.layers if type(layer) in POOLS]
-        self.pool = pools[0] if pools else None  # None: the last step's output
+        pools = [layer for layer in model.layers if type(layer) in POOLS]
+        self.pool_layer = pools[0] if pools else None
+        self.pool = POOLS[type(pools[0])] if pools else None  # None: the last step's output
         self.head = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
         # the trained cells, run over a block of frames from a given state (shared weights)
         self._runners = [
@@ -105,6 +112,9 @@ class StreamingClassifier(tf.Module):
                 shapes[name] = (layer.cell.units,)
         if self.pool:
             shapes["pool"] = (self.recurrent[-1].cell.units,)
+        if self.pool == "attention":
+            shapes["pool_peak"] = (1,)
+            shapes["pool_total"] = (1,)
         return shapes
 
     def initial_state(self, batch: int = 1) -> dict[str, tf.Tensor]:
@@ -151,6 +161,12 @@ class StreamingClassifier(tf.Module):
             x = running_mean(x, state["pool"], count, self.shape.max_frames)
         elif self.pool == "max":
             x = running_max(x, state["pool"], count, one_hop)
+        elif self.pool == "attention":
+            scores = self.pool_layer.scores(x)[..., None]
+            x, peak, total = running_attention(
+                x, scores, [state[k] for k in ("pool", "pool_peak", "pool_total")], count, one_hop
+            )
+            new.update(pool_peak=peak[:, -1], pool_total=total[:, -1])
         if self.pool:
             new["pool"] = x[:, -1]
         for layer in self.head:
@@ -196,6 +212,48 @@ def running_max(x: tf.Tensor, peak: tf.Tensor, count: tf.Tensor, one_hop: bool) 
         x = tf.transpose(tf.scan(tf.maximum, tf.transpose(x, [1, 0, 2])), [1, 0, 2])
     before = tf.where(tf.equal(count, 0.0), tf.fill(tf.shape(peak), -1e9), peak)
     return tf.maximum(x, before[:, None])
+
+
+def running_attention(
+    x: tf.Tensor, scores: tf.Tensor, state: list[tf.Tensor], count: tf.Tensor, one_hop: bool
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The attention-weighted mean of a stream's outputs so far (an online softmax).
+
+    After each step the pooled vector is ``sum_t e^(s_t - m) h_t / sum_t e^(s_t - m)`` with ``m``
+    the largest score so far, which makes the sums safe from overflow: a new maximum rescales
+    what came before by ``e^(m_old - m_new)``.
+
+    Args:
+        x: the newest outputs ``[batch, k, size]``.
+        scores: their scores ``[batch, k, 1]``.
+        state: the pooled vector ``[batch, size]``, the largest score ``[batch, 1]`` and the sum
+            of weights ``[batch, 1]`` before them (ignored when ``count`` is 0, so the zero
+            initial state means "nothing heard yet").
+        count: steps before ``x``, float ``[batch, 1]``.
+        one_hop: ``k`` is 1 (plain ops, no loop op: what TFLite converts).
+
+    Returns:
+        ``(pooled, peak, total)`` after each step, ``[batch, k, size]``, ``[batch, k, 1]`` twice.
+        Like the window model's softmax it never forgets: a long stream is restarted.
+    """
+    pooled, peak, total = state
+    fresh = tf.equal(count, 0.0)
+    peak = tf.where(fresh, tf.fill(tf.shape(peak), -1e9), peak)
+    total = tf.where(fresh, tf.zeros_like(total), total)
+
+    def update(carry, item):  # noqa: ANN001, ANN202
+        pooled, peak, total = carry
+        h, score = item
+        top = tf.maximum(peak, score)
+        old, new = total * tf.exp(peak - top), tf.exp(score - top)
+        return (pooled * old + h * new) / (old + new), top, old + new
+
+    if one_hop:
+        out = update((pooled, peak, total), (x[:, 0], scores[:, 0]))
+        return tuple(value[:, None] for value in out)
+    steps = (tf.transpose(x, [1, 0, 2]), tf.transpose(scores, [1, 0, 2]))
+    out = tf.scan(update, steps, initializer=(pooled, peak, total))
+    return tuple(tf.transpose(value, [1, 0, 2]) for value in out)
 
 
 class KerasStream(Stream):

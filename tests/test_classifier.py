@@ -25,7 +25,7 @@ def test_builds_every_cell(cell, bidirectional, pooling, layers):
     np.testing.assert_allclose(out.numpy().sum(axis=1), 1.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
+@pytest.mark.parametrize("pooling", ["last", "mean", "max", "attention"])
 def test_padding_is_masked(pooling):
     """A zero-padded sequence gives the same output as the unpadded one."""
     model = build_classifier(
@@ -35,6 +35,9 @@ def test_padding_is_masked(pooling):
         utterance_mean=True,
         deltas=1,
     )
+    if pooling == "attention":  # zero at first (mean pooling): give the steps unequal weights
+        pool = model.get_layer("attention_pool")
+        pool.kernel.assign(np.random.default_rng(2).normal(0, 3.0, 8).astype("float32"))
     x = np.random.default_rng(1).normal(size=(1, 7, 4)).astype("float32")
     padded = np.concatenate([x, np.zeros((1, 5, 4), "float32")], axis=1)
     np.testing.assert_allclose(model(x).numpy(), model(padded).numpy(), atol=1e-5)

@@ -33,7 +33,10 @@ def test_unknown_key_is_named_with_suggestion():
         ("train.epochs=abc", r"train.epochs: expected int. Received: 'abc'"),
         ("train.epochs=0", r"train.epochs: expected >= 1. Received: 0"),
         ("model.cell=transformer", r"model.cell: expected one of \['gru', 'lstm', 'simple_rnn'\]"),
-        ("model.pooling=median", r"model.pooling: expected one of 'last', 'mean', 'max'"),
+        (
+            "model.pooling=median",
+            r"model.pooling: expected one of 'last', 'mean', 'max', 'attention'",
+        ),
         ("features.n_mfcc=100", r"features.n_mfcc: expected 1..features.n_mels"),
         ("data.source=nowhere:x", r"data.source: expected a URI starting with one of"),
         ("optimizer.clipnorm=-1", r"optimizer.clipnorm: expected > 0"),

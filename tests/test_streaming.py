@@ -45,6 +45,9 @@ def _model(features: FeatureConfig, prior_frames: int = 0, **model_kwargs) -> ke
     )
     rng = np.random.default_rng(1)
     model.get_layer("normalization").adapt([MfccLayer(features)(_clips(rng, 4, features))])
+    if config.pooling == "attention":  # untrained it is zero (mean pooling): give it scores
+        pool = model.get_layer("attention_pool")
+        pool.kernel.assign(rng.normal(0, 3.0, pool.kernel.shape).astype(np.float32))
     return model
 
 
@@ -64,6 +67,8 @@ def _clips(rng: np.random.Generator, n: int, features: FeatureConfig, windows: i
         ("gru", "mean", 1, "running", 20),  # the running mean starts from a prior
         ("gru", "max", 1, "running", 20),
         ("lstm", "max", 0, "global", 0),
+        ("gru", "attention", 1, "running", 20),
+        ("lstm", "attention", 0, "global", 0),
     ],
 )
 def test_stream_step_hop_by_hop_matches_the_window_model(cell, pooling, deltas, normalize, prior):
@@ -152,7 +157,13 @@ def _tone_classes(rng: np.random.Generator, n: int, features: FeatureConfig):
 
 @pytest.mark.parametrize(
     ("quantize", "pooling"),
-    [("none", "mean"), ("dynamic", "mean"), ("int8", "mean"), ("none", "max")],
+    [
+        ("none", "mean"),
+        ("dynamic", "mean"),
+        ("int8", "mean"),
+        ("none", "max"),
+        ("none", "attention"),
+    ],
 )
 def test_tflite_files_run_in_the_interpreter_and_match_the_model(tmp_path, quantize, pooling):
     from models.serving import load_speech_model
