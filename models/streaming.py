@@ -4,9 +4,9 @@
 takes one or more hops of samples (a hop is the MFCC stride) and the state (the last
 ``n_fft - hop`` samples, the frame count, the running cepstral mean, the delta histories, every
 recurrent layer's ``h``/``c``, and the running mean, maximum or attention-weighted mean of the
-last layer's outputs for mean, max or attention pooling), computes one MFCC frame per hop, steps every cell over them and returns
-the probabilities for the stream so far after each hop, with the new state. Over a
-window-length clip, the final probabilities equal the non-streaming model's.
+last layer's outputs for mean, max or attention pooling), computes one MFCC frame per hop, steps
+every cell over them and returns the probabilities for the stream so far after each hop, with the
+new state. Over a window-length clip, the final probabilities equal the non-streaming model's.
 Only a causal model streams: ``stream_problems`` names each setting that prevents it.
 """
 
