@@ -63,9 +63,10 @@ class MaskedAttentionPooling1D(keras.layers.Layer):
     """A learned weighted average over time: softmax(h_t . w) weights, padding left out.
 
     Each step's output gets a score ``h_t . w``; the pooled vector is the softmax-weighted mean of
-    the outputs, so the frames that carry the word count and the noise around it does not (mean
-    pooling gives every frame of the window the same weight). ``w`` starts at zero: training
-    starts from mean pooling. It streams exactly with an online softmax (``running_attention``).
+    the outputs, so training can weigh the frames that carry the word above the noise around them
+    (mean pooling gives every frame of the window the same weight). ``w`` starts at zero: training
+    starts from mean pooling. It streams exactly with an online softmax
+    (``models.streaming.running_attention``).
     """
 
     def __init__(self, **kwargs) -> None:
