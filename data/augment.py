@@ -18,8 +18,9 @@ class AugmentConfig:
 
     Each training clip is kept clean and ``copies`` augmented versions are added; each copy gets
     a random time shift, speed change (resampling, which also shifts pitch like a different
-    speaker's voice), a random frequency response (``eq_db``: another microphone or room) and,
-    with probability ``noise_prob``, background noise at a random SNR.
+    speaker's voice), a random frequency response (``eq_db``: another microphone or room), with
+    probability ``reverb_prob`` a random room's reverberation and, with probability
+    ``noise_prob``, background noise at a random SNR.
 
     Attributes:
         copies: augmented copies per training clip (0 disables augmentation).
@@ -30,6 +31,11 @@ class AugmentConfig:
         gain_db: random gain range (+-) in dB.
         eq_db: the largest boost or cut (+-, dB) of a random smooth frequency response, drawn
             at ``EQ_BANDS`` points evenly spaced in mel and interpolated between them (0: none).
+        reverb_prob: probability that a copy is heard in a room: convolved with a synthetic
+            impulse response (a direct path and an exponentially decaying noise tail).
+        rt60_min: shortest reverberation time (s, the tail's decay by 60 dB); rt60_max: longest.
+        drr_db_min: lowest direct-to-reverberant energy ratio (dB; lower is farther from the
+            microphone); drr_db_max: highest.
         copies_by_source: augmented copies for the training clips of one source, by source name
             (``fsdd``, ``synthetic``, ``speech_commands``, ...), overriding ``copies``; e.g. more
             copies of a small set of real speakers added with ``data.train_extra``.
@@ -48,6 +54,11 @@ class AugmentConfig:
     snr_db_max: float = 30.0
     gain_db: float = 6.0
     eq_db: float = 0.0
+    reverb_prob: float = 0.0
+    rt60_min: float = 0.15
+    rt60_max: float = 0.6
+    drr_db_min: float = 0.0
+    drr_db_max: float = 15.0
     copies_by_source: dict[str, int] = field(default_factory=dict)
     gap_silence_prob: float = 0.2
     gap_db_min: float = -70.0
@@ -69,6 +80,19 @@ class AugmentConfig:
         check(self.copies >= 0, "augment.copies", self.copies, ">= 0")
         check(self.time_shift_ms >= 0, "augment.time_shift_ms", self.time_shift_ms, ">= 0")
         check(0 <= self.eq_db <= 24, "augment.eq_db", self.eq_db, "in [0, 24] dB")
+        check(0 <= self.reverb_prob <= 1, "augment.reverb_prob", self.reverb_prob, "in [0, 1]")
+        check(
+            0 < self.rt60_min <= self.rt60_max <= 2.0,
+            "augment.rt60_min/rt60_max",
+            (self.rt60_min, self.rt60_max),
+            "0 < rt60_min <= rt60_max <= 2 s",
+        )
+        check(
+            self.drr_db_min <= self.drr_db_max,
+            "augment.drr_db_min/drr_db_max",
+            (self.drr_db_min, self.drr_db_max),
+            "drr_db_min <= drr_db_max",
+        )
         check(
             0.5 <= self.speed_min <= self.speed_max <= 2.0,
             "augment.speed_min/speed_max",
@@ -148,6 +172,36 @@ def random_eq(y: np.ndarray, max_db: float, rng: np.random.Generator) -> np.ndar
     return np.fft.irfft(spectrum * 10 ** (gain_db / 20), y.size).astype(np.float32)
 
 
+def room_reverb(
+    y: np.ndarray, rt60: float, drr_db: float, sample_rate: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``y`` as heard in a room: convolved with a synthetic impulse response.
+
+    The response is a unit direct path followed by Gaussian noise whose amplitude falls 60 dB in
+    ``rt60`` seconds (Schroeder's statistical model of late reverberation), scaled so that the
+    direct path carries ``drr_db`` dB more energy than the tail. The tail after the clip is
+    kept, as a microphone records it, and the result has the clip's RMS.
+
+    Args:
+        y: the clip.
+        rt60: reverberation time in seconds.
+        drr_db: direct-to-reverberant energy ratio in dB.
+        sample_rate: samples per second.
+        rng: draws the tail's noise.
+
+    Returns:
+        float32 ``[y.size + rt60 * sample_rate]``.
+    """
+    from scipy.signal import fftconvolve
+
+    n = max(int(rt60 * sample_rate), 1)
+    tail = rng.standard_normal(n) * np.exp(-np.log(1000.0) * np.arange(n) / n)  # -60 dB at n
+    tail *= 10 ** (-drr_db / 20) / (np.sqrt(np.sum(tail**2)) + 1e-12)
+    response = np.concatenate([[1.0], tail])
+    out = fftconvolve(y.astype(np.float64), response)[: y.size + n]
+    return (out * (rms(y) / (rms(out) + 1e-12))).astype(np.float32)
+
+
 def time_shift(y: np.ndarray, shift: int) -> np.ndarray:
     """Shifts ``y`` by ``shift`` samples (positive: later), padding with zeros."""
     if shift > 0:
@@ -166,11 +220,17 @@ def augment(
 ) -> np.ndarray:
     """One augmented copy of ``y``, every choice drawn from ``rng``.
 
-    Speed, shift, gain, equalization (with ``eq_db``) and, maybe, noise.
+    Speed, shift, gain, equalization (with ``eq_db``), maybe a room (with ``reverb_prob``) and,
+    maybe, noise.
     """
     y = speed_perturb(y, float(rng.uniform(config.speed_min, config.speed_max)), sample_rate)
     if config.eq_db:  # drawn only when asked: other settings keep their copies
         y = random_eq(y, config.eq_db, rng)
+    if config.reverb_prob and rng.random() < config.reverb_prob:  # likewise
+        rt60 = float(rng.uniform(config.rt60_min, config.rt60_max))
+        y = room_reverb(
+            y, rt60, float(rng.uniform(config.drr_db_min, config.drr_db_max)), sample_rate, rng
+        )
     max_shift = int(sample_rate * config.time_shift_ms / 1000)
     if max_shift:
         y = time_shift(y, int(rng.integers(-max_shift, max_shift + 1)))

@@ -68,6 +68,14 @@ IN_MODEL = ("deltas", "normalize", "running_prior_seconds")
 HOW_MANY = ("copies", "copies_by_source")
 
 
+REVERB = ("reverb_prob", "rt60_min", "rt60_max", "drr_db_min", "drr_db_max")
+
+
+def _off(aug: AugmentConfig) -> tuple[str, ...]:
+    """The augmentation settings that change nothing as set (eq and reverberation off)."""
+    return (() if aug.eq_db else ("eq_db",)) + (() if aug.reverb_prob else REVERB)
+
+
 def _drop(settings: dict, names: tuple[str, ...]) -> dict:
     return {k: v for k, v in settings.items() if k not in names}
 
@@ -87,8 +95,9 @@ class _Keys:
     ) -> None:
         plain = {"features": _drop(asdict(features), IN_MODEL), "v": CACHE_VERSION}
         augment = None
-        if aug:  # eq_db 0 (none) is left out: features cached before it existed keep their keys
-            augment = _drop(asdict(aug), HOW_MANY + (() if aug.eq_db else ("eq_db",)))
+        if aug:  # settings that are off are left out: features cached before they existed keep
+            # their keys
+            augment = _drop(asdict(aug), HOW_MANY + _off(aug))
         mixed = {  # only augmented and placed copies draw background noise
             **plain,
             "augment": augment,

@@ -219,12 +219,14 @@ def test_feature_cache_key_ignores_settings_applied_in_the_model(tmp_path):
         (FeatureConfig(deltas=2), AugmentConfig(copies=1)),
         (FeatureConfig(normalize="utterance"), AugmentConfig(copies=1)),
         (FeatureConfig(), AugmentConfig(copies=4, copies_by_source={"fsdd": 2})),
+        (FeatureConfig(), AugmentConfig(copies=1, rt60_max=1.0)),  # reverberation is off
     ]
     assert all(_cache_key(task, f, a, 0) == key for f, a in same)
     other = [
         (FeatureConfig(n_mfcc=20), AugmentConfig(copies=1), 0),
         (FeatureConfig(), AugmentConfig(copies=1, snr_db_min=3.0), 0),
         (FeatureConfig(), AugmentConfig(copies=1, eq_db=6.0), 0),
+        (FeatureConfig(), AugmentConfig(copies=1, reverb_prob=0.5), 0),
         (FeatureConfig(), AugmentConfig(copies=1), 1),
     ]
     assert all(_cache_key(task, f, a, seed) != key for f, a, seed in other)
@@ -245,6 +247,38 @@ def test_random_eq_is_a_smooth_bounded_filter_drawn_from_the_rng():
     assert random_eq(y, 0.0, rng) is y
     with pytest.raises(ValueError, match=r"augment.eq_db.*Received: 30"):
         AugmentConfig(eq_db=30)
+
+
+def test_room_reverb_decays_at_the_drawn_rt60_and_keeps_the_direct_sound():
+    from data.augment import AugmentConfig, augment, room_reverb
+
+    rate = 8000
+    click = np.zeros(800, np.float32)
+    click[0] = 1.0
+    out = room_reverb(click, 0.5, 10.0, rate, np.random.default_rng(0))
+    assert out.dtype == np.float32 and out.size == 800 + 4000  # the tail after the clip is kept
+    np.testing.assert_array_equal(
+        out, room_reverb(click, 0.5, 10.0, rate, np.random.default_rng(0))
+    )
+    direct, tail = out[0] ** 2, np.sum(out[1:] ** 2)
+    assert 10 * np.log10(direct / tail) == pytest.approx(10.0, abs=0.01)
+    # Schroeder's decay: the tail's energy in its last 10th is about 54 dB below its first 10th
+    tenths = [np.sum(out[1 + i * 400 : 1 + (i + 1) * 400] ** 2) for i in (0, 9)]
+    assert 10 * np.log10(tenths[0] / tenths[1]) == pytest.approx(54.0, abs=6.0)
+    y = np.random.default_rng(1).standard_normal(4000).astype(np.float32) * 0.1
+    assert np.sqrt(np.mean(room_reverb(y, 0.3, 5.0, rate, np.random.default_rng(2)) ** 2)) == (
+        pytest.approx(np.sqrt(np.mean(y**2)), rel=1e-3)
+    )
+    # with reverb_prob 1 every copy is heard in a room, its tail after the word
+    plain = AugmentConfig(copies=1, noise_prob=0.0)
+    rooms = AugmentConfig(copies=1, noise_prob=0.0, reverb_prob=1.0)
+    a = augment(y, plain, rate, [], np.random.default_rng(3))
+    b = augment(y, rooms, rate, [], np.random.default_rng(3))
+    assert a.size < b.size
+    with pytest.raises(ValueError, match=r"augment.rt60_min/rt60_max.*Received: \(0.5, 0.2\)"):
+        AugmentConfig(rt60_min=0.5, rt60_max=0.2)
+    with pytest.raises(ValueError, match=r"augment.reverb_prob.*Received: 2"):
+        AugmentConfig(reverb_prob=2)
 
 
 @pytest.fixture
