@@ -31,6 +31,9 @@ class AugmentConfig:
         gain_db: random gain range (+-) in dB.
         eq_db: the largest boost or cut (+-, dB) of a random smooth frequency response, drawn
             at ``EQ_BANDS`` points evenly spaced in mel and interpolated between them (0: none).
+        hiss_prob: probability that the noise drawn (for a noisy copy, and around a placed clip)
+            is generated white-to-pink noise, a microphone's own hiss, instead of an excerpt of
+            a background recording.
         reverb_prob: probability that a copy is heard in a room: convolved with a synthetic
             impulse response (a direct path and an exponentially decaying noise tail).
         rt60_min: shortest reverberation time (s, the tail's decay by 60 dB); rt60_max: longest.
@@ -54,6 +57,7 @@ class AugmentConfig:
     snr_db_max: float = 30.0
     gain_db: float = 6.0
     eq_db: float = 0.0
+    hiss_prob: float = 0.0
     reverb_prob: float = 0.0
     rt60_min: float = 0.15
     rt60_max: float = 0.6
@@ -80,6 +84,7 @@ class AugmentConfig:
         check(self.copies >= 0, "augment.copies", self.copies, ">= 0")
         check(self.time_shift_ms >= 0, "augment.time_shift_ms", self.time_shift_ms, ">= 0")
         check(0 <= self.eq_db <= 24, "augment.eq_db", self.eq_db, "in [0, 24] dB")
+        check(0 <= self.hiss_prob <= 1, "augment.hiss_prob", self.hiss_prob, "in [0, 1]")
         check(0 <= self.reverb_prob <= 1, "augment.reverb_prob", self.reverb_prob, "in [0, 1]")
         check(
             0 < self.rt60_min <= self.rt60_max <= 2.0,
@@ -236,11 +241,10 @@ def augment(
         y = time_shift(y, int(rng.integers(-max_shift, max_shift + 1)))
     y = y * np.float32(10 ** (rng.uniform(-config.gain_db, config.gain_db) / 20))
     if rng.random() < config.noise_prob:
-        noise = (
-            noises[int(rng.integers(len(noises)))]
-            if noises
-            else colored_noise(y.size, rng, rng.uniform(0, 2))
-        )
+        if noises and not (config.hiss_prob and rng.random() < config.hiss_prob):
+            noise = noises[int(rng.integers(len(noises)))]
+        else:
+            noise = colored_noise(y.size, rng, rng.uniform(0, 2 if not noises else 1))
         y = mix_at_snr(
             y, noise_excerpt(noise, y.size, rng), rng.uniform(config.snr_db_min, config.snr_db_max)
         )
@@ -305,6 +309,7 @@ def place_in_window(
     rng: np.random.Generator,
     level_db: tuple[float, float] = (-50.0, -35.0),
     silence_prob: float = 0.0,
+    hiss_prob: float = 0.0,
 ) -> np.ndarray:
     """``y`` at a random position inside ``n`` samples of background noise, as a microphone hears it.
 
@@ -315,12 +320,16 @@ def place_in_window(
         rng: random generator (position, noise excerpt, level).
         level_db: the noise level range in dBFS (RMS).
         silence_prob: probability that the gaps are digital silence instead of noise.
+        hiss_prob: probability that the noise is generated white-to-pink hiss instead of an
+            excerpt of ``noises``.
 
     Returns:
         float32 ``[n]``: noise everywhere, the clip added at a random offset.
     """
     y = np.asarray(y, np.float32)[:n]
-    if noises:
+    if hiss_prob and rng.random() < hiss_prob:  # drawn only when asked: other settings keep theirs
+        noise = colored_noise(n, rng, float(rng.uniform(0, 1)))
+    elif noises:
         noise = noise_excerpt(noises[int(rng.integers(len(noises)))], n, rng)
     else:
         noise = rng.standard_normal(n).astype(np.float32)

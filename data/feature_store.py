@@ -72,8 +72,12 @@ REVERB = ("reverb_prob", "rt60_min", "rt60_max", "drr_db_min", "drr_db_max")
 
 
 def _off(aug: AugmentConfig) -> tuple[str, ...]:
-    """The augmentation settings that change nothing as set (eq and reverberation off)."""
-    return (() if aug.eq_db else ("eq_db",)) + (() if aug.reverb_prob else REVERB)
+    """The augmentation settings that change nothing as set (eq, reverberation, hiss off)."""
+    return (
+        (() if aug.eq_db else ("eq_db",))
+        + (() if aug.reverb_prob else REVERB)
+        + (() if aug.hiss_prob else ("hiss_prob",))
+    )
 
 
 def _drop(settings: dict, names: tuple[str, ...]) -> dict:
@@ -167,6 +171,7 @@ def compute_uncached(
                 rng,
                 (aug.gap_db_min, aug.gap_db_max),
                 aug.gap_silence_prob,
+                aug.hiss_prob,
             )
         return mfcc(y, features)
     except AudioError as err:

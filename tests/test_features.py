@@ -227,6 +227,7 @@ def test_feature_cache_key_ignores_settings_applied_in_the_model(tmp_path):
         (FeatureConfig(), AugmentConfig(copies=1, snr_db_min=3.0), 0),
         (FeatureConfig(), AugmentConfig(copies=1, eq_db=6.0), 0),
         (FeatureConfig(), AugmentConfig(copies=1, reverb_prob=0.5), 0),
+        (FeatureConfig(), AugmentConfig(copies=1, hiss_prob=0.5), 0),
         (FeatureConfig(), AugmentConfig(copies=1), 1),
     ]
     assert all(_cache_key(task, f, a, seed) != key for f, a, seed in other)
@@ -247,6 +248,29 @@ def test_random_eq_is_a_smooth_bounded_filter_drawn_from_the_rng():
     assert random_eq(y, 0.0, rng) is y
     with pytest.raises(ValueError, match=r"augment.eq_db.*Received: 30"):
         AugmentConfig(eq_db=30)
+
+
+def test_place_in_window_puts_the_clip_in_noise_at_the_drawn_level_or_in_hiss():
+    from data.augment import place_in_window
+
+    n, rate = 16000, 8000
+    hum = (np.sin(2 * np.pi * 50 * np.arange(4 * n) / rate)).astype(np.float32)  # one tone
+    word = np.full(2000, 0.5, np.float32)
+    out = place_in_window(word, n, [hum], np.random.default_rng(0), (-40.0, -40.0))
+    assert out.shape == (n,) and out.dtype == np.float32
+    start = int(np.argmax(out > 0.4))
+    noise = np.delete(out, np.arange(start, start + 2000))
+    assert 20 * np.log10(np.sqrt(np.mean(noise**2))) == pytest.approx(-40.0, abs=0.5)
+    spectrum = np.abs(np.fft.rfft(noise))
+    assert spectrum.argmax() == pytest.approx(50 * noise.size / rate, abs=2)  # the hum
+    silent = place_in_window(word, n, [hum], np.random.default_rng(0), silence_prob=1.0)
+    assert np.count_nonzero(silent) == 2000
+    hiss = place_in_window(word, n, [hum], np.random.default_rng(0), (-40.0, -40.0), hiss_prob=1)
+    start = int(np.argmax(hiss > 0.4))
+    spectrum = np.abs(np.fft.rfft(np.delete(hiss, np.arange(start, start + 2000))))
+    high, low = spectrum[spectrum.size // 2 :].mean(), spectrum[: spectrum.size // 2].mean()
+    assert 0.3 < high / low <= 1.2  # white to pink, broadband: no single tone
+    assert spectrum.max() < 20 * spectrum.mean()
 
 
 def test_room_reverb_decays_at_the_drawn_rt60_and_keeps_the_direct_sound():
