@@ -41,6 +41,11 @@ class Stream:
             value[:] = 0.0
         self._pending = np.zeros(0, np.float32)
 
+    def reset_row(self, row: int) -> None:
+        """Starts row ``row`` again from silence (its state back to zero); the others go on."""
+        for value in self.state.values():
+            value[row] = 0.0
+
     def push(self, samples: np.ndarray) -> np.ndarray:
         """Feeds samples to every row; returns the probabilities after each whole hop.
 

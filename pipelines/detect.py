@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,44 @@ def detect_file(
     return [{"file": path, **e.to_dict()} for e in events]
 
 
+@dataclass(frozen=True)
+class RunSchedule:
+    """When the staggered runs of ``--stream`` start and answer (see ``stream_posteriors``).
+
+    Run ``k`` starts from a zero state at sample ``k * stride`` and lasts ``length`` samples; it
+    answers once it has heard more than ``answers_from`` samples, so exactly one run answers at
+    any moment. Answers come every ``every`` hops of the stream, on a grid from the start.
+    """
+
+    hop: int  # samples per stream step
+    stride: int  # samples between run starts, a multiple of hop
+    overlap: int  # runs at any moment
+    every: int  # hops between answers
+
+    @classmethod
+    def of(cls, stream_hop: int, window: int, overlap: int, hop: int) -> RunSchedule:
+        """The schedule of ``overlap`` runs a window long, answering every ``hop`` samples."""
+        if overlap < 2:
+            raise ValueError(f"overlap {overlap}: expected at least 2 runs at a time")
+        stride = max(stream_hop, window // overlap // stream_hop * stream_hop)
+        return cls(stream_hop, stride, overlap, max(1, int(round(hop / stream_hop))))
+
+    @property
+    def length(self) -> int:
+        """Samples in one run."""
+        return self.overlap * self.stride
+
+    @property
+    def answers_from(self) -> int:
+        """What a run has heard when it starts answering (samples)."""
+        return (self.overlap - 1) * self.stride
+
+    @property
+    def first_answer(self) -> int:
+        """The first answer's hop (counted from 1), on the ``every`` grid."""
+        return (self.answers_from // self.hop // self.every + 1) * self.every
+
+
 def stream_posteriors(
     blocks: Iterator[np.ndarray],
     open_stream: Callable[[int], Stream],
@@ -138,17 +177,16 @@ def stream_posteriors(
 
     The runs are independent, so about ``seconds_per_call`` of them go through in one call, one
     run a row, each row reset to zero state: one call per several seconds of audio rather than
-    one per stride, whose fixed cost dominated short windows.
+    one per stride, whose fixed cost dominated short windows. ``LiveRuns`` runs the same
+    schedule on audio that arrives in pieces.
     """
     if overlap < 2:
         raise ValueError(f"overlap {overlap}: expected at least 2 runs at a time")
     stream = open_stream(max(1, int(seconds_per_call * rate / max(1, window // overlap))))
     rows = stream.rows
-    stride = max(stream.hop, window // overlap // stream.hop * stream.hop)
-    length = overlap * stride  # one run
-    answers_from = (overlap - 1) * stride  # what a run has heard when it starts answering
-    every = max(1, int(round(hop / stream.hop)))
-    first_answer = (answers_from // stream.hop // every + 1) * every  # in hops, on the grid
+    schedule = RunSchedule.of(stream.hop, window, overlap, hop)
+    stride, length, answers_from = schedule.stride, schedule.length, schedule.answers_from
+    every, first_answer = schedule.every, schedule.first_answer
     done, first = 0, True  # hops answered so far
     pending = np.zeros(0, np.float32)  # audio from the start of the next run
 
@@ -188,6 +226,67 @@ def stream_posteriors(
     while left > 0:
         yield from runs(min(left, rows))
         left -= rows
+
+
+class LiveRuns:
+    """``stream_posteriors``' staggered runs on audio that arrives in pieces (a live stream).
+
+    Every run hears the same audio, so the ``overlap`` runs are the rows of one stream, fed each
+    hop together; a row is reset to zero state when its next run starts. The answers are those
+    ``stream_posteriors`` gives for the whole recording (the same runs over the same samples).
+    Hops go to the model in calls of a power of two of them (at most ``MAX_HOPS``), so a
+    SavedModel compiles a few call sizes, not one per piece size.
+    """
+
+    MAX_HOPS = 32
+
+    def __init__(self, stream: Stream, window: int, hop: int) -> None:
+        """``stream``: ``overlap`` rows, zero state; ``hop``: samples between answers."""
+        self.stream = stream
+        self.schedule = RunSchedule.of(stream.hop, window, stream.rows, hop)
+        self._hops = 0  # hops heard
+        self._pending = np.zeros(0, np.float32)  # a partial hop
+        self._last: np.ndarray | None = None  # the first run's newest answer, for a short stream
+
+    def push(self, samples: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """Feeds samples; returns ``(end sample, probabilities)`` of the answers now due."""
+        data = np.concatenate([self._pending, np.asarray(samples, np.float32)])
+        step, per_run = self.schedule.hop, self.schedule.stride // self.schedule.hop
+        whole = data.size // step
+        self._pending, out = data[whole * step :], []
+        done = 0
+        while done < whole:
+            if self._hops % per_run == 0:  # a run starts here, in the row of the run it ends
+                self.stream.reset_row(self._hops // per_run % self.schedule.overlap)
+            until_start = per_run - self._hops % per_run
+            count = min(whole - done, until_start, self.MAX_HOPS)
+            count = 1 << (count.bit_length() - 1)
+            answers = self.stream.push(data[done * step : (done + count) * step])
+            for i in range(count):
+                self._hops += 1
+                out += self._answer(answers[:, i])
+            done += count
+        return out
+
+    def end(self) -> list[tuple[int, np.ndarray]]:
+        """The stream ended: one answer if it was too short to have had one.
+
+        A partial hop at the end is dropped, as ``stream_posteriors`` drops it.
+        """
+        if self._hops < self.schedule.first_answer and self._last is not None:
+            return [(self._hops * self.schedule.hop, self._last)]
+        return []
+
+    def _answer(self, rows: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """The answer due after the hop just heard (``rows``: every row's probabilities)."""
+        schedule, heard = self.schedule, self._hops * self.schedule.hop
+        if self._hops < schedule.first_answer:  # the first run (row 0) has not heard enough
+            self._last = rows[0]
+            return []
+        if self._hops % schedule.every:
+            return []
+        run = (heard - schedule.hop - schedule.answers_from) // schedule.stride
+        return [(heard, rows[run % schedule.overlap])]
 
 
 def detect(

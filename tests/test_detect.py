@@ -202,6 +202,28 @@ def test_stream_posteriors_answer_every_hop_from_the_run_that_heard_most_of_a_wi
         assert total == pytest.approx(y[start:end].sum(), rel=1e-5), end
 
 
+@pytest.mark.parametrize("samples", [7, 10, 45, 99, 100, 151, 1234])
+@pytest.mark.parametrize(("overlap", "hop"), [(2, 10), (4, 10), (2, 50), (3, 30)])
+def test_live_runs_fed_in_pieces_answer_what_stream_posteriors_answers(samples, overlap, hop):
+    """A live stream (pieces of any size, hops counted across them) gets the same answers, at
+    the same times, as the whole recording."""
+    from pipelines.detect import LiveRuns, stream_posteriors
+
+    rate, window = 1000, 120
+    y = np.random.default_rng(samples).uniform(-1, 1, samples).astype(np.float32)
+    whole = list(stream_posteriors(iter([y]), CountingStream, hop, rate, window, overlap))
+    live = LiveRuns(CountingStream(overlap), window, hop)
+    cuts = np.cumsum(np.random.default_rng(overlap).integers(1, 60, samples))
+    pieces = np.split(y, cuts[cuts < samples])
+    answers = [answer for piece in pieces for answer in live.push(piece)] + live.end()
+    assert [end / rate for end, _ in answers] == pytest.approx([t for t, _ in whole])
+    np.testing.assert_allclose(
+        np.array([a for _, a in answers]).reshape(-1, 2),
+        np.array([p for _, p in whole]).reshape(-1, 2),
+        rtol=1e-9,
+    )
+
+
 def test_stream_posteriors_restart_staggered_streams_so_a_word_is_forgotten():
     from pipelines.detect import stream_posteriors
 

@@ -323,6 +323,43 @@ def test_listen_in_pieces_finds_what_detect_finds(client, models, runs, tmp_path
     assert changed.status_code == 400 and "16000 Hz" in changed.json["error"]
 
 
+@pytest.mark.parametrize("name", ["speech", "lite"])
+def test_listen_with_stream_finds_what_detect_stream_finds(client, models, runs, tmp_path, name):
+    """stream=true: the streaming model's staggered runs, fed as pieces arrive."""
+    audio = recording(runs[0])
+    path = tmp_path / "recording.wav"
+    soundfile.write(path, audio, 16000, subtype="FLOAT")
+    model = models[name].model
+    config = model.detector.with_overrides(threshold=0.5)
+    want = detect_file(model, str(path), config, stream=True)
+    assert want, "the recording's words are found"
+    events, session = [], f"stream-{name}"
+    for start in range(0, audio.size, 7000):  # pieces unrelated to the hop and the runs
+        answer = client.post(
+            f"/v1/models/{name}:listen?session={session}&threshold=0.5&stream=true",
+            data=_wav(audio[start : start + 7000], 16000, "FLAC"),
+        ).json
+        assert answer["stream"] is True
+        events += answer["events"]
+    assert answer["latest"]["label"] in LABELS
+    last = client.post(f"/v1/models/{name}:listen?session={session}&end=true&stream=true")
+    events += last.json["events"]
+    assert [e["label"] for e in events] == [e["label"] for e in want]
+    for got, ref in zip(events, want, strict=True):
+        assert got["start"] == pytest.approx(ref["start"], abs=1e-3)
+        assert got["end"] == pytest.approx(ref["end"], abs=1e-3)
+        assert got["score"] == pytest.approx(ref["score"], abs=1e-3)
+    client.post(f"/v1/models/{name}:listen?session=flip", data=_wav(audio[:8000], 16000))
+    flip = client.post(
+        f"/v1/models/{name}:listen?session=flip&stream=true", data=_wav(audio[:8000], 16000)
+    )
+    assert flip.status_code == 400
+    assert (
+        "started with stream=false" in flip.json["error"]
+        and "got stream=true" in (flip.json["error"])
+    )
+
+
 def test_listening_sessions_are_capped_and_forgotten_when_idle():
     import time
     from types import SimpleNamespace

@@ -33,6 +33,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from data.checks import ConfigError
 from data.registry import Registry
 from models.detection import DetectorConfig
+from models.serving import ExportError
 from pipelines.serving.live import LiveSession, Sessions
 from pipelines.serving.served import Served
 from pipelines.serving.speech import AUDIO_EXPECTED, SpeechServed, upload_suffix
@@ -302,11 +303,21 @@ def _listen(state: _State, served: Served) -> dict:
     samples, rate = _decode(data) if data else (None, None)
     if samples is None and not end:
         raise RequestError("no audio: expected a piece of audio (e.g. WAV) as the body")
-    config = _detector_config(speech.model.detector)
-    session = state.sessions.get(
-        key, lambda: LiveSession(speech.model, config, rate or speech.model.rate)
-    )
+    config, stream = _detector_config(speech.model.detector), _flag("stream")
+
+    def start() -> LiveSession:
+        try:
+            return LiveSession(speech.model, config, rate or speech.model.rate, stream)
+        except ExportError as err:
+            raise RequestError(f"stream=true: {err}") from None
+
+    session = state.sessions.get(key, start)
     with session.lock:
+        if "stream" in request.args and stream != session.stream:
+            raise RequestError(
+                f"session {key!r} started with stream={str(session.stream).lower()}: expected "
+                f"the same for every piece; got stream={str(stream).lower()}"
+            )
         if rate is not None and rate != session.rate:
             raise RequestError(
                 f"session {key!r} started at {session.rate} Hz: expected every piece at that "
@@ -321,6 +332,7 @@ def _listen(state: _State, served: Served) -> dict:
             "seconds": round(session.seconds, 3),
             "events": events,
             "latest": session.latest,
+            "stream": session.stream,
             "ended": end,
         }
 

@@ -5,30 +5,51 @@ fed one piece at a time: ``models.detection.windows`` pulls blocks from an itera
 audio comes between HTTP requests, so the same windows are cut as pieces arrive. A recording
 pushed in pieces gives the events ``detect`` gives for the whole file (tested). ``Sessions``
 keeps them by id, forgets idle ones and caps how many are open.
+
+With ``stream`` a session runs the streaming model instead (``detect --stream``'s staggered
+runs, ``pipelines.detect.LiveRuns``): each hop of audio is computed ``stream_overlap`` times
+rather than once per window that holds it, and the events are those ``detect --stream`` finds.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from models.detection import Detector, DetectorConfig, posteriors
 from models.serving import SpeechModel
+from pipelines.detect import LiveRuns
 from pipelines.serving.tensors import RequestError
 
 
 class LiveSession:
-    """One listener's stream: audio in (at the model's rate), finished events out."""
+    """One listener's stream: audio in (at the session's rate), finished events out.
 
-    def __init__(self, model: SpeechModel, config: DetectorConfig, rate: int) -> None:
+    Args:
+        model: the speech export.
+        config: the detector's settings (with ``stream``, its ``stream_*`` ones apply).
+        rate: the sample rate the pieces arrive at (resampled to the model's).
+        stream: run the streaming model (``stream_step``) instead of a sliding window.
+
+    Raises:
+        ExportError: ``stream`` asked of a model that cannot stream (the message says why).
+    """
+
+    def __init__(
+        self, model: SpeechModel, config: DetectorConfig, rate: int, stream: bool = False
+    ) -> None:
         import soxr
 
-        self.model, self.rate = model, rate
+        self.model, self.rate, self.stream = model, rate, stream
         self.window = model.window
         self.hop = config.hop_samples(model.rate)
+        if stream:
+            config = config.for_stream()
+            self._runs = LiveRuns(model.stream(config.stream_overlap), self.window, self.hop)
         self.detector = Detector(model.labels, model.window / model.rate, config)
         self._resampler = (
             soxr.ResampleStream(rate, model.rate, 1, dtype="float32", quality="HQ")
@@ -54,8 +75,10 @@ class LiveSession:
         samples = np.asarray(samples, np.float32)
         if self._resampler is not None:
             samples = self._resampler.resample_chunk(samples)
-        self._buffer = np.concatenate([self._buffer, samples])
         self._total += samples.size
+        if self.stream:
+            return self._emit((end / self.model.rate, p) for end, p in self._runs.push(samples))
+        self._buffer = np.concatenate([self._buffer, samples])
         spans = []
         while self._total >= self._next_end:
             start = self._next_end - self.window - self._offset
@@ -65,7 +88,7 @@ class LiveSession:
         keep_from = min(self._next_end - self.window, self._total - self.window) - self._offset
         if keep_from > 0:
             self._buffer, self._offset = self._buffer[keep_from:], self._offset + keep_from
-        return self._score(spans)
+        return self._emit(posteriors(spans, self.model.classify, self.model.rate))
 
     def end(self) -> list[dict]:
         """Ends the stream: a last window over a final partial hop, then the open events."""
@@ -74,6 +97,9 @@ class LiveSession:
             tail = self._resampler.resample_chunk(np.zeros(0, np.float32), last=True)
             self._resampler = None
             events = self.push(tail)
+        if self.stream:
+            events += self._emit((end / self.model.rate, p) for end, p in self._runs.end())
+            return events + [e.to_dict() for e in self.detector.flush()]
         last_end = self._next_end - self.hop
         spans = []
         if self._total < self.window:
@@ -81,12 +107,13 @@ class LiveSession:
                 spans = [(self._total, self._buffer[: self._total])]
         elif self._total > last_end:
             spans = [(self._total, self._buffer[-self.window :])]
-        events += self._score(spans)
+        events += self._emit(posteriors(spans, self.model.classify, self.model.rate))
         return events + [e.to_dict() for e in self.detector.flush()]
 
-    def _score(self, spans: list[tuple[int, np.ndarray]]) -> list[dict]:
+    def _emit(self, scored: Iterable[tuple[float, np.ndarray]]) -> list[dict]:
+        """The events that ``(time, probabilities)`` finish; the newest answer kept as latest."""
         events = []
-        for t, p in posteriors(spans, self.model.classify, self.model.rate):
+        for t, p in scored:
             events += [e.to_dict() for e in self.detector.push(t, p)]
             best = int(np.argmax(p))
             self.latest = {
