@@ -135,7 +135,8 @@ def test_a_spoken_command_gets_the_label_run_py_predict_gives(server, runs, tmp_
         driver.quit()
 
 
-def test_listen_puts_detections_on_the_time_line(server, runs, tmp_path):
+@pytest.mark.parametrize("stream", [False, True], ids=["window", "stream"])
+def test_listen_puts_detections_on_the_time_line(server, runs, tmp_path, stream):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -143,24 +144,28 @@ def test_listen_puts_detections_on_the_time_line(server, runs, tmp_path):
     path = tmp_path / "commands.wav"
     audio = recording(runs[0], count=4)
     soundfile.write(path, audio, 16000)
+    model = models["speech"].model
     found = {
         e["label"]
         for e in detect_file(
-            models["speech"].model,
-            str(path),
-            models["speech"].model.detector.with_overrides(threshold=0.5),
+            model, str(path), model.detector.with_overrides(threshold=0.5), stream=stream
         )
     }
     assert found, "the tiny model should find a command in its test clips"
     driver = _browser(str(path))  # looped
     try:
         panel = _open(driver, url, "speech")
+        box = panel.find_element(By.CSS_SELECTOR, "input.stream")
+        assert box.is_displayed()  # the export streams
+        if stream:
+            box.click()
         slider = panel.find_element(By.CSS_SELECTOR, "input.threshold")
         driver.execute_script(
             "arguments[0].value = '0.5'; arguments[0].dispatchEvent(new Event('input'))", slider
         )
         button = panel.find_element(By.CSS_SELECTOR, "button.listen")
         button.click()
+        WebDriverWait(driver, 10).until(lambda d: not box.is_enabled())  # a session keeps its mode
         time.sleep(audio.size / 16000 + 1.0)  # once through the recording
         button.click()
         WebDriverWait(driver, 30).until(lambda d: button.text == "Listen" and button.is_enabled())

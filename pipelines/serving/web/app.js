@@ -275,6 +275,15 @@ function listenView(model) {
   const threshold = el("input", { type: "range", min: String(Math.min(0.3, start)), max: String(Math.max(0.95, start)), step: "0.01", value: String(start), class: "threshold" });
   const thresholdValue = el("span", { class: "threshold-value", text: Number(threshold.value).toFixed(2) });
   threshold.addEventListener("input", () => (thresholdValue.textContent = Number(threshold.value).toFixed(2)));
+  // the streaming model (stream_step), when the export has one: its own threshold to start from
+  const streamBox = el("input", { type: "checkbox", class: "stream" });
+  streamBox.addEventListener("change", () => {
+    const own = model.detector && model.detector.stream_threshold != null ? model.detector.stream_threshold : start;
+    threshold.value = String(streamBox.checked ? own : start);
+    thresholdValue.textContent = Number(threshold.value).toFixed(2);
+  });
+  const streamLabel = el("label", { title: "run the streaming model, as run.py detect --stream" }, streamBox, " streaming model");
+  if (model.stream !== true) streamLabel.hidden = true;
   const meter = el("p", { class: "meter", text: "–" });
   const timeline = el("div", { class: "timeline", "aria-label": "detections over time" });
   const list = el("ol", { class: "events" });
@@ -349,11 +358,14 @@ function listenView(model) {
       list.replaceChildren();
       draw();
       listening = true;
+      streamBox.disabled = true; // a session keeps the mode it started with
       button.textContent = "Stop";
       button.classList.add("active");
       const session = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
       const url = (end) =>
-        `/v1/models/${model.name}:listen?session=${session}&threshold=${threshold.value}` + (end ? "&end=true" : "");
+        `/v1/models/${model.name}:listen?session=${session}&threshold=${threshold.value}` +
+        (streamBox.checked ? "&stream=true" : "") +
+        (end ? "&end=true" : "");
       try {
         for (;;) {
           await sleep(LISTEN_EVERY_MS);
@@ -371,6 +383,7 @@ function listenView(model) {
         mic.close().catch(() => {});
       }
       button.disabled = false;
+      streamBox.disabled = false;
       button.textContent = "Listen";
       button.classList.remove("active");
     },
@@ -384,9 +397,10 @@ function listenView(model) {
       "p",
       { class: "hint" },
       `The microphone streams to the server every ${LISTEN_EVERY_MS} ms; it slides the model over the ` +
-        "audio as run.py detect does and reports each command as it is found.",
+        "audio as run.py detect does (or runs the streaming model, as detect --stream does) and " +
+        "reports each command as it is found.",
     ),
-    el("div", { class: "controls" }, button, el("label", {}, "threshold ", threshold, " ", thresholdValue), status),
+    el("div", { class: "controls" }, button, el("label", {}, "threshold ", threshold, " ", thresholdValue), streamLabel, status),
     meter,
     timeline,
     list,
