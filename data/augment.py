@@ -33,7 +33,8 @@ class AugmentConfig:
             at ``EQ_BANDS`` points evenly spaced in mel and interpolated between them (0: none).
         hiss_prob: probability that the noise drawn (for a noisy copy, and around a placed clip)
             is generated white-to-pink noise, a microphone's own hiss, instead of an excerpt of
-            a background recording.
+            a background recording (without recordings, noisy copies get generated noise
+            anyway, white to brown, and the window around a placed clip white noise).
         reverb_prob: probability that a copy is heard in a room: convolved with a synthetic
             impulse response (a direct path and an exponentially decaying noise tail).
         rt60_min: shortest reverberation time (s, the tail's decay by 60 dB); rt60_max: longest.

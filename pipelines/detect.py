@@ -134,8 +134,17 @@ class RunSchedule:
         """The schedule of ``overlap`` runs a window long, answering every ``hop`` samples."""
         if overlap < 2:
             raise ValueError(f"overlap {overlap}: expected at least 2 runs at a time")
+        from data.checks import check
+
         stride = max(stream_hop, window // overlap // stream_hop * stream_hop)
-        return cls(stream_hop, stride, overlap, max(1, int(round(hop / stream_hop))))
+        schedule = cls(stream_hop, stride, overlap, max(1, int(round(hop / stream_hop))))
+        check(  # else no run would still be going at the first answer's time
+            schedule.first_answer * stream_hop <= schedule.length,
+            "hop_ms (with stream)",
+            f"{hop} samples",
+            f"at most about window / stream_overlap ({stride} samples)",
+        )
+        return schedule
 
     @property
     def length(self) -> int:
@@ -228,6 +237,19 @@ def stream_posteriors(
         left -= rows
 
 
+def stream_schedule(model: SpeechModel, config: DetectorConfig) -> RunSchedule:
+    """The staggered runs ``--stream`` makes for ``model`` with ``config``.
+
+    Raises:
+        ConfigError: ``hop_ms`` too long for the runs (the message names it).
+    """
+    stream = model.meta["stream"]
+    overlap = config.for_stream().stream_overlap
+    return RunSchedule.of(
+        int(stream["hop_samples"]), model.window, overlap, config.hop_samples(model.rate)
+    )
+
+
 class LiveRuns:
     """``stream_posteriors``' staggered runs on audio that arrives in pieces (a live stream).
 
@@ -306,6 +328,7 @@ def detect(
         config = model.detector.with_overrides(**overrides)
         if stream:
             model.stream()  # fails early, naming the settings, if the model cannot stream
+            stream_schedule(model, config)  # and if the hop does not fit its runs
     except (ExportError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -224,6 +224,18 @@ def test_live_runs_fed_in_pieces_answer_what_stream_posteriors_answers(samples, 
     )
 
 
+def test_a_hop_longer_than_the_runs_allow_is_refused_naming_it():
+    from data.checks import ConfigError
+    from pipelines.detect import RunSchedule, stream_posteriors
+
+    assert RunSchedule.of(10, 120, 2, 60).first_answer == 12  # answers at 120, 180, ... samples
+    with pytest.raises(ConfigError, match=r"hop_ms \(with stream\).*at most about .*60 samples"):
+        RunSchedule.of(10, 120, 2, 130)  # the first answer (130) after the first run ends (120)
+    y = np.zeros(1234, np.float32)
+    with pytest.raises(ConfigError, match="Received: '130 samples'"):
+        list(stream_posteriors(iter([y]), CountingStream, 130, 1000, 120, 2))
+
+
 def test_stream_posteriors_restart_staggered_streams_so_a_word_is_forgotten():
     from pipelines.detect import stream_posteriors
 

@@ -175,6 +175,7 @@ def test_listen_puts_detections_on_the_time_line(server, runs, tmp_path, stream)
         assert labels and set(labels) & found, (labels, found, status)
         assert set(labels) <= {"yes", "no", "up"} and len(marks) == len(labels)
         assert "s heard" in status
+        assert ("(streaming model)" in status) == stream  # what the server says it ran
     finally:
         driver.quit()
 

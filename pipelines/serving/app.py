@@ -308,7 +308,7 @@ def _listen(state: _State, served: Served) -> dict:
     def start() -> LiveSession:
         try:
             return LiveSession(speech.model, config, rate or speech.model.rate, stream)
-        except ExportError as err:
+        except (ExportError, ConfigError) as err:  # cannot stream; a hop too long for the runs
             raise RequestError(f"stream=true: {err}") from None
 
     session = state.sessions.get(key, start)

@@ -121,13 +121,15 @@ class SpeechServed(Served):
             RequestError: the file is not audio, or ``stream`` on a model that cannot stream.
         """
         from data.audio import AudioError
-        from pipelines.detect import detect_file
+        from data.checks import ConfigError
+        from pipelines.detect import detect_file, stream_schedule
 
         try:
             if stream:
                 self.model.stream()  # refuses a non-causal model, naming its settings
+                stream_schedule(self.model, config)  # and a hop too long for its runs
             events = detect_file(self.model, path, config, stream=stream)
-        except ExportError as err:
+        except (ExportError, ConfigError) as err:
             raise RequestError(f"stream=true: {err}") from None
         except AudioError as err:
             raise RequestError(f"not usable audio: {err}; {AUDIO_EXPECTED}") from None

@@ -332,7 +332,9 @@ function listenView(model) {
     if (answer.latest) {
       meter.textContent = `now: ${answer.latest.label} ${percent(answer.latest.probability)}`;
     }
-    status.textContent = `${heard.toFixed(1)} s heard, ${events.length} detection${events.length === 1 ? "" : "s"}`;
+    status.textContent =
+      `${heard.toFixed(1)} s heard, ${events.length} detection${events.length === 1 ? "" : "s"}` +
+      (answer.stream ? " (streaming model)" : "");
     draw();
   }
 
