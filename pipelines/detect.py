@@ -240,9 +240,13 @@ def stream_posteriors(
 def stream_schedule(model: SpeechModel, config: DetectorConfig) -> RunSchedule:
     """The staggered runs ``--stream`` makes for ``model`` with ``config``.
 
+    The one check that ``--stream`` can run, made before any audio is read.
+
     Raises:
+        ExportError: the model cannot stream (the message names its settings).
         ConfigError: ``hop_ms`` too long for the runs (the message names it).
     """
+    model.stream()  # refuses a non-causal model
     stream = model.meta["stream"]
     overlap = config.for_stream().stream_overlap
     return RunSchedule.of(
@@ -327,8 +331,7 @@ def detect(
         model = load_speech_model(export_dir)
         config = model.detector.with_overrides(**overrides)
         if stream:
-            model.stream()  # fails early, naming the settings, if the model cannot stream
-            stream_schedule(model, config)  # and if the hop does not fit its runs
+            stream_schedule(model, config)  # fails early if the model or the hop cannot stream
     except (ExportError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -125,9 +125,8 @@ class SpeechServed(Served):
         from pipelines.detect import detect_file, stream_schedule
 
         try:
-            if stream:
-                self.model.stream()  # refuses a non-causal model, naming its settings
-                stream_schedule(self.model, config)  # and a hop too long for its runs
+            if stream:  # a non-causal model, or a hop too long for the runs, is refused
+                stream_schedule(self.model, config)
             events = detect_file(self.model, path, config, stream=stream)
         except (ExportError, ConfigError) as err:
             raise RequestError(f"stream=true: {err}") from None
