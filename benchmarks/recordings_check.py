@@ -1,9 +1,12 @@
 """A user's check of a speech export on recordings made from one speaker's clips.
 
-Two checks, each through the real CLI, on recordings the way a microphone delivers them (16 kHz,
-background noise around the words):
+Three checks, on recordings the way a microphone delivers them (background noise around the
+words):
 
-- ``run.py predict`` on files of a few seconds, each with one word at a random place inside
+- the export itself (``serving_default``, or ``classify.tflite``) on every clip of the speaker as
+  stored, then on each clip at a random place in a window of white noise at -50 to -35 dBFS
+  (RMS), the window being the export's ``clip_seconds``: both accuracies and their difference;
+- through the real CLI at 16 kHz, ``run.py predict`` on files of a few seconds, each with one word at a random place inside
   noise at -50 to -35 dBFS (RMS): the accuracy of its answers;
 - ``run.py detect`` (and ``detect --stream`` if the export streams) on minutes of words with 1-3 s
   pauses over one background noise: recall (right label on the word), wrong labels and false
@@ -13,7 +16,7 @@ The clips are FSDD-style files (``{label}_{speaker}_{take}.wav``) of one speaker
 measure an export on its test speaker, never to choose settings on it.
 
 Usage: python benchmarks/recordings_check.py EXPORT_DIR [--clips DIR] [--speaker george]
-    [--noise DIR] [--predict 200] [--detect 80] [--seconds 3] [--seed 0]
+    [--noise DIR] [--window 500] [--predict 200] [--detect 80] [--seconds 3] [--seed 0]
 Writes ``runs/benchmarks/recordings_check.json``.
 """
 
@@ -56,6 +59,32 @@ def speaker_clips(folder: Path, speaker: str) -> list[tuple[Path, str]]:
     if not paths:
         raise SystemExit(f"--clips {folder}: no {{label}}_{speaker}_{{take}}.wav files")
     return [(p, p.name.split("_")[0]) for p in paths]
+
+
+def check_window(export: Path, clips, n: int, rng) -> dict:
+    """The export's accuracy on clips as stored, and on each in a window of white noise."""
+    from models.serving import load_speech_model
+
+    model = load_speech_model(export)
+    picks = rng.choice(len(clips), size=min(n, len(clips)), replace=False)
+    labels = [clips[i][1] for i in picks]
+    waves = [load_audio(str(clips[i][0]), model.rate) for i in picks]
+    windows = [place_in_window(y, model.window, [], rng) for y in waves]  # [] = white noise
+
+    def accuracy(batch: list[np.ndarray]) -> float:
+        right = 0
+        for y, label in zip(batch, labels, strict=True):  # one clip per call, as a client sends it
+            probs = model.classify(y[None])[0]
+            right += model.labels[int(np.argmax(probs))] == label
+        return round(right / len(batch), 4)
+
+    stored, windowed = accuracy(waves), accuracy(windows)
+    return {
+        "clips": len(picks),
+        "as_stored": stored,
+        "white_noise_window": windowed,
+        "points_lost": round(100 * (stored - windowed), 1),
+    }
 
 
 def check_predict(export, clips, noises, n, seconds, rng, out: Path) -> dict:
@@ -105,6 +134,7 @@ def main() -> None:
     parser.add_argument(
         "--noise", type=Path, default=SHARED / "speech_commands_subset" / "_background_noise_"
     )
+    parser.add_argument("--window", type=int, default=500, help="clips for the window check")
     parser.add_argument("--predict", type=int, default=200, help="files for the predict check")
     parser.add_argument("--detect", type=int, default=80, help="words in the detect recording")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of a predict file")
@@ -125,6 +155,10 @@ def main() -> None:
         report = {
             "export": str(args.export),
             "speaker": args.speaker,
+            # its own generator, so the other checks draw what they drew before it existed
+            "window": check_window(
+                args.export, clips, args.window, np.random.default_rng([args.seed, 1])
+            ),
             "predict": check_predict(
                 args.export, clips, noises, args.predict, args.seconds, rng, Path(tmp)
             ),

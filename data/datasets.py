@@ -40,3 +40,50 @@ def sequence_dataset(
     else:
         ds = ds.padded_batch(batch_size)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def soft_targets(ds: tf.data.Dataset, n_classes: int) -> tf.data.Dataset:
+    """Batches ``(x, label [b])`` -> ``(x, one-hot [b, n_classes])``, for a categorical loss."""
+    return ds.map(
+        lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), n_classes)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
+def mixup(ds: tf.data.Dataset, n_classes: int, alpha: float, seed: int = 0) -> tf.data.Dataset:
+    """Mixup (Zhang et al., 2018) within each batch: pairs of examples and their labels blended.
+
+    Example i is blended with example ``b - 1 - i`` of the same batch by a weight drawn from
+    Beta(alpha, alpha) and folded to at least 0.5, so each mixture keeps its own clip dominant:
+    ``x = w x_i + (1 - w) x_j``, ``y = w y_i + (1 - w) y_j`` (one-hot labels). The draws are
+    stateless, keyed by ``seed`` and the batch's index, so a run is repeatable. Padded frames
+    (zero rows) of the shorter clip take the longer clip's frames, scaled.
+
+    Args:
+        ds: batches ``(x [b, frames, size], label [b])``.
+        n_classes: number of classes.
+        alpha: the Beta distribution's parameter (> 0; 0.1-0.4 is usual: most weights near 1).
+        seed: the run's seed.
+
+    Returns:
+        Batches ``(mixed x, mixed one-hot [b, n_classes])``.
+    """
+    if alpha <= 0:
+        raise ValueError(f"mixup alpha must be > 0; received {alpha!r}")
+
+    def blend(index: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        targets = tf.one_hot(tf.cast(y, tf.int32), n_classes)
+        key = tf.stack([tf.cast(seed, tf.int64), index])
+        batch = tf.shape(x)[:1]
+        # Beta(a, a) as G1 / (G1 + G2) with G ~ Gamma(a)
+        g1 = tf.random.stateless_gamma(batch, key, alpha)
+        g2 = tf.random.stateless_gamma(batch, key + [0, 1 << 40], alpha)
+        w = g1 / tf.maximum(g1 + g2, 1e-12)
+        w = tf.maximum(w, 1.0 - w)
+        mixed_x = w[:, None, None] * x + (1.0 - w[:, None, None]) * tf.reverse(x, [0])
+        mixed_y = w[:, None] * targets + (1.0 - w[:, None]) * tf.reverse(targets, [0])
+        return mixed_x, mixed_y
+
+    return ds.enumerate().map(
+        lambda i, batch: blend(i, *batch), num_parallel_calls=tf.data.AUTOTUNE
+    )

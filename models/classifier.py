@@ -127,6 +127,9 @@ class ModelConfig:
         spec_augment: time and feature masks applied during training (SpecAugment style).
         time_masks: number of time masks; time_width: maximum frames per mask.
         freq_masks: number of feature masks; freq_width: maximum coefficients per mask.
+        label_smoothing: weight moved from the true class to a uniform target (0 = off).
+        mixup_alpha: train on mixup blends of pairs of clips and their labels, the blend
+            weights drawn from Beta(alpha, alpha) (``data.datasets.mixup``; 0 = off).
     """
 
     cell: str = "lstm"
@@ -144,6 +147,8 @@ class ModelConfig:
     time_width: int = 8
     freq_masks: int = 2
     freq_width: int = 2
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
 
     def __post_init__(self) -> None:
         check(self.cell in CELLS, "model.cell", self.cell, f"one of {CELLS.names()}")
@@ -162,6 +167,18 @@ class ModelConfig:
         check(self.dense_units >= 0, "model.dense_units", self.dense_units, ">= 0")
         for key in ("time_masks", "time_width", "freq_masks", "freq_width"):
             check(getattr(self, key) >= 0, f"model.{key}", getattr(self, key), ">= 0")
+        check(
+            0 <= self.label_smoothing < 1,
+            "model.label_smoothing",
+            self.label_smoothing,
+            "in [0, 1) (0 = off)",
+        )
+        check(self.mixup_alpha >= 0, "model.mixup_alpha", self.mixup_alpha, ">= 0 (0 = off)")
+
+    @property
+    def soft_targets(self) -> bool:
+        """Whether training uses one-hot (smoothed or mixed) targets and a categorical loss."""
+        return self.label_smoothing > 0 or self.mixup_alpha > 0
 
 
 def build_classifier(

@@ -199,14 +199,32 @@ def build_model(config: SpeechConfig, n_classes: int, use_cudnn: bool | str = "a
     )
 
 
+def _n_classes(ctx: StageContext) -> int:
+    return len(read_json(ctx.input("ingest") / "labels.json"))
+
+
 def _train_datasets(ctx: StageContext) -> tuple[Any, Any, int]:
+    from data.datasets import mixup, soft_targets
+
     n_train, train_ds = _datasets(ctx, "train", shuffle=True)
     _, val_ds = _datasets(ctx, "validation", shuffle=False)
+    model: Any = ctx.config.model
+    if model.soft_targets:  # a categorical loss: one-hot targets, mixed or not
+        n = _n_classes(ctx)
+        val_ds = soft_targets(val_ds, n)
+        if model.mixup_alpha:
+            train_ds = mixup(train_ds, n, model.mixup_alpha, ctx.config.runtime.seed)
+        else:
+            train_ds = soft_targets(train_ds, n)
     return train_ds, val_ds, n_train
 
 
 def _build_for_training(ctx: StageContext, train_ds: Any) -> Any:
-    model = build_model(ctx.config, len(read_json(ctx.input("ingest") / "labels.json")))
+    model = build_model(ctx.config, _n_classes(ctx))
+    if ctx.config.model.mixup_alpha:
+        # the normalization's statistics come from the clips as a served model sees them, not
+        # from mixtures (whose variance is smaller)
+        _, train_ds = _datasets(ctx, "train", shuffle=False)
     model.get_layer("normalization").adapt(train_ds)
     return model
 
@@ -217,7 +235,23 @@ def _recurrent_layers(model: Any) -> list[str]:
     return recurrent_layer_names(model)
 
 
-train = train_stage(TrainTask(_train_datasets, _build_for_training, _recurrent_layers))
+def train(ctx: StageContext) -> dict[str, Any]:
+    """Fits the classifier with the shared train stage (clipping, monitor, backups).
+
+    With ``model.label_smoothing`` or ``model.mixup_alpha`` the targets are one-hot and the loss
+    categorical; otherwise integer labels and sparse cross-entropy.
+    """
+    import keras
+
+    model: Any = ctx.config.model
+    task = TrainTask(_train_datasets, _build_for_training, _recurrent_layers)
+    if model.soft_targets:
+        task = dataclasses.replace(
+            task,
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=model.label_smoothing),
+            metrics=lambda: [keras.metrics.CategoricalAccuracy(name="accuracy")],
+        )
+    return train_stage(task)(ctx)
 
 
 # ---------------------------------------------------------------- evaluate

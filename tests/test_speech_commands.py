@@ -240,3 +240,37 @@ def test_changed_data_folder_reruns_ingest(tmp_path, wav_folder):
     (wav_folder / "a_s1_7.wav").unlink()  # removed again
     third = run_pipeline(pipeline, config, tmp_path / "run", until="ingest")
     assert third.ran == ["ingest"] and third.metrics["examples"] == first.metrics["examples"]
+
+
+def test_mixup_and_label_smoothing_train_with_soft_targets(tmp_path):
+    """model.mixup_alpha / model.label_smoothing: one-hot targets and a categorical loss, the
+    usual accuracy columns, and a model that evaluates like any other."""
+    from tests.test_cli import run_cli
+
+    sets = [
+        *TINY,
+        f"runtime.cache_dir={tmp_path / 'cache'}",
+        "train.epochs=2",
+        "export.enabled=false",
+        "model.mixup_alpha=0.3",
+        "model.label_smoothing=0.1",
+    ]
+    run_cli(
+        "run", "speech_commands", "--run-dir", str(tmp_path / "run"), "--until", "evaluate",
+        *(a for s in sets for a in ("--set", s)),
+    )  # fmt: skip
+    import models.features  # noqa: F401 - registers the custom layers
+
+    history = next((tmp_path / "run" / "checkpoints").glob("*/history.csv"))
+    with history.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 and {"accuracy", "val_accuracy", "val_loss"} <= set(rows[0])
+    saved = keras.models.load_model(tmp_path / "run" / "stages" / "train" / "model.keras")
+    assert saved.loss.get_config()["label_smoothing"] == pytest.approx(0.1)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and "confusion_matrix" in metrics
+    refused = run_cli(
+        "run", "speech_commands", "--run-dir", str(tmp_path / "bad"),
+        "--set", "model.label_smoothing=1.0", check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "model.label_smoothing" in refused.stderr
