@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data.checks import check
 from models.detection import Detector, DetectorConfig, posteriors, windows
 from models.serving import SpeechModel, Stream
 
@@ -134,8 +135,6 @@ class RunSchedule:
         """The schedule of ``overlap`` runs a window long, answering every ``hop`` samples."""
         if overlap < 2:
             raise ValueError(f"overlap {overlap}: expected at least 2 runs at a time")
-        from data.checks import check
-
         stride = max(stream_hop, window // overlap // stream_hop * stream_hop)
         schedule = cls(stream_hop, stride, overlap, max(1, int(round(hop / stream_hop))))
         check(  # else no run would still be going at the first answer's time

@@ -163,6 +163,13 @@ def test_listen_puts_detections_on_the_time_line(server, runs, tmp_path, stream)
         driver.execute_script(
             "arguments[0].value = '0.5'; arguments[0].dispatchEvent(new Event('input'))", slider
         )
+        box.click()  # the other mode starts from its own threshold ...
+        plain = model.detector.threshold
+        other = plain if stream else (model.detector.stream_threshold or plain)
+        assert float(slider.get_attribute("value")) == pytest.approx(other)
+        box.click()  # ... and coming back keeps the one the user set
+        assert float(slider.get_attribute("value")) == pytest.approx(0.5)
+        assert box.is_selected() == stream
         button = panel.find_element(By.CSS_SELECTOR, "button.listen")
         button.click()
         WebDriverWait(driver, 10).until(lambda d: not box.is_enabled())  # a session keeps its mode

@@ -274,12 +274,18 @@ function listenView(model) {
   const start = model.detector ? model.detector.threshold : 0.7; // the export's own setting
   const threshold = el("input", { type: "range", min: String(Math.min(0.3, start)), max: String(Math.max(0.95, start)), step: "0.01", value: String(start), class: "threshold" });
   const thresholdValue = el("span", { class: "threshold-value", text: Number(threshold.value).toFixed(2) });
-  threshold.addEventListener("input", () => (thresholdValue.textContent = Number(threshold.value).toFixed(2)));
-  // the streaming model (stream_step), when the export has one: its own threshold to start from
+  // the streaming model (stream_step), when the export has one, starts from its own threshold;
+  // each mode keeps the value the user last set for it
   const streamBox = el("input", { type: "checkbox", class: "stream" });
+  const own = model.detector && model.detector.stream_threshold != null ? model.detector.stream_threshold : start;
+  const chosen = { plain: start, stream: own };
+  const mode = () => (streamBox.checked ? "stream" : "plain");
+  threshold.addEventListener("input", () => {
+    thresholdValue.textContent = Number(threshold.value).toFixed(2);
+    chosen[mode()] = Number(threshold.value);
+  });
   streamBox.addEventListener("change", () => {
-    const own = model.detector && model.detector.stream_threshold != null ? model.detector.stream_threshold : start;
-    threshold.value = String(streamBox.checked ? own : start);
+    threshold.value = String(chosen[mode()]);
     thresholdValue.textContent = Number(threshold.value).toFixed(2);
   });
   const streamLabel = el("label", { title: "run the streaming model, as run.py detect --stream" }, streamBox, " streaming model");
