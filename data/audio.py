@@ -44,18 +44,19 @@ class FeatureConfig:
             by each clip's own standard deviation (cepstral mean and variance normalization);
             ``running`` subtracts the mean of the frames so far (an exponential average over the
             last ``clip_seconds`` once a stream is longer): the causal twin of ``utterance``, which
-            a streaming model can compute one frame at a time.
+            a streaming model can compute one frame at a time; ``running_var`` also divides by the
+            standard deviation of the frames so far (the causal twin of ``utterance_var``).
         streaming: a front end that can run hop by hop, as ``stream_step`` and the TFLite stream
             model do. Each frame ends at its newest sample (the clip is left-padded with
             ``n_fft - hop`` zeros, ``samples // hop`` frames, where librosa's centered frames
             would need half a window of future audio), there is no per-clip ``top_db`` floor
             (it needs the clip's peak), and deltas are computed from past frames only (each is
             the regression delta of the frame two steps back). A streaming model also needs
-            ``normalize`` global or running, a unidirectional model and last or mean pooling.
+            ``normalize`` global, running or running_var, a unidirectional model and last or mean pooling.
         floor_db: with ``streaming``, the log-mel floor in dB (absolute, since the clip's peak is
             unknown): digital silence and faint hiss become the same frames.
-        running_prior_seconds: with ``normalize: running``, the running mean starts from the
-            training data's mean counted as this much audio, not from the clip's first frame
+        running_prior_seconds: with ``normalize: running`` (or ``running_var``), the running
+            mean (and variance) starts from the training data's counted as this much audio, not from the clip's first frame
             (which would measure the start of a word against itself); 0 for none.
     """
 
@@ -70,7 +71,7 @@ class FeatureConfig:
     fmax: float = 0.0
     top_db: float = 80.0
     deltas: int = 0
-    normalize: Literal["global", "utterance", "utterance_var", "running"] = "global"
+    normalize: Literal["global", "utterance", "utterance_var", "running", "running_var"] = "global"
     window: Literal["masked", "full"] = "masked"
     streaming: bool = False
     floor_db: float = -80.0
@@ -95,7 +96,7 @@ class FeatureConfig:
             self.running_prior_seconds,
             ">= 0",
         )
-        normalizations = ("global", "utterance", "utterance_var", "running")
+        normalizations = ("global", "utterance", "utterance_var", "running", "running_var")
         check(
             self.normalize in normalizations,
             "features.normalize",

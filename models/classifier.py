@@ -189,6 +189,7 @@ def build_classifier(
     utterance_mean: bool = False,
     utterance_var: bool = False,
     running_mean: bool = False,
+    running_var: bool = False,
     causal: bool = False,
     window_frames: int = 0,
     prior_frames: int = 0,
@@ -205,6 +206,7 @@ def build_classifier(
         utterance_mean: subtract each clip's mean before standardization.
         utterance_var: also divide by each clip's standard deviation (per coefficient).
         running_mean: subtract the mean of the frames so far (causal; see ``FeatureNormalization``).
+        running_var: also divide by the standard deviation of the frames so far.
         causal: deltas from past frames only (a streaming front end).
         window_frames: frames in one window (the running mean's horizon in a stream).
         prior_frames: the running mean starts from the training data's mean, worth this many
@@ -224,6 +226,7 @@ def build_classifier(
         utterance_mean=utterance_mean,
         utterance_var=utterance_var,
         running_mean=running_mean,
+        running_var=running_var,
         causal=causal,
         window_frames=window_frames,
         prior_frames=prior_frames,

@@ -190,6 +190,18 @@ def running_mean(
     return tf.cast(product * (tf.cast(start, tf.float64)[:, None] + weighted), tf.float32)
 
 
+RUNNING_VAR_FLOOR = 1e-2  # raw MFCC variance floor: a stretch of digital silence has none
+
+
+def _running_std(mean: tf.Tensor, mean_square: tf.Tensor) -> tf.Tensor:
+    """The standard deviation from running means of ``x`` and ``x**2``, floored.
+
+    Both are of ``x`` less the prior (the training data's mean): the same variance, without
+    the cancellation of squares in the hundreds of thousands (the energy coefficient's).
+    """
+    return tf.sqrt(tf.maximum(mean_square - mean * mean, RUNNING_VAR_FLOOR))
+
+
 @keras.saving.register_keras_serializable("rnn_speech")
 class FeatureNormalization(keras.layers.Layer):
     """Raw MFCC -> model features: optional utterance mean (and variance) removal, deltas, standardization.
@@ -197,9 +209,9 @@ class FeatureNormalization(keras.layers.Layer):
     The mean and variance are non-trainable weights set by ``adapt`` from training data, so they
     travel with the model into the export. Padded frames (masked) stay zero.
 
-    ``running_mean`` subtracts the mean of the frames so far, and ``causal`` makes the deltas use
-    past frames only: with both (or neither mean removal), ``stream_step`` computes the same
-    features one frame at a time. A stream longer than ``window_frames`` keeps an exponential
+    ``running_mean`` subtracts the mean of the frames so far (``running_var`` also divides by their
+    standard deviation), and ``causal`` makes the deltas use past frames only: with both (or
+    neither mean removal), ``stream_step`` computes the same features one frame at a time. A stream longer than ``window_frames`` keeps an exponential
     average over that many frames (the window a non-streaming call sees never exceeds it).
     """
 
@@ -213,15 +225,19 @@ class FeatureNormalization(keras.layers.Layer):
         causal: bool = False,
         window_frames: int = 0,
         prior_frames: int = 0,
+        running_var: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if running_var and not running_mean:
+            raise ValueError("FeatureNormalization: running_var needs running_mean")
         self.supports_masking = True
         self.n_mfcc = n_mfcc
         self.deltas = deltas
         self.utterance_mean = utterance_mean
         self.utterance_var = utterance_var
         self.running_mean = running_mean
+        self.running_var = running_var
         self.causal = causal
         self.window_frames = window_frames
         self.prior_frames = prior_frames if running_mean else 0
@@ -236,6 +252,10 @@ class FeatureNormalization(keras.layers.Layer):
             self.prior = self.add_weight(
                 shape=(n_mfcc,), initializer="zeros", trainable=False, name="prior"
             )
+            if running_var:  # and the training frames' variance, which a running one starts from
+                self.prior_sq = self.add_weight(
+                    shape=(n_mfcc,), initializer="zeros", trainable=False, name="prior_sq"
+                )
 
     def transform(self, x: tf.Tensor, mask: tf.Tensor | None = None) -> tf.Tensor:
         """Mean removal and deltas, before standardization."""
@@ -245,7 +265,16 @@ class FeatureNormalization(keras.layers.Layer):
             total = tf.cumsum(x, axis=1)
             if self.prior_frames:
                 total += self.prior_frames * self.prior
-            x = x - total / (count + self.prior_frames)
+            mean = total / (count + self.prior_frames)
+            if self.running_var:
+                shift = self.prior if self.prior_frames else 0.0
+                squares = tf.cumsum((x - shift) ** 2, axis=1)
+                if self.prior_frames:
+                    squares += self.prior_frames * self.prior_sq
+                spread = _running_std(mean - shift, squares / (count + self.prior_frames))
+                x = (x - mean) / spread
+            else:
+                x = x - mean
         elif self.utterance_mean or self.utterance_var:
             x = x - _masked_mean(x, mask)
         if self.utterance_var:
@@ -266,6 +295,8 @@ class FeatureNormalization(keras.layers.Layer):
         shapes: dict[str, tuple[int, ...]] = {}
         if self.running_mean:
             shapes["cmn"] = (self.n_mfcc,)
+        if self.running_var:
+            shapes["cmn_sq"] = (self.n_mfcc,)
         for order in range(1, self.deltas + 1):
             shapes[f"delta_{order}"] = (2 * DELTA_WIDTH, self.n_mfcc)
         return shapes
@@ -296,7 +327,20 @@ class FeatureNormalization(keras.layers.Layer):
                 self.prior_frames,
             )
             new["cmn"] = means[:, -1]
-            x = x - means
+            if self.running_var:
+                shift = self.prior if self.prior_frames else 0.0
+                squares = running_mean(
+                    (x - shift) ** 2,
+                    state["cmn_sq"],
+                    count,
+                    self.window_frames,
+                    self.prior_sq if self.prior_frames else None,
+                    self.prior_frames,
+                )
+                new["cmn_sq"] = squares[:, -1]
+                x = (x - means) / _running_std(means - shift, squares)
+            else:
+                x = x - means
         feats, current = [x], x
         for order in range(1, self.deltas + 1):
             key = f"delta_{order}"
@@ -310,16 +354,24 @@ class FeatureNormalization(keras.layers.Layer):
     def adapt(self, batches) -> None:  # noqa: ANN001 - any iterable of (features, ...) batches
         """Sets mean and variance from batches of raw MFCC (zero rows are padding).
 
-        With a running-mean prior, a first pass sets it (the mean of the raw frames).
+        With a running-mean prior, a first pass sets it (the mean of the raw frames, and with
+        ``running_var`` their variance).
         """
         if self.prior_frames:
-            total = count = 0.0
+            total = squares = count = 0.0
             for batch in batches:
                 x = batch[0] if isinstance(batch, tuple | list) else batch
                 weights = tf.cast(tf.reduce_any(tf.not_equal(x, 0.0), axis=-1), tf.float32)
                 total += tf.reduce_sum(x * weights[..., None], axis=[0, 1]).numpy()
+                if self.running_var:
+                    square = tf.reduce_sum(x * x * weights[..., None], axis=[0, 1])
+                    squares += square.numpy().astype(np.float64)
                 count += float(tf.reduce_sum(weights))
-            self.prior.assign((total / max(count, 1.0)).astype(np.float32))
+            mean = total / max(count, 1.0)
+            self.prior.assign(mean.astype(np.float32))
+            if self.running_var:  # float64 sums: E[x^2] - E[x]^2 of the whole training set
+                variance = squares / max(count, 1.0) - np.asarray(mean, np.float64) ** 2
+                self.prior_sq.assign(np.maximum(variance, RUNNING_VAR_FLOOR).astype(np.float32))
         total = count = squares = 0.0
         for batch in batches:
             x = batch[0] if isinstance(batch, tuple | list) else batch
@@ -352,6 +404,7 @@ class FeatureNormalization(keras.layers.Layer):
             "utterance_mean": self.utterance_mean,
             "utterance_var": self.utterance_var,
             "running_mean": self.running_mean,
+            "running_var": self.running_var,
             "causal": self.causal,
             "window_frames": self.window_frames,
             "prior_frames": self.prior_frames,

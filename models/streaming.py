@@ -45,7 +45,7 @@ def stream_problems(model: keras.Model, features: FeatureConfig) -> list[str]:
     if features.normalize in ("utterance", "utterance_var"):
         problems.append(
             f"features.normalize is {features.normalize}: it needs the whole clip's statistics "
-            "(use running, its causal twin, or global)"
+            "(use running or running_var, its causal twins, or global)"
         )
     for layer in model.layers:
         if isinstance(layer, keras.layers.Bidirectional):

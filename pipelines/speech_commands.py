@@ -188,7 +188,8 @@ def build_model(config: SpeechConfig, n_classes: int, use_cudnn: bool | str = "a
         deltas=config.features.deltas,
         utterance_mean=config.features.normalize in ("utterance", "utterance_var"),
         utterance_var=config.features.normalize == "utterance_var",
-        running_mean=config.features.normalize == "running",
+        running_mean=config.features.normalize in ("running", "running_var"),
+        running_var=config.features.normalize == "running_var",
         causal=config.features.streaming,
         window_frames=feature_shape(config.features).max_frames,
         prior_frames=round(

@@ -148,6 +148,31 @@ def test_utterance_variance_normalization():
     np.testing.assert_allclose(out[0].mean(0), 0.0, atol=1e-4)
 
 
+@pytest.mark.parametrize("prior_frames", [0, 6])
+def test_running_variance_is_the_standardization_of_the_frames_so_far(prior_frames):
+    """normalize: running_var. Frame t is standardized by the mean and standard deviation of the
+    frames up to it, the prior counting as ``prior_frames`` frames of the training data's mean
+    and variance (here literally such frames: that mean plus and minus that deviation)."""
+    rng = np.random.default_rng(3)
+    train = rng.normal([-300.0, 4.0, -2.0], [40.0, 3.0, 1.0], size=(8, 50, 3)).astype(np.float32)
+    layer = FeatureNormalization(
+        3, running_mean=True, running_var=True, prior_frames=prior_frames, window_frames=50
+    )
+    layer.adapt([train])
+    x = rng.normal([-250.0, 1.0, 0.0], [60.0, 5.0, 2.0], size=(2, 12, 3)).astype(np.float32)
+    out = layer.transform(x).numpy()
+    flat = train.reshape(-1, 3).astype(np.float64)
+    pseudo = np.stack([flat.mean(0) + flat.std(0), flat.mean(0) - flat.std(0)])
+    pseudo = pseudo[[0, 1] * (prior_frames // 2)].reshape(-1, 3)
+    for t in range(1, 12):  # frame 0 of a stream without a prior has no spread yet
+        for b in range(2):
+            seen = np.concatenate([pseudo, x[b, : t + 1]])
+            want = (x[b, t] - seen.mean(0)) / seen.std(0)
+            np.testing.assert_allclose(out[b, t], want, rtol=2e-3, atol=2e-3)
+    with pytest.raises(ValueError, match="running_var needs running_mean"):
+        FeatureNormalization(3, running_var=True)
+
+
 def test_full_window_pads_every_clip_to_the_window_and_ignores_padding():
     from data.audio import feature_shape
 

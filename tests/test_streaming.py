@@ -36,7 +36,8 @@ def _model(features: FeatureConfig, prior_frames: int = 0, **model_kwargs) -> ke
         3,
         features.n_mfcc,
         deltas=features.deltas,
-        running_mean=features.normalize == "running",
+        running_mean=features.normalize in ("running", "running_var"),
+        running_var=features.normalize == "running_var",
         causal=features.streaming,
         window_frames=feature_shape(features).max_frames,
         prior_frames=prior_frames,
@@ -69,6 +70,8 @@ def _clips(rng: np.random.Generator, n: int, features: FeatureConfig, windows: i
         ("lstm", "max", 0, "global", 0),
         ("gru", "attention", 1, "running", 20),
         ("lstm", "attention", 0, "global", 0),
+        ("gru", "mean", 1, "running_var", 20),  # and divides by the running deviation
+        ("lstm", "last", 2, "running_var", 0),
     ],
 )
 def test_stream_step_hop_by_hop_matches_the_window_model(cell, pooling, deltas, normalize, prior):
@@ -156,21 +159,24 @@ def _tone_classes(rng: np.random.Generator, n: int, features: FeatureConfig):
 
 
 @pytest.mark.parametrize(
-    ("quantize", "pooling"),
+    ("quantize", "pooling", "normalize"),
     [
-        ("none", "mean"),
-        ("dynamic", "mean"),
-        ("int8", "mean"),
-        ("none", "max"),
-        ("none", "attention"),
+        ("none", "mean", "running"),
+        ("dynamic", "mean", "running"),
+        ("int8", "mean", "running"),
+        ("none", "max", "running"),
+        ("none", "attention", "running"),
+        ("none", "mean", "running_var"),
     ],
 )
-def test_tflite_files_run_in_the_interpreter_and_match_the_model(tmp_path, quantize, pooling):
+def test_tflite_files_run_in_the_interpreter_and_match_the_model(
+    tmp_path, quantize, pooling, normalize
+):
     from models.serving import load_speech_model
     from models.tflite import export_tflite
 
     keras.utils.set_random_seed(0)  # the same small model whatever ran before
-    features = _features()
+    features = _features(normalize=normalize)
     model = _model(features, pooling=pooling)
     rng = np.random.default_rng(4)
     train, train_labels = _tone_classes(rng, 48, features)
