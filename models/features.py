@@ -211,8 +211,9 @@ class FeatureNormalization(keras.layers.Layer):
 
     ``running_mean`` subtracts the mean of the frames so far (``running_var`` also divides by their
     standard deviation), and ``causal`` makes the deltas use past frames only: with both (or
-    neither mean removal), ``stream_step`` computes the same features one frame at a time. A stream longer than ``window_frames`` keeps an exponential
-    average over that many frames (the window a non-streaming call sees never exceeds it).
+    neither mean removal), ``stream_step`` computes the same features one frame at a time. A
+    stream longer than ``window_frames`` keeps an exponential average over that many frames (the
+    window a non-streaming call sees never exceeds it).
     """
 
     def __init__(
