@@ -55,9 +55,12 @@ def mixup(ds: tf.data.Dataset, n_classes: int, alpha: float, seed: int = 0) -> t
 
     Example i is blended with example ``b - 1 - i`` of the same batch by a weight drawn from
     Beta(alpha, alpha) and folded to at least 0.5, so each mixture keeps its own clip dominant:
-    ``x = w x_i + (1 - w) x_j``, ``y = w y_i + (1 - w) y_j`` (one-hot labels). The draws are
-    stateless, keyed by ``seed`` and the batch's index, so a run is repeatable. Padded frames
-    (zero rows) of the shorter clip take the longer clip's frames, scaled.
+    ``x = w x_i + (1 - w) x_j``, ``y = w y_i + (1 - w) y_j`` (one-hot labels). The dominant clip
+    keeps its own length: where it is padding (zero rows) the mixture is too, and where only the
+    partner is padding its frames stay as they are (raw MFCC are logarithms: scaling a frame
+    towards zero would not make it quieter, it would make a different frame). The draws are
+    stateless, keyed by a random number per batch from ``seed``: repeatable run to run, new every
+    epoch.
 
     Args:
         ds: batches ``(x [b, frames, size], label [b])``.
@@ -71,19 +74,26 @@ def mixup(ds: tf.data.Dataset, n_classes: int, alpha: float, seed: int = 0) -> t
     if alpha <= 0:
         raise ValueError(f"mixup alpha must be > 0; received {alpha!r}")
 
-    def blend(index: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def blend(draw: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         targets = tf.one_hot(tf.cast(y, tf.int32), n_classes)
-        key = tf.stack([tf.cast(seed, tf.int64), index])
+        key = tf.stack([draw, tf.constant(0, tf.int64)])
         batch = tf.shape(x)[:1]
         # Beta(a, a) as G1 / (G1 + G2) with G ~ Gamma(a)
         g1 = tf.random.stateless_gamma(batch, key, alpha)
-        g2 = tf.random.stateless_gamma(batch, key + [0, 1 << 40], alpha)
+        g2 = tf.random.stateless_gamma(batch, key + [0, 1], alpha)
         w = g1 / tf.maximum(g1 + g2, 1e-12)
         w = tf.maximum(w, 1.0 - w)
-        mixed_x = w[:, None, None] * x + (1.0 - w[:, None, None]) * tf.reverse(x, [0])
+        partner = tf.reverse(x, [0])
+        real = tf.reduce_any(tf.not_equal(x, 0.0), axis=-1, keepdims=True)
+        both = real & tf.reduce_any(tf.not_equal(partner, 0.0), axis=-1, keepdims=True)
+        blended = w[:, None, None] * x + (1.0 - w[:, None, None]) * partner
+        mixed_x = tf.where(both, blended, tf.where(real, x, tf.zeros_like(x)))
         mixed_y = w[:, None] * targets + (1.0 - w[:, None]) * tf.reverse(targets, [0])
         return mixed_x, mixed_y
 
-    return ds.enumerate().map(
-        lambda i, batch: blend(i, *batch), num_parallel_calls=tf.data.AUTOTUNE
+    # one random key per batch: the same sequence every run, a new one every epoch; zipping
+    # keeps the batches' count (a finite ``ds`` ends the infinite key stream)
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    return tf.data.Dataset.zip(draws, ds).map(
+        lambda draw, batch: blend(draw, *batch), num_parallel_calls=tf.data.AUTOTUNE
     )

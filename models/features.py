@@ -370,7 +370,7 @@ class FeatureNormalization(keras.layers.Layer):
                 count += float(tf.reduce_sum(weights))
             mean = total / max(count, 1.0)
             self.prior.assign(mean.astype(np.float32))
-            if self.running_var:  # float64 sums: E[x^2] - E[x]^2 of the whole training set
+            if self.running_var:  # E[x^2] - E[x]^2 of the training set, the squares in float64
                 variance = squares / max(count, 1.0) - np.asarray(mean, np.float64) ** 2
                 self.prior_sq.assign(np.maximum(variance, RUNNING_VAR_FLOOR).astype(np.float32))
         total = count = squares = 0.0

@@ -47,9 +47,36 @@ def test_mixup_blends_each_clip_with_its_partner_by_the_label_weight():
         np.testing.assert_array_equal(a.numpy(), b.numpy())  # repeatable for a seed
     pairs = zip(batches, other, strict=True)
     assert any(not np.array_equal(a.numpy(), c.numpy()) for (a, _), (c, _) in pairs)
+    mixed = mixup(ds, 3, alpha=0.4, seed=7)
+    first, second = ([t.numpy() for _, t in mixed] for _ in range(2))  # two epochs
+    assert any(not np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    assert mixed.cardinality().numpy() == ds.cardinality().numpy() == 3
+
+
+def test_mixup_keeps_the_dominant_clips_length():
+    """Padding (zero rows) is never blended in: the dominant clip's padding stays padding, and
+    where only its partner is padding the dominant clip's frames stay as they are."""
+    x = np.ones((2, 6, 2), np.float32)
+    x[0] *= 3.0
+    x[1] *= -5.0
+    x[0, 4:] = 0.0  # clip 0 is 4 frames long, clip 1 six
+    ds = tf.data.Dataset.from_tensor_slices((x, np.array([0, 1], np.int32))).batch(2)
+    mixed_x, mixed_y = (t.numpy() for t in next(iter(mixup(ds, 2, alpha=0.4, seed=0))))
+    w = mixed_y[:, 0] * [1, 0] + mixed_y[:, 1] * [0, 1]  # each clip's own weight
+    np.testing.assert_allclose(mixed_x[0, :4], w[0] * 3.0 + (1 - w[0]) * -5.0, rtol=1e-6)
+    np.testing.assert_array_equal(mixed_x[0, 4:], 0.0)  # clip 0's padding
+    np.testing.assert_allclose(mixed_x[1, :4], w[1] * -5.0 + (1 - w[1]) * 3.0, rtol=1e-6)
+    np.testing.assert_array_equal(mixed_x[1, 4:], -5.0)  # its partner's padding: its own frames
 
 
 def test_mixup_refuses_a_non_positive_alpha():
+    from data.checks import ConfigError
+    from models.classifier import ModelConfig
+
     ds, _, _ = _batches()
     with pytest.raises(ValueError, match="alpha must be > 0; received 0.0"):
         mixup(ds, 3, alpha=0.0)
+    with pytest.raises(ConfigError, match="model.mixup_alpha"):
+        ModelConfig(mixup_alpha=-0.2)
+    with pytest.raises(ConfigError, match="model.label_smoothing"):
+        ModelConfig(label_smoothing=1.0)

@@ -272,12 +272,13 @@ function recordView(model) {
 
 function listenView(model) {
   const start = model.detector ? model.detector.threshold : 0.7; // the export's own setting
-  const threshold = el("input", { type: "range", min: String(Math.min(0.3, start)), max: String(Math.max(0.95, start)), step: "0.01", value: String(start), class: "threshold" });
+  // the streaming model's own threshold, when the export has one
+  const own = model.detector && model.detector.stream_threshold != null ? model.detector.stream_threshold : start;
+  const threshold = el("input", { type: "range", min: String(Math.min(0.3, start, own)), max: String(Math.max(0.95, start, own)), step: "0.01", value: String(start), class: "threshold" });
   const thresholdValue = el("span", { class: "threshold-value", text: Number(threshold.value).toFixed(2) });
   // the streaming model (stream_step), when the export has one, starts from its own threshold;
   // each mode keeps the value the user last set for it
   const streamBox = el("input", { type: "checkbox", class: "stream" });
-  const own = model.detector && model.detector.stream_threshold != null ? model.detector.stream_threshold : start;
   const chosen = { plain: start, stream: own };
   const mode = () => (streamBox.checked ? "stream" : "plain");
   threshold.addEventListener("input", () => {
