@@ -397,8 +397,10 @@ def test_page_assets_and_model_cards(client, runs):
     speech, text = cards["speech"], cards["text"]
     assert speech["labels"] == LABELS and speech["sample_rate"] == 16000
     assert speech["stream"] is True and cards["lite"]["format"] == "tflite"
-    # the export's own detector settings (the default preset's), which the page starts from
-    assert speech["detector"] == dataclasses.asdict(DetectorConfig(stream_overlap=3))
+    # the export's own detector settings (the default preset's, with the fixture's own stream
+    # threshold), which the page starts from
+    expected = DetectorConfig(stream_overlap=3, stream_threshold=0.55)
+    assert speech["detector"] == dataclasses.asdict(expected)
     rows = dict(speech["summary"])
     assert rows["source"] == "synthetic" and rows["test accuracy"].endswith("on 8 clips")
     assert text["attention"] is True and len(text["examples"]) == 4
