@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import keras
 
-from data.checks import check
+from data.checks import OMIT_IF_DEFAULT, check
 from data.registry import Registry
 from models.features import FeatureNormalization, SpecAugment
 
@@ -147,8 +147,8 @@ class ModelConfig:
     time_width: int = 8
     freq_masks: int = 2
     freq_width: int = 2
-    label_smoothing: float = 0.0
-    mixup_alpha: float = 0.0
+    label_smoothing: float = field(default=0.0, metadata=OMIT_IF_DEFAULT)
+    mixup_alpha: float = field(default=0.0, metadata=OMIT_IF_DEFAULT)
 
     def __post_init__(self) -> None:
         check(self.cell in CELLS, "model.cell", self.cell, f"one of {CELLS.names()}")

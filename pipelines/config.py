@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
-from data.checks import ConfigError, check
+from data.checks import OMIT_IF_DEFAULT, ConfigError, check
 
 __all__ = ["ConfigError", "check", "build", "load_raw", "save", "to_dict", "parse_override"]
 
@@ -171,6 +171,28 @@ def build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
         return cls(**kwargs)
     except ConfigError as err:
         raise ConfigError(f"{prefix + ': ' if prefix else ''}{err}") from None
+
+
+def fingerprint_dict(config: Any) -> Any:
+    """``to_dict`` for hashing: fields marked ``OMIT_IF_DEFAULT`` are left out at their default."""
+
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {
+                f.name: convert(getattr(value, f.name))
+                for f in dataclasses.fields(value)
+                if not (
+                    f.metadata.get("fingerprint") == OMIT_IF_DEFAULT["fingerprint"]
+                    and getattr(value, f.name) == f.default
+                )
+            }
+        if isinstance(value, tuple | list):
+            return [convert(v) for v in value]
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        return value
+
+    return convert(config)
 
 
 def to_dict(config: Any) -> dict[str, Any]:

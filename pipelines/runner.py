@@ -114,7 +114,7 @@ def fingerprint(stage: Stage, config: Any, inputs: dict[str, str]) -> str:
         value = config
         for part in name.split("."):
             value = getattr(value, part)
-        sections[name] = cfg.to_dict(value)
+        sections[name] = cfg.fingerprint_dict(value)
     payload = {
         "stage": stage.name,
         "version": stage.version,

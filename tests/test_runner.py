@@ -245,3 +245,21 @@ def test_atomic_text_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_text_atomic(target, "new")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
+
+
+def test_a_setting_added_later_leaves_old_fingerprints_alone_while_at_its_default():
+    """Fields marked OMIT_IF_DEFAULT (model.mixup_alpha, model.label_smoothing) are not hashed at
+    their default, so runs from before they existed keep their fingerprints (and resume)."""
+    from models.classifier import ModelConfig
+    from pipelines import config as cfg
+    from pipelines.cli import resolve_config
+    from pipelines.runner import PIPELINES, fingerprint
+
+    hashed = cfg.fingerprint_dict(ModelConfig())
+    assert "cell" in hashed and not {"mixup_alpha", "label_smoothing"} & set(hashed)
+    assert cfg.fingerprint_dict(ModelConfig(mixup_alpha=0.2))["mixup_alpha"] == 0.2
+    assert {"mixup_alpha", "label_smoothing"} <= set(cfg.to_dict(ModelConfig()))  # config.yaml
+    _, plain = resolve_config("speech_commands")
+    _, mixed = resolve_config("speech_commands", overrides=["model.mixup_alpha=0.2"])
+    train = next(s for s in PIPELINES.get("speech_commands").stages if s.name == "train")
+    assert fingerprint(train, plain, {}) != fingerprint(train, mixed, {})
