@@ -19,7 +19,16 @@ import yaml
 
 from data.checks import OMIT_IF_DEFAULT, ConfigError, check
 
-__all__ = ["ConfigError", "check", "build", "load_raw", "save", "to_dict", "parse_override"]
+__all__ = [
+    "ConfigError",
+    "check",
+    "build",
+    "load_raw",
+    "save",
+    "to_dict",
+    "fingerprint_dict",
+    "parse_override",
+]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -196,7 +205,7 @@ def fingerprint_dict(config: Any) -> Any:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """Converts a (nested) config dataclass to plain dicts and lists, for YAML and hashing."""
+    """Converts a (nested) config dataclass to plain dicts and lists, every field (for YAML)."""
 
     def convert(value: Any) -> Any:
         if dataclasses.is_dataclass(value):
