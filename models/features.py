@@ -302,6 +302,12 @@ class FeatureNormalization(keras.layers.Layer):
             shapes[f"delta_{order}"] = (2 * DELTA_WIDTH, self.n_mfcc)
         return shapes
 
+    def _running(
+        self, x: tf.Tensor, start: tf.Tensor, count: tf.Tensor, prior: tf.Tensor | None
+    ) -> tf.Tensor:
+        """``running_mean`` over this layer's window, from ``prior`` when it has one."""
+        return running_mean(x, start, count, self.window_frames, prior, self.prior_frames)
+
     def stream_step(
         self, x: tf.Tensor, count: tf.Tensor, state: dict[str, tf.Tensor]
     ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
@@ -319,25 +325,13 @@ class FeatureNormalization(keras.layers.Layer):
         first = tf.equal(count, 0.0)[:, :, None]  # [batch, 1, 1]
         new: dict[str, tf.Tensor] = {}
         if self.running_mean:
-            means = running_mean(
-                x,
-                state["cmn"],
-                count,
-                self.window_frames,
-                self.prior if self.prior_frames else None,
-                self.prior_frames,
-            )
+            prior_mean = self.prior if self.prior_frames else None
+            means = self._running(x, state["cmn"], count, prior_mean)
             new["cmn"] = means[:, -1]
             if self.running_var:
                 shift = self.prior if self.prior_frames else 0.0
-                squares = running_mean(
-                    (x - shift) ** 2,
-                    state["cmn_sq"],
-                    count,
-                    self.window_frames,
-                    self.prior_sq if self.prior_frames else None,
-                    self.prior_frames,
-                )
+                prior_var = self.prior_sq if self.prior_frames else None
+                squares = self._running((x - shift) ** 2, state["cmn_sq"], count, prior_var)
                 new["cmn_sq"] = squares[:, -1]
                 x = (x - means) / _running_std(means - shift, squares)
             else:

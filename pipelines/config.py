@@ -184,32 +184,26 @@ def build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
 
 def fingerprint_dict(config: Any) -> Any:
     """``to_dict`` for hashing: fields marked ``OMIT_IF_DEFAULT`` are left out at their default."""
+    return to_dict(config, omit_defaults=True)
+
+
+def to_dict(config: Any, omit_defaults: bool = False) -> dict[str, Any]:
+    """Converts a (nested) config dataclass to plain dicts and lists, every field (for YAML).
+
+    ``omit_defaults`` leaves out fields marked ``OMIT_IF_DEFAULT`` while at their default.
+    """
+
+    def kept(value: Any, f: dataclasses.Field) -> bool:
+        marked = f.metadata.get("fingerprint") == OMIT_IF_DEFAULT["fingerprint"]
+        return not (omit_defaults and marked and getattr(value, f.name) == f.default)
 
     def convert(value: Any) -> Any:
         if dataclasses.is_dataclass(value):
             return {
                 f.name: convert(getattr(value, f.name))
                 for f in dataclasses.fields(value)
-                if not (
-                    f.metadata.get("fingerprint") == OMIT_IF_DEFAULT["fingerprint"]
-                    and getattr(value, f.name) == f.default
-                )
+                if kept(value, f)
             }
-        if isinstance(value, tuple | list):
-            return [convert(v) for v in value]
-        if isinstance(value, dict):
-            return {k: convert(v) for k, v in value.items()}
-        return value
-
-    return convert(config)
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    """Converts a (nested) config dataclass to plain dicts and lists, every field (for YAML)."""
-
-    def convert(value: Any) -> Any:
-        if dataclasses.is_dataclass(value):
-            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
         if isinstance(value, tuple | list):
             return [convert(v) for v in value]
         if isinstance(value, dict):
