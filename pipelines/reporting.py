@@ -109,7 +109,11 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], out: Path, title: str)
 
 
 def print_summary(title: str, rows: list[tuple[str, str]]) -> None:
-    """Prints a two-column table (what, value) with rich."""
+    """Prints a two-column table (what, value) with rich.
+
+    On a terminal, long values fold to its width. Piped or redirected, the table is as wide as
+    its longest row, so a path stays on one line for ``grep`` and for copying.
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -118,7 +122,15 @@ def print_summary(title: str, rows: list[tuple[str, str]]) -> None:
     table.add_column("value", overflow="fold")
     for key, value in rows:
         table.add_row(key, value)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        longest = max((_widest(key) + _widest(value) for key, value in rows), default=0)
+        console = Console(width=max(console.width, longest + 7))  # 7: the borders and padding
+    console.print(table)
+
+
+def _widest(text: str) -> int:
+    return max((len(line) for line in str(text).splitlines()), default=0)
 
 
 def summary_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:

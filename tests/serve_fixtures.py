@@ -1,13 +1,14 @@
 """Tiny trained runs for the ``run.py serve`` tests, trained once per test session.
 
-Both serve test files ask for them; the runs live under the session's base temporary folder, so
-whichever file comes first trains them (speech and translation at the same time) and the other
-reuses them. The speech model is trained long enough to be sure of its training clips (the
+Both serve test files ask for them; the runs live under the session's base temporary folder
+(shared by all pytest-xdist workers, under a file lock), so whichever file comes first trains them
+(speech and translation at the same time) and the other waits for them and reuses them. The speech model is trained long enough to be sure of its training clips (the
 browser test needs a clip it gets right); the translator to emit a date-shaped answer.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.conftest import ROOT
 
@@ -50,9 +52,30 @@ TEXT = [
 ]
 
 
+def session_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's temporary root, the same for every pytest-xdist worker.
+
+    Under xdist each worker's base folder is a child of the session's (``popen-gw0``, ...); run
+    alone, the base folder is the session's own.
+    """
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 def tiny_runs(base: Path) -> tuple[Path, Path]:
-    """``(speech run, translation run)`` under ``base/serve_runs``, trained if not there yet."""
+    """``(speech run, translation run)`` under ``base/serve_runs``, trained if not there yet.
+
+    A blocking lock on ``base/serve_runs.lock`` makes a second worker wait for the first one's
+    training instead of training the same runs again.
+    """
     root = base / "serve_runs"
+    root.mkdir(parents=True, exist_ok=True)
+    with open(base / "serve_runs.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return _train_tiny_runs(root)
+
+
+def _train_tiny_runs(root: Path) -> tuple[Path, Path]:
     speech, text = root / "speech_commands", root / "translation"
     if (root / "done").is_file():
         return speech, text

@@ -25,7 +25,7 @@ from pipelines.serving.live import Sessions
 from pipelines.serving.served import find_exports, load
 from pipelines.serving.tensors import RequestError
 from tests.conftest import ROOT
-from tests.serve_fixtures import clips, recording, tiny_runs
+from tests.serve_fixtures import clips, recording, session_base, tiny_runs
 from tests.test_cli import run_cli
 
 SENTENCE = "the 3rd of March, 2021"
@@ -34,7 +34,7 @@ LABELS = ["_silence_", "_unknown_", "no", "up", "yes"]
 
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory) -> tuple[Path, Path]:
-    return tiny_runs(tmp_path_factory.getbasetemp())
+    return tiny_runs(session_base(tmp_path_factory))
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import soundfile
 from pipelines.detect import detect_file
 from pipelines.serving.app import create_app
 from pipelines.serving.served import find_exports, load
-from tests.serve_fixtures import clips, recording, tiny_runs
+from tests.serve_fixtures import clips, recording, session_base, tiny_runs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -45,7 +45,7 @@ pytestmark = pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
 
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory) -> tuple[Path, Path]:
-    return tiny_runs(tmp_path_factory.getbasetemp())
+    return tiny_runs(session_base(tmp_path_factory))
 
 
 @pytest.fixture(scope="module")
