@@ -1,9 +1,10 @@
 """Tiny trained runs for the ``run.py serve`` tests, trained once per test session.
 
 Both serve test files ask for them; the runs live under the session's base temporary folder
-(shared by all pytest-xdist workers, under a file lock), so whichever file comes first trains them
-(speech and translation at the same time) and the other waits for them and reuses them. The speech model is trained long enough to be sure of its training clips (the
-browser test needs a clip it gets right); the translator to emit a date-shaped answer.
+(shared by all pytest-xdist workers, under a file lock), so whichever file comes first trains
+them (speech and translation at the same time) and the other waits for them and reuses them. The
+speech model is trained long enough to be sure of its training clips (the browser test needs a
+clip it gets right); the translator to emit a date-shaped answer.
 """
 
 from __future__ import annotations
