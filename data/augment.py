@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from data.audio import FeatureConfig
-from data.checks import check
+from data.checks import OMIT_IF_DEFAULT, check
 from data.clips import SILENCE, Clip
 
 
@@ -47,6 +48,11 @@ class AugmentConfig:
             gaps around the clip are digital silence (the others get background noise).
         gap_db_min: quietest background noise around a placed clip, dBFS (RMS);
             gap_db_max: loudest.
+        voice_prob: probability that a copy is spoken by another voice: Praat's "Change
+            gender" (``change_voice``) scales the formants (the vocal tract's length) and moves
+            the pitch independently, where ``speed_min``/``speed_max`` move both together.
+        formant_min: smallest formant ratio; formant_max: largest.
+        pitch_hz_min: lowest new median pitch (Hz, drawn log-uniformly); pitch_hz_max: highest.
     """
 
     copies: int = 0
@@ -68,8 +74,26 @@ class AugmentConfig:
     gap_silence_prob: float = 0.2
     gap_db_min: float = -70.0
     gap_db_max: float = -30.0
+    voice_prob: float = field(default=0.0, metadata=OMIT_IF_DEFAULT)
+    formant_min: float = field(default=0.85, metadata=OMIT_IF_DEFAULT)
+    formant_max: float = field(default=1.2, metadata=OMIT_IF_DEFAULT)
+    pitch_hz_min: float = field(default=80.0, metadata=OMIT_IF_DEFAULT)
+    pitch_hz_max: float = field(default=300.0, metadata=OMIT_IF_DEFAULT)
 
     def __post_init__(self) -> None:
+        check(0 <= self.voice_prob <= 1, "augment.voice_prob", self.voice_prob, "in [0, 1]")
+        check(
+            0.5 <= self.formant_min <= self.formant_max <= 2.0,
+            "augment.formant_min/formant_max",
+            (self.formant_min, self.formant_max),
+            "0.5 <= formant_min <= formant_max <= 2",
+        )
+        check(
+            50 <= self.pitch_hz_min <= self.pitch_hz_max <= 600,
+            "augment.pitch_hz_min/pitch_hz_max",
+            (self.pitch_hz_min, self.pitch_hz_max),
+            "50 <= pitch_hz_min <= pitch_hz_max <= 600 Hz",
+        )
         check(
             0 <= self.gap_silence_prob <= 1,
             "augment.gap_silence_prob",
@@ -159,6 +183,41 @@ def speed_perturb(y: np.ndarray, factor: float, sample_rate: int) -> np.ndarray:
     ).astype(np.float32)
 
 
+def change_voice(
+    y: np.ndarray, formant_ratio: float, pitch_hz: float, sample_rate: int
+) -> np.ndarray:
+    """``y`` as another voice would say it: formants scaled, pitch moved, timing kept.
+
+    Praat's "Change gender" (through ``parselmouth``): pitch-synchronous overlap-add moves the
+    median pitch to ``pitch_hz`` (keeping the intonation's shape) and a resampling scales every
+    formant by ``formant_ratio`` (above 1: a shorter vocal tract). A clip with no voiced frame
+    (no pitch to move) comes back unchanged.
+
+    Args:
+        y: the clip.
+        formant_ratio: factor applied to the formant frequencies.
+        pitch_hz: the new median pitch in Hz.
+        sample_rate: samples per second.
+
+    Returns:
+        float32, the length of ``y``.
+    """
+    import parselmouth
+    from parselmouth.praat import call
+
+    sound = parselmouth.Sound(np.asarray(y, np.float64), sampling_frequency=sample_rate)
+    try:
+        with warnings.catch_warnings():  # "no voiced segments": the clip is returned as it is
+            warnings.simplefilter("ignore", parselmouth.PraatWarning)
+            changed = call(sound, "Change gender", 75, 600, formant_ratio, pitch_hz, 1.0, 1.0)
+    except parselmouth.PraatError:  # nothing to analyse
+        return np.asarray(y, np.float32)
+    out = changed.values[0][: len(y)]
+    if not np.all(np.isfinite(out)):
+        return np.asarray(y, np.float32)
+    return out.astype(np.float32)
+
+
 EQ_BANDS = 6  # points of a random frequency response: smooth, like a microphone's or a room's
 
 
@@ -226,9 +285,13 @@ def augment(
 ) -> np.ndarray:
     """One augmented copy of ``y``, every choice drawn from ``rng``.
 
-    Speed, shift, gain, equalization (with ``eq_db``), maybe a room (with ``reverb_prob``) and,
-    maybe, noise.
+    Maybe another voice (with ``voice_prob``), speed, shift, gain, equalization (with
+    ``eq_db``), maybe a room (with ``reverb_prob``) and, maybe, noise.
     """
+    if config.voice_prob and rng.random() < config.voice_prob:  # drawn only when asked
+        formant = float(rng.uniform(config.formant_min, config.formant_max))
+        pitch = float(np.exp(rng.uniform(np.log(config.pitch_hz_min), np.log(config.pitch_hz_max))))
+        y = change_voice(y, formant, pitch, sample_rate)
     y = speed_perturb(y, float(rng.uniform(config.speed_min, config.speed_max)), sample_rate)
     if config.eq_db:  # drawn only when asked: other settings keep their copies
         y = random_eq(y, config.eq_db, rng)

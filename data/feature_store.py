@@ -69,14 +69,16 @@ HOW_MANY = ("copies", "copies_by_source")
 
 
 REVERB = ("reverb_prob", "rt60_min", "rt60_max", "drr_db_min", "drr_db_max")
+VOICE = ("voice_prob", "formant_min", "formant_max", "pitch_hz_min", "pitch_hz_max")
 
 
 def _off(aug: AugmentConfig) -> tuple[str, ...]:
-    """The augmentation settings that change nothing as set (eq, reverberation, hiss off)."""
+    """The augmentation settings that change nothing as set (eq, reverberation, hiss, voice off)."""
     return (
         (() if aug.eq_db else ("eq_db",))
         + (() if aug.reverb_prob else REVERB)
         + (() if aug.hiss_prob else ("hiss_prob",))
+        + (() if aug.voice_prob else VOICE)
     )
 
 

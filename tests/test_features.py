@@ -245,6 +245,7 @@ def test_feature_cache_key_ignores_settings_applied_in_the_model(tmp_path):
         (FeatureConfig(normalize="utterance"), AugmentConfig(copies=1)),
         (FeatureConfig(), AugmentConfig(copies=4, copies_by_source={"fsdd": 2})),
         (FeatureConfig(), AugmentConfig(copies=1, rt60_max=1.0)),  # reverberation is off
+        (FeatureConfig(), AugmentConfig(copies=1, formant_max=1.5)),  # other voices are off
     ]
     assert all(_cache_key(task, f, a, 0) == key for f, a in same)
     other = [
@@ -253,6 +254,7 @@ def test_feature_cache_key_ignores_settings_applied_in_the_model(tmp_path):
         (FeatureConfig(), AugmentConfig(copies=1, eq_db=6.0), 0),
         (FeatureConfig(), AugmentConfig(copies=1, reverb_prob=0.5), 0),
         (FeatureConfig(), AugmentConfig(copies=1, hiss_prob=0.5), 0),
+        (FeatureConfig(), AugmentConfig(copies=1, voice_prob=0.5), 0),
         (FeatureConfig(), AugmentConfig(copies=1), 1),
     ]
     assert all(_cache_key(task, f, a, seed) != key for f, a, seed in other)
@@ -417,3 +419,68 @@ def test_feature_worker_processes_give_the_same_features(tmp_path, clip_folder, 
     pooled = compute_many(tasks, FeatureConfig(), cache_dir=str(tmp_path / "a"), workers=2)
     alone = compute_many(tasks, FeatureConfig(), cache_dir=None)
     assert all(np.array_equal(a, b) for a, b in zip(pooled, alone, strict=True))
+
+
+def _vowel(pitch_hz: float, formants: tuple[float, ...], rate: int, seconds: float) -> np.ndarray:
+    """A synthetic vowel: a glottal pulse train through one two-pole resonator per formant."""
+    from scipy.signal import lfilter
+
+    n = int(rate * seconds)
+    y = np.zeros(n)
+    y[:: int(rate / pitch_hz)] = 1.0
+    for formant in formants:
+        r, theta = np.exp(-np.pi * 80 / rate), 2 * np.pi * formant / rate
+        y = lfilter([1.0], [1.0, -2 * r * np.cos(theta), r * r], y)
+    return (0.3 * y / np.abs(y).max()).astype(np.float32)
+
+
+def test_change_voice_moves_the_pitch_and_scales_the_formants_keeping_the_timing():
+    import parselmouth
+
+    from data.augment import AugmentConfig, augment, change_voice
+
+    rate = 8000
+    y = _vowel(110.0, (700.0, 1200.0), rate, 0.6)
+
+    def pitch(z):
+        f0 = parselmouth.Sound(z.astype(np.float64), rate).to_pitch().selected_array["frequency"]
+        return float(np.median(f0[f0 > 0]))
+
+    def first_formant(z):
+        formants = parselmouth.Sound(z.astype(np.float64), rate).to_formant_burg()
+        return float(np.nanmedian([formants.get_value_at_time(1, t) for t in formants.ts()]))
+
+    assert pitch(y) == pytest.approx(110.0, rel=0.03)
+    higher = change_voice(y, 1.0, 200.0, rate)
+    assert higher.dtype == np.float32 and higher.shape == y.shape
+    assert pitch(higher) == pytest.approx(200.0, rel=0.05)
+    assert first_formant(higher) == pytest.approx(first_formant(y), rel=0.08)
+    shorter_tract = change_voice(y, 1.2, 110.0, rate)
+    assert shorter_tract.shape == y.shape
+    assert pitch(shorter_tract) == pytest.approx(110.0, rel=0.05)
+    assert first_formant(shorter_tract) / first_formant(y) == pytest.approx(1.2, rel=0.08)
+    # nothing voiced: the clip comes back as it was
+    silence = np.zeros(4000, np.float32)
+    np.testing.assert_array_equal(change_voice(silence, 1.1, 200.0, rate), silence)
+    # voice_prob 1: every copy is another voice; 0 (the default) draws nothing for it
+    still = {
+        "noise_prob": 0.0,
+        "speed_min": 1.0,
+        "speed_max": 1.0,
+        "gain_db": 0,
+        "time_shift_ms": 0,
+    }
+    plain = AugmentConfig(copies=1, **still)
+    voiced = AugmentConfig(copies=1, voice_prob=1.0, **still)
+    a = augment(y, plain, rate, [], np.random.default_rng(3))
+    b = augment(y, voiced, rate, [], np.random.default_rng(3))
+    assert a.shape == b.shape and not np.allclose(a, b, atol=1e-3)
+    assert 80.0 * 0.95 <= pitch(b) <= 300.0 * 1.05
+    with pytest.raises(ValueError, match=r"augment.voice_prob.*Received: 1.5"):
+        AugmentConfig(voice_prob=1.5)
+    with pytest.raises(
+        ValueError, match=r"augment.formant_min/formant_max.*Received: \(1.2, 0.9\)"
+    ):
+        AugmentConfig(formant_min=1.2, formant_max=0.9)
+    with pytest.raises(ValueError, match=r"augment.pitch_hz_min/pitch_hz_max.*Received: \(20"):
+        AugmentConfig(pitch_hz_min=20)
