@@ -184,36 +184,40 @@ def speed_perturb(y: np.ndarray, factor: float, sample_rate: int) -> np.ndarray:
 
 
 def change_voice(
-    y: np.ndarray, formant_ratio: float, pitch_hz: float, sample_rate: int
+    y: np.ndarray, formant_ratio: float, pitch_hz: float, sample_rate: int, seed: int = 0
 ) -> np.ndarray:
     """``y`` as another voice would say it: formants scaled, pitch moved, timing kept.
 
     Praat's "Change gender" (through ``parselmouth``): pitch-synchronous overlap-add moves the
     median pitch to ``pitch_hz`` (keeping the intonation's shape) and a resampling scales every
-    formant by ``formant_ratio`` (above 1: a shorter vocal tract). A clip with no voiced frame
-    (no pitch to move) comes back unchanged.
+    formant by ``formant_ratio`` (above 1: a shorter vocal tract). Unvoiced stretches, and a clip
+    with nothing voiced, get the formant scaling only. Praat resynthesizes them with its own
+    random generator, which is seeded with ``seed`` first (for the whole process), so a copy
+    repeats exactly.
 
     Args:
         y: the clip.
         formant_ratio: factor applied to the formant frequencies.
         pitch_hz: the new median pitch in Hz.
         sample_rate: samples per second.
+        seed: seed of Praat's random generator.
 
     Returns:
-        float32, the length of ``y``.
+        float32, the length of ``y``; ``y`` itself if Praat cannot analyse it.
     """
     import parselmouth
-    from parselmouth.praat import call
+    from parselmouth.praat import call, run
 
     sound = parselmouth.Sound(np.asarray(y, np.float64), sampling_frequency=sample_rate)
     try:
-        with warnings.catch_warnings():  # "no voiced segments": the clip is returned as it is
+        run(f"random_initializeWithSeedUnsafelyButPredictably ({int(seed)})")
+        with warnings.catch_warnings():  # "no voiced segments": the formants are still scaled
             warnings.simplefilter("ignore", parselmouth.PraatWarning)
             changed = call(sound, "Change gender", 75, 600, formant_ratio, pitch_hz, 1.0, 1.0)
-    except parselmouth.PraatError:  # nothing to analyse
+    except parselmouth.PraatError:
         return np.asarray(y, np.float32)
     out = changed.values[0][: len(y)]
-    if not np.all(np.isfinite(out)):
+    if out.size != len(y) or not np.all(np.isfinite(out)):
         return np.asarray(y, np.float32)
     return out.astype(np.float32)
 
@@ -291,7 +295,7 @@ def augment(
     if config.voice_prob and rng.random() < config.voice_prob:  # drawn only when asked
         formant = float(rng.uniform(config.formant_min, config.formant_max))
         pitch = float(np.exp(rng.uniform(np.log(config.pitch_hz_min), np.log(config.pitch_hz_max))))
-        y = change_voice(y, formant, pitch, sample_rate)
+        y = change_voice(y, formant, pitch, sample_rate, int(rng.integers(2**31)))
     y = speed_perturb(y, float(rng.uniform(config.speed_min, config.speed_max)), sample_rate)
     if config.eq_db:  # drawn only when asked: other settings keep their copies
         y = random_eq(y, config.eq_db, rng)

@@ -124,13 +124,18 @@ def print_summary(title: str, rows: list[tuple[str, str]]) -> None:
         table.add_row(key, value)
     console = Console()
     if not console.is_terminal:
-        longest = max((_widest(key) + _widest(value) for key, value in rows), default=0)
-        console = Console(width=max(console.width, longest + 7))  # 7: the borders and padding
+        # the widest key beside the widest value, plus 7 cells of borders and padding
+        keys = max((_widest(key) for key, _ in rows), default=0)
+        values = max((_widest(value) for _, value in rows), default=0)
+        console = Console(width=max(console.width, keys + values + 7))
     console.print(table)
 
 
 def _widest(text: str) -> int:
-    return max((len(line) for line in str(text).splitlines()), default=0)
+    """Terminal cells of the widest line of ``text`` (wide characters count twice)."""
+    from rich.cells import cell_len
+
+    return max((cell_len(line) for line in str(text).splitlines()), default=0)
 
 
 def summary_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:

@@ -80,6 +80,8 @@ def _train_tiny_runs(root: Path) -> tuple[Path, Path]:
     speech, text = root / "speech_commands", root / "translation"
     if (root / "done").is_file():
         return speech, text
+    if (root / "failed").is_file():  # another worker's training failed: say so once, do not retry
+        raise AssertionError(f"training a tiny run failed:\n{(root / 'failed').read_text()}")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     jobs = []
     for pipeline, run_dir, sets in (
@@ -107,6 +109,7 @@ def _train_tiny_runs(root: Path) -> tuple[Path, Path]:
     for job in jobs:
         output, _ = job.communicate(timeout=600)
         if job.returncode != 0:
+            (root / "failed").write_text(output)
             raise AssertionError(f"training a tiny run failed:\n{output}")
     (root / "done").write_text("")
     return speech, text

@@ -459,10 +459,23 @@ def test_change_voice_moves_the_pitch_and_scales_the_formants_keeping_the_timing
     assert shorter_tract.shape == y.shape
     assert pitch(shorter_tract) == pytest.approx(110.0, rel=0.05)
     assert first_formant(shorter_tract) / first_formant(y) == pytest.approx(1.2, rel=0.08)
-    # nothing voiced: the clip comes back as it was
-    silence = np.zeros(4000, np.float32)
-    np.testing.assert_array_equal(change_voice(silence, 1.1, 200.0, rate), silence)
-    # voice_prob 1: every copy is another voice; 0 (the default) draws nothing for it
+    # Praat's own random generator is seeded: the same seed, the same copy
+    np.testing.assert_array_equal(
+        change_voice(y, 1.1, 150.0, rate, 7), change_voice(y, 1.1, 150.0, rate, 7)
+    )
+    # nothing voiced (noise): the formants are scaled all the same, the length is kept
+    noise = np.random.default_rng(0).standard_normal(4000).astype(np.float32) * 0.1
+    hiss = change_voice(noise, 1.2, 200.0, rate, 7)
+    assert hiss.shape == noise.shape and hiss.dtype == np.float32 and np.all(np.isfinite(hiss))
+    assert not np.allclose(hiss, noise, atol=1e-3)
+    np.testing.assert_array_equal(hiss, change_voice(noise, 1.2, 200.0, rate, 7))
+    assert not np.allclose(hiss, change_voice(noise, 1.2, 200.0, rate, 8), atol=1e-3)
+    # voice_prob 0 (the default) draws nothing for it: the copies made before it existed stay
+    rngs = [np.random.default_rng(5), np.random.default_rng(5)]
+    augment(y, AugmentConfig(copies=1), rate, [], rngs[0])
+    augment(y, AugmentConfig(copies=1, formant_max=1.5, pitch_hz_min=60), rate, [], rngs[1])
+    assert rngs[0].random() == rngs[1].random()
+    # voice_prob 1: every copy is another voice, repeated exactly by its rng
     still = {
         "noise_prob": 0.0,
         "speed_min": 1.0,
@@ -475,6 +488,7 @@ def test_change_voice_moves_the_pitch_and_scales_the_formants_keeping_the_timing
     a = augment(y, plain, rate, [], np.random.default_rng(3))
     b = augment(y, voiced, rate, [], np.random.default_rng(3))
     assert a.shape == b.shape and not np.allclose(a, b, atol=1e-3)
+    np.testing.assert_array_equal(b, augment(y, voiced, rate, [], np.random.default_rng(3)))
     assert 80.0 * 0.95 <= pitch(b) <= 300.0 * 1.05
     with pytest.raises(ValueError, match=r"augment.voice_prob.*Received: 1.5"):
         AugmentConfig(voice_prob=1.5)

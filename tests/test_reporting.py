@@ -7,11 +7,16 @@ from pipelines.reporting import print_summary
 
 def test_piped_summary_keeps_a_long_path_on_one_line(capsys) -> None:
     path = "/tmp/" + "/".join(f"folder{i:02d}" for i in range(20)) + "/run"  # 185 characters
-    print_summary("run", [("run directory", path), ("test accuracy", "0.950\n(as stored)")])
+    rows = [
+        ("run dir", path),
+        ("stage seconds", "ingest 1.8"),
+        ("test accuracy", "0.950\n(stored)"),
+    ]
+    print_summary("run", rows)
     out = capsys.readouterr().out
-    line = next(line for line in out.splitlines() if "run directory" in line)
+    line = next(line for line in out.splitlines() if "run dir" in line)
     assert path in line
-    assert "0.950" in out and "(as stored)" in out
+    assert "0.950" in out and "(stored)" in out
 
 
 def test_summary_of_short_rows_is_not_padded_past_the_default_width(capsys) -> None:
