@@ -112,7 +112,8 @@ def print_summary(title: str, rows: list[tuple[str, str]]) -> None:
     """Prints a two-column table (what, value) with rich.
 
     On a terminal, long values fold to its width. Piped or redirected, the table is as wide as
-    its longest row, so a path stays on one line for ``grep`` and for copying.
+    its widest key beside its widest value, so a path stays on one line for ``grep`` and for
+    copying.
     """
     from rich.console import Console
     from rich.table import Table
