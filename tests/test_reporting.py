@@ -6,7 +6,7 @@ from pipelines.reporting import print_summary
 
 
 def test_piped_summary_keeps_a_long_path_on_one_line(capsys) -> None:
-    path = "/tmp/" + "/".join(f"folder{i:02d}" for i in range(20)) + "/run"  # 185 characters
+    path = "/tmp/" + "/".join(f"folder{i:02d}" for i in range(20)) + "/run"  # 188 characters
     rows = [
         ("run dir", path),
         ("stage seconds", "ingest 1.8"),
