@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import keras
+import numpy as np
+import scipy.fft
+import tensorflow as tf
 
 from data.checks import OMIT_IF_DEFAULT, check
 from data.registry import Registry
@@ -96,6 +99,93 @@ class MaskedAttentionPooling1D(keras.layers.Layer):
         return (input_shape[0], input_shape[2])
 
 
+@keras.saving.register_keras_serializable("rnn_speech")
+class FrequencyConv(keras.layers.Layer):
+    """Convolutions along frequency, one frame at a time, in front of the recurrent layers.
+
+    Each frame's cepstra (and their deltas, one channel each) go back to a smoothed log-mel
+    spectrum through the transposed DCT (``n_mfcc`` coefficients give the spectral envelope over
+    ``n_mels`` bands), then through ``Conv2D`` layers with ``(1, kernel)`` kernels, each followed
+    by a ``(1, pool)`` max-pool. The same filters slide over every band, and the pooling lets a
+    pattern move by a band or two, which is what a longer or shorter vocal tract does to the
+    formants (the reason conv front ends are used in keyword spotting, and why it may reach a new
+    speaker better). Nothing crosses frames, so it streams with no state.
+
+    Args:
+        n_mfcc: coefficients per stream.
+        n_mels: mel bands of the spectrum the coefficients came from.
+        streams: coefficient groups per frame (1 + delta orders), the conv's input channels.
+        filters: output channels of each conv layer.
+        kernel: bands each kernel spans.
+        pool: max-pool factor along frequency after each conv.
+    """
+
+    def __init__(
+        self,
+        n_mfcc: int,
+        n_mels: int,
+        streams: int = 1,
+        filters: tuple[int, ...] = (16, 32),
+        kernel: int = 5,
+        pool: int = 2,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.supports_masking = True
+        self.n_mfcc, self.n_mels, self.streams = n_mfcc, n_mels, streams
+        self.filters, self.kernel, self.pool = tuple(filters), kernel, pool
+        self.convs = [
+            keras.layers.Conv2D(f, (1, kernel), padding="same", activation="relu", name=f"conv_{i}")
+            for i, f in enumerate(self.filters)
+        ]
+        self.pools = [
+            keras.layers.MaxPooling2D((1, pool), padding="same", name=f"pool_{i}")
+            for i in range(len(self.filters))
+        ]
+        bands = n_mels
+        for _ in self.filters:
+            bands = -(-bands // pool)  # "same" pooling rounds up
+        self.units = bands * self.filters[-1]
+        # the transposed orthonormal DCT-II: cepstra -> the smoothed log-mel they describe
+        dct = scipy.fft.dct(np.eye(n_mels), type=2, norm="ortho", axis=1)[:, :n_mfcc]
+        self._inverse = dct.T.astype(np.float32)  # [n_mfcc, n_mels]
+
+    def build(self, input_shape) -> None:  # noqa: ANN001 - Keras layer API
+        shape = (None, None, self.n_mels, self.streams)
+        for conv, pool in zip(self.convs, self.pools, strict=True):
+            conv.build(shape)
+            shape = pool.compute_output_shape(conv.compute_output_shape(shape))
+
+    def call(self, x, mask=None):  # noqa: ANN001, ANN201 - Keras layer API
+        batch, steps = tf.shape(x)[0], tf.shape(x)[1]
+        x = tf.reshape(x, [batch, steps, self.streams, self.n_mfcc])
+        x = tf.tensordot(x, tf.constant(self._inverse, x.dtype), axes=1)  # [b, t, streams, mels]
+        x = tf.transpose(x, [0, 1, 3, 2])  # bands along width, streams as channels
+        for conv, pool in zip(self.convs, self.pools, strict=True):
+            x = pool(conv(x))
+        x = tf.reshape(x, [batch, steps, self.units])
+        if mask is not None:  # padding frames stay zero, as the layers after them expect
+            x = x * tf.cast(mask, x.dtype)[..., None]
+        return x
+
+    def compute_mask(self, inputs, mask=None):  # noqa: ANN001, ANN201
+        return mask
+
+    def compute_output_shape(self, input_shape):  # noqa: ANN001, ANN201
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "n_mfcc": self.n_mfcc,
+            "n_mels": self.n_mels,
+            "streams": self.streams,
+            "filters": list(self.filters),
+            "kernel": self.kernel,
+            "pool": self.pool,
+        }
+
+
 # pooling over time of the last recurrent layer's outputs (``last`` needs none)
 POOLING = {
     "mean": lambda: keras.layers.GlobalAveragePooling1D(name="mean_pool"),
@@ -130,6 +220,10 @@ class ModelConfig:
         label_smoothing: weight moved from the true class to a uniform target (0 = off).
         mixup_alpha: train on mixup blends of pairs of clips and their labels, the blend
             weights drawn from Beta(alpha, alpha) (``data.datasets.mixup``; 0 = off).
+        freq_filters: channels of each convolution along frequency in front of the recurrent
+            layers (``FrequencyConv``; empty = none).
+        freq_kernel: mel bands each of those kernels spans.
+        freq_pool: max-pool factor along frequency after each of them.
     """
 
     cell: str = "lstm"
@@ -149,6 +243,9 @@ class ModelConfig:
     freq_width: int = 2
     label_smoothing: float = field(default=0.0, metadata=OMIT_IF_DEFAULT)
     mixup_alpha: float = field(default=0.0, metadata=OMIT_IF_DEFAULT)
+    freq_filters: tuple[int, ...] = field(default=(), metadata=OMIT_IF_DEFAULT)
+    freq_kernel: int = field(default=5, metadata=OMIT_IF_DEFAULT)
+    freq_pool: int = field(default=2, metadata=OMIT_IF_DEFAULT)
 
     def __post_init__(self) -> None:
         check(self.cell in CELLS, "model.cell", self.cell, f"one of {CELLS.names()}")
@@ -174,6 +271,14 @@ class ModelConfig:
             "in [0, 1) (0 = off)",
         )
         check(self.mixup_alpha >= 0, "model.mixup_alpha", self.mixup_alpha, ">= 0 (0 = off)")
+        check(
+            all(f >= 1 for f in self.freq_filters),
+            "model.freq_filters",
+            list(self.freq_filters),
+            "channel counts >= 1 (an empty list for no frequency convolution)",
+        )
+        check(self.freq_kernel >= 1, "model.freq_kernel", self.freq_kernel, ">= 1")
+        check(self.freq_pool >= 1, "model.freq_pool", self.freq_pool, ">= 1")
 
     @property
     def soft_targets(self) -> bool:
@@ -193,6 +298,7 @@ def build_classifier(
     causal: bool = False,
     window_frames: int = 0,
     prior_frames: int = 0,
+    n_mels: int = 0,
     use_cudnn: bool | str = "auto",
     seed: int | None = None,
 ) -> keras.Model:
@@ -211,6 +317,7 @@ def build_classifier(
         window_frames: frames in one window (the running mean's horizon in a stream).
         prior_frames: the running mean starts from the training data's mean, worth this many
             frames (0: from the clip's first frame).
+        n_mels: mel bands behind the coefficients (needed by ``config.freq_filters``).
         use_cudnn: passed to LSTM/GRU; ``False`` builds the portable kernel used for export.
         seed: seed of the SpecAugment masks.
 
@@ -241,6 +348,17 @@ def build_classifier(
             config.freq_width,
             seed=seed,
             name="spec_augment",
+        )(x)
+    if config.freq_filters:
+        check(n_mels >= n_mfcc, "n_mels", n_mels, f">= n_mfcc ({n_mfcc}) for model.freq_filters")
+        x = FrequencyConv(
+            n_mfcc,
+            n_mels,
+            streams=1 + deltas,
+            filters=config.freq_filters,
+            kernel=config.freq_kernel,
+            pool=config.freq_pool,
+            name="frequency_conv",
         )(x)
     make_cell = CELLS.get(config.cell)
     for index in range(config.layers):

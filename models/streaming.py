@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from data.audio import FeatureConfig, feature_shape
-from models.classifier import MaskedAttentionPooling1D, MaskedMaxPooling1D
+from models.classifier import FrequencyConv, MaskedAttentionPooling1D, MaskedMaxPooling1D
 from models.features import MfccLayer, running_mean
 from models.serving import Stream
 
@@ -57,7 +57,7 @@ def stream_problems(model: keras.Model, features: FeatureConfig) -> list[str]:
             problems.append(f"layer {layer.name} runs backwards in time")
         elif not isinstance(
             layer,
-            SKIPPED + (keras.layers.RNN, keras.layers.Dense) + tuple(POOLS),
+            SKIPPED + (keras.layers.RNN, keras.layers.Dense, FrequencyConv) + tuple(POOLS),
         ) and layer.name not in ("normalization", "spec_augment"):
             problems.append(f"layer {layer.name} ({type(layer).__name__}) has no streaming step")
     return problems
@@ -84,6 +84,8 @@ class StreamingClassifier(tf.Module):
         self.shape = feature_shape(features)
         self.mfcc = MfccLayer(features, name="stream_mfcc")
         self.normalization = model.get_layer("normalization")
+        # per-frame layers between the normalization and the recurrent layers (no state)
+        self.frame_layers = [layer for layer in model.layers if isinstance(layer, FrequencyConv)]
         self.recurrent = [layer for layer in model.layers if isinstance(layer, keras.layers.RNN)]
         pools = [layer for layer in model.layers if type(layer) in POOLS]
         self.pool_layer = pools[0] if pools else None
@@ -147,6 +149,8 @@ class StreamingClassifier(tf.Module):
             {k: state[k] for k in self.normalization.stream_state()},
         )
         new.update(norm_state)
+        for layer in self.frame_layers:
+            x = layer(x)
         one_hop = samples.shape[1] == self.hop  # static: a plain cell call, no loop op
         for layer, runner in zip(self.recurrent, self._runners, strict=True):
             names = self._cell_state_names(layer)

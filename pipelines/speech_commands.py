@@ -195,6 +195,7 @@ def build_model(config: SpeechConfig, n_classes: int, use_cudnn: bool | str = "a
         prior_frames=round(
             config.features.running_prior_seconds * 1000 / config.features.stride_ms
         ),
+        n_mels=config.features.n_mels,
         use_cudnn=use_cudnn,
         seed=config.runtime.seed,
     )

@@ -57,3 +57,54 @@ def test_relu_activation_and_bad_cell():
 
     with pytest.raises(ConfigError, match="model.activation"):
         ModelConfig(activation="swishy")
+
+
+def test_frequency_conv_sees_the_log_mel_spectrum_behind_the_cepstra():
+    import librosa
+
+    from models.classifier import FrequencyConv
+
+    rng = np.random.default_rng(3)
+    log_mel = rng.normal(size=(7, 16)).astype("float32")  # 7 frames, 16 bands
+    cepstra = librosa.feature.mfcc(S=log_mel.T, n_mfcc=16).T  # librosa's orthonormal DCT-II
+    layer = FrequencyConv(n_mfcc=16, n_mels=16)
+    np.testing.assert_allclose(cepstra @ layer._inverse, log_mel, atol=1e-4)  # all coefficients
+    smooth = cepstra[:, :4] @ FrequencyConv(n_mfcc=4, n_mels=16)._inverse  # the envelope
+    assert np.abs(smooth - log_mel).mean() < np.abs(log_mel).mean()
+    assert np.abs(np.diff(smooth, axis=1)).mean() < 0.5 * np.abs(np.diff(log_mel, axis=1)).mean()
+
+
+def test_frequency_conv_is_a_per_frame_front_end_that_keeps_padding_masked():
+    config = ModelConfig(units=8, pooling="mean", dropout=0.0, freq_filters=(4, 6), freq_pool=2)
+    model = build_classifier(config, 3, n_mfcc=5, deltas=1, running_mean=True, n_mels=20)
+    layer = model.get_layer("frequency_conv")
+    assert layer.streams == 2 and layer.units == 5 * 6  # 20 bands pooled twice by 2, 6 channels
+    x = np.random.default_rng(1).normal(size=(2, 9, 5)).astype("float32")
+    out = layer(np.random.default_rng(2).normal(size=(2, 9, 10)).astype("float32"))
+    assert out.shape == (2, 9, 30)
+    # per frame: changing frame 4 changes frame 4's output only
+    frames = np.random.default_rng(4).normal(size=(1, 9, 10)).astype("float32")
+    moved = frames.copy()
+    moved[0, 4] += 1.0
+    diff = np.abs(layer(moved).numpy() - layer(frames).numpy()).max(axis=-1)[0]
+    assert diff[4] > 0 and np.all(np.delete(diff, 4) == 0)
+    padded = np.concatenate([x, np.zeros((2, 4, 5), "float32")], axis=1)
+    np.testing.assert_allclose(model(x).numpy(), model(padded).numpy(), atol=1e-5)
+
+
+def test_frequency_conv_saves_loads_and_refuses_bad_settings(tmp_path):
+    from data.checks import ConfigError
+
+    config = ModelConfig(units=4, freq_filters=(3,), freq_kernel=3, freq_pool=3)
+    model = build_classifier(config, 3, n_mfcc=4, deltas=2, n_mels=10)
+    assert model.get_layer("frequency_conv").units == 4 * 3  # 10 bands -> ceil(10 / 3) = 4
+    model.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras")
+    x = np.random.default_rng(0).normal(size=(2, 5, 4)).astype("float32")
+    np.testing.assert_allclose(model(x).numpy(), again(x).numpy(), atol=1e-6)
+    with pytest.raises(ConfigError, match=r"model.freq_filters.*\[8, 0\]"):
+        ModelConfig(freq_filters=(8, 0))
+    with pytest.raises(ConfigError, match="model.freq_kernel"):
+        ModelConfig(freq_kernel=0)
+    with pytest.raises(ConfigError, match="n_mels"):
+        build_classifier(ModelConfig(freq_filters=(3,)), 3, n_mfcc=4)  # no n_mels given

@@ -41,6 +41,7 @@ def _model(features: FeatureConfig, prior_frames: int = 0, **model_kwargs) -> ke
         causal=features.streaming,
         window_frames=feature_shape(features).max_frames,
         prior_frames=prior_frames,
+        n_mels=features.n_mels,
         use_cudnn=False,
         seed=0,
     )
@@ -60,23 +61,27 @@ def _clips(rng: np.random.Generator, n: int, features: FeatureConfig, windows: i
 
 
 @pytest.mark.parametrize(
-    ("cell", "pooling", "deltas", "normalize", "prior"),
+    ("cell", "pooling", "deltas", "normalize", "prior", "freq"),
     [
-        ("lstm", "mean", 1, "running", 0),
-        ("gru", "last", 2, "global", 0),
-        ("simple_rnn", "mean", 0, "running", 0),
-        ("gru", "mean", 1, "running", 20),  # the running mean starts from a prior
-        ("gru", "max", 1, "running", 20),
-        ("lstm", "max", 0, "global", 0),
-        ("gru", "attention", 1, "running", 20),
-        ("lstm", "attention", 0, "global", 0),
-        ("gru", "mean", 1, "running_var", 20),  # and divides by the running deviation
-        ("lstm", "last", 2, "running_var", 0),
+        ("lstm", "mean", 1, "running", 0, ()),
+        ("gru", "last", 2, "global", 0, ()),
+        ("simple_rnn", "mean", 0, "running", 0, ()),
+        ("gru", "mean", 1, "running", 20, ()),  # the running mean starts from a prior
+        ("gru", "max", 1, "running", 20, ()),
+        ("lstm", "max", 0, "global", 0, ()),
+        ("gru", "attention", 1, "running", 20, ()),
+        ("lstm", "attention", 0, "global", 0, ()),
+        ("gru", "mean", 1, "running_var", 20, ()),  # and divides by the running deviation
+        ("lstm", "last", 2, "running_var", 0, ()),
+        ("gru", "mean", 1, "running", 20, (4, 6)),  # convolutions along frequency first
+        ("lstm", "last", 0, "global", 0, (3,)),
     ],
 )
-def test_stream_step_hop_by_hop_matches_the_window_model(cell, pooling, deltas, normalize, prior):
+def test_stream_step_hop_by_hop_matches_the_window_model(
+    cell, pooling, deltas, normalize, prior, freq
+):
     features = _features(deltas=deltas, normalize=normalize)
-    model = _model(features, prior_frames=prior, cell=cell, pooling=pooling)
+    model = _model(features, prior_frames=prior, cell=cell, pooling=pooling, freq_filters=freq)
     if prior:
         assert np.abs(model.get_layer("normalization").prior.numpy()).max() > 0  # adapted
     clips = _clips(np.random.default_rng(0), 3, features)
@@ -159,26 +164,28 @@ def _tone_classes(rng: np.random.Generator, n: int, features: FeatureConfig):
 
 
 @pytest.mark.parametrize(
-    ("quantize", "pooling", "normalize"),
+    ("quantize", "pooling", "normalize", "freq"),
     [
-        ("none", "mean", "running"),
-        ("dynamic", "mean", "running"),
-        ("int8", "mean", "running"),
-        ("none", "max", "running"),
-        ("none", "attention", "running"),
-        ("none", "mean", "running_var"),
-        ("int8", "mean", "running_var"),  # its state's mean square in the int8 stream too
+        ("none", "mean", "running", ()),
+        ("dynamic", "mean", "running", ()),
+        ("none", "mean", "running", (4, 6)),  # convolutions along frequency first
+        ("dynamic", "mean", "running", (4, 6)),
+        ("int8", "mean", "running", ()),
+        ("none", "max", "running", ()),
+        ("none", "attention", "running", ()),
+        ("none", "mean", "running_var", ()),
+        ("int8", "mean", "running_var", ()),  # its state's mean square in the int8 stream too
     ],
 )
 def test_tflite_files_run_in_the_interpreter_and_match_the_model(
-    tmp_path, quantize, pooling, normalize
+    tmp_path, quantize, pooling, normalize, freq
 ):
     from models.serving import load_speech_model
     from models.tflite import export_tflite
 
     keras.utils.set_random_seed(0)  # the same small model whatever ran before
     features = _features(normalize=normalize)
-    model = _model(features, pooling=pooling)
+    model = _model(features, pooling=pooling, freq_filters=freq)
     rng = np.random.default_rng(4)
     train, train_labels = _tone_classes(rng, 48, features)
     front = MfccLayer(features)
