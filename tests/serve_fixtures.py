@@ -106,11 +106,20 @@ def _train_tiny_runs(root: Path) -> tuple[Path, Path]:
                 text=True,
             )
         )
-    for job in jobs:
-        output, _ = job.communicate(timeout=600)
-        if job.returncode != 0:
-            (root / "failed").write_text(output)
-            raise AssertionError(f"training a tiny run failed:\n{output}")
+    try:
+        for job in jobs:
+            try:
+                output, _ = job.communicate(timeout=600)
+            except subprocess.TimeoutExpired:
+                output = f"{' '.join(job.args)} took more than 600 s"
+            if job.returncode != 0:
+                (root / "failed").write_text(output)
+                raise AssertionError(f"training a tiny run failed:\n{output}")
+    finally:  # a failed or slow training leaves no other training running behind the tests
+        for job in jobs:
+            if job.poll() is None:
+                job.kill()
+                job.communicate()
     (root / "done").write_text("")
     return speech, text
 
