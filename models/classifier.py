@@ -103,20 +103,25 @@ class MaskedAttentionPooling1D(keras.layers.Layer):
 class FrequencyConv(keras.layers.Layer):
     """Convolutions along frequency, one frame at a time, in front of the recurrent layers.
 
-    Each frame's cepstra (and their deltas, one channel each) go back to a smoothed log-mel
-    spectrum through the transposed DCT (``n_mfcc`` coefficients give the spectral envelope over
-    ``n_mels`` bands), then through ``Conv2D`` layers with ``(1, kernel)`` kernels, each followed
-    by a ``(1, pool)`` max-pool. The same filters slide over every band, and the pooling lets a
-    pattern move by a band or two, which is what a longer or shorter vocal tract does to the
-    formants (the reason conv front ends are used in keyword spotting, and why it may reach a new
-    speaker better). Nothing crosses frames, so it streams with no state.
+    Each frame's coefficient groups (the cepstra and each delta order, one channel each) go back
+    along frequency through the transposed DCT: ``n_mfcc`` coefficients over ``n_mels`` bands,
+    the liftered log-mel spectrum. The layer sits after ``FeatureNormalization``, so what it maps
+    back are the standardized coefficients (each divided by its deviation over the training data,
+    which weighs the finer detail up; a fixed smoothing filter along frequency, learned around by
+    the convolutions), with the running mean removed. Then ``Conv2D`` layers with ``(1, kernel)``
+    kernels, each followed by a ``(1, pool)`` max-pool: the same filters slide over every band,
+    and the pooling lets a pattern move by a band or two, which is what a longer or shorter vocal
+    tract does to the formants (why conv front ends are used in keyword spotting). Nothing
+    crosses frames, so it streams with no state. SpecAugment, before it, masks coefficients, not
+    bands.
 
     Args:
         n_mfcc: coefficients per stream.
         n_mels: mel bands of the spectrum the coefficients came from.
         streams: coefficient groups per frame (1 + delta orders), the conv's input channels.
         filters: output channels of each conv layer.
-        kernel: bands each kernel spans.
+        kernel: the width of every kernel, in bands of its input (the first conv's are mel
+            bands, the later ones' pooled bands).
         pool: max-pool factor along frequency after each conv.
     """
 
@@ -146,11 +151,17 @@ class FrequencyConv(keras.layers.Layer):
         for _ in self.filters:
             bands = -(-bands // pool)  # "same" pooling rounds up
         self.units = bands * self.filters[-1]
-        # the transposed orthonormal DCT-II: cepstra -> the smoothed log-mel they describe
+        # the transposed orthonormal DCT-II: cepstra -> the (liftered) log-mel they describe
         dct = scipy.fft.dct(np.eye(n_mels), type=2, norm="ortho", axis=1)[:, :n_mfcc]
         self._inverse = dct.T.astype(np.float32)  # [n_mfcc, n_mels]
 
     def build(self, input_shape) -> None:  # noqa: ANN001 - Keras layer API
+        size = self.streams * self.n_mfcc
+        if input_shape[-1] is not None and input_shape[-1] != size:
+            raise ValueError(
+                f"FrequencyConv {self.name} expects {size} features a frame ({self.streams} "
+                f"groups of {self.n_mfcc} coefficients); received {input_shape[-1]}"
+            )
         shape = (None, None, self.n_mels, self.streams)
         for conv, pool in zip(self.convs, self.pools, strict=True):
             conv.build(shape)
@@ -222,7 +233,7 @@ class ModelConfig:
             weights drawn from Beta(alpha, alpha) (``data.datasets.mixup``; 0 = off).
         freq_filters: channels of each convolution along frequency in front of the recurrent
             layers (``FrequencyConv``; empty = none).
-        freq_kernel: mel bands each of those kernels spans.
+        freq_kernel: the width of those kernels, in bands of their input.
         freq_pool: max-pool factor along frequency after each of them.
     """
 
@@ -350,7 +361,12 @@ def build_classifier(
             name="spec_augment",
         )(x)
     if config.freq_filters:
-        check(n_mels >= n_mfcc, "n_mels", n_mels, f">= n_mfcc ({n_mfcc}) for model.freq_filters")
+        check(
+            n_mels >= n_mfcc,
+            "features.n_mels",
+            n_mels,
+            f">= features.n_mfcc ({n_mfcc}) for model.freq_filters",
+        )
         x = FrequencyConv(
             n_mfcc,
             n_mels,

@@ -110,8 +110,10 @@ def _train_tiny_runs(root: Path) -> tuple[Path, Path]:
         for job in jobs:
             try:
                 output, _ = job.communicate(timeout=600)
-            except subprocess.TimeoutExpired:
-                output = f"{' '.join(job.args)} took more than 600 s"
+            except subprocess.TimeoutExpired:  # its log so far, then why it stopped
+                job.kill()
+                output, _ = job.communicate()
+                output += f"\n{' '.join(job.args)} took more than 600 s"
             if job.returncode != 0:
                 (root / "failed").write_text(output)
                 raise AssertionError(f"training a tiny run failed:\n{output}")
@@ -119,7 +121,7 @@ def _train_tiny_runs(root: Path) -> tuple[Path, Path]:
         for job in jobs:
             if job.poll() is None:
                 job.kill()
-                job.communicate()
+                job.communicate(timeout=60)
     (root / "done").write_text("")
     return speech, text
 

@@ -59,19 +59,35 @@ def test_relu_activation_and_bad_cell():
         ModelConfig(activation="swishy")
 
 
-def test_frequency_conv_sees_the_log_mel_spectrum_behind_the_cepstra():
-    import librosa
-
+def _identity_conv(n_mfcc: int, n_mels: int, streams: int):  # noqa: ANN202
+    """A ``FrequencyConv`` whose one conv copies its input: its output is what the convs see."""
     from models.classifier import FrequencyConv
 
+    layer = FrequencyConv(n_mfcc, n_mels, streams=streams, filters=(streams,), kernel=1, pool=1)
+    layer.build((None, None, streams * n_mfcc))
+    layer.convs[0].kernel.assign(np.eye(streams, dtype="float32")[None, None])
+    return layer
+
+
+def test_frequency_conv_sees_the_log_mel_spectrum_behind_each_coefficient_group():
+    import librosa
+    import scipy.fft
+
     rng = np.random.default_rng(3)
-    log_mel = rng.normal(size=(7, 16)).astype("float32")  # 7 frames, 16 bands
-    cepstra = librosa.feature.mfcc(S=log_mel.T, n_mfcc=16).T  # librosa's orthonormal DCT-II
-    layer = FrequencyConv(n_mfcc=16, n_mels=16)
-    np.testing.assert_allclose(cepstra @ layer._inverse, log_mel, atol=1e-4)  # all coefficients
-    smooth = cepstra[:, :4] @ FrequencyConv(n_mfcc=4, n_mels=16)._inverse  # the envelope
-    assert np.abs(smooth - log_mel).mean() < np.abs(log_mel).mean()
-    assert np.abs(np.diff(smooth, axis=1)).mean() < 0.5 * np.abs(np.diff(log_mel, axis=1)).mean()
+    spectra = rng.uniform(1, 2, size=(2, 1, 7, 16)).astype("float32")  # 2 groups, 7 frames
+    # librosa's orthonormal DCT-II, as the MFCC front end computes it; groups side by side
+    cepstra = [librosa.feature.mfcc(S=g[0].T, n_mfcc=16).T for g in spectra]
+    frames = np.concatenate(cepstra, axis=-1)[None]  # [1, 7, 32]: mfcc then delta, per frame
+    seen = _identity_conv(16, 16, 2)(frames).numpy().reshape(1, 7, 16, 2)  # [.., bands, groups]
+    for group in range(2):  # every coefficient kept: the exact spectra, each in its channel
+        np.testing.assert_allclose(seen[..., group], spectra[group], atol=1e-4)
+    # 4 coefficients: the liftered spectrum, as scipy's inverse DCT of the zero-padded cepstra
+    short = np.concatenate([c[:, :4] for c in cepstra], axis=-1)[None]
+    seen = _identity_conv(4, 16, 2)(short).numpy().reshape(1, 7, 16, 2)
+    for group in range(2):
+        padded = np.pad(cepstra[group][:, :4], ((0, 0), (0, 12)))
+        liftered = np.maximum(scipy.fft.idct(padded, type=2, norm="ortho", axis=-1), 0)  # relu
+        np.testing.assert_allclose(seen[0, ..., group], liftered, atol=1e-4)
 
 
 def test_frequency_conv_is_a_per_frame_front_end_that_keeps_padding_masked():
@@ -94,6 +110,7 @@ def test_frequency_conv_is_a_per_frame_front_end_that_keeps_padding_masked():
 
 def test_frequency_conv_saves_loads_and_refuses_bad_settings(tmp_path):
     from data.checks import ConfigError
+    from models.classifier import FrequencyConv
 
     config = ModelConfig(units=4, freq_filters=(3,), freq_kernel=3, freq_pool=3)
     model = build_classifier(config, 3, n_mfcc=4, deltas=2, n_mels=10)
@@ -106,5 +123,7 @@ def test_frequency_conv_saves_loads_and_refuses_bad_settings(tmp_path):
         ModelConfig(freq_filters=(8, 0))
     with pytest.raises(ConfigError, match="model.freq_kernel"):
         ModelConfig(freq_kernel=0)
-    with pytest.raises(ConfigError, match="n_mels"):
+    with pytest.raises(ConfigError, match="features.n_mels"):
         build_classifier(ModelConfig(freq_filters=(3,)), 3, n_mfcc=4)  # no n_mels given
+    with pytest.raises(ValueError, match="expects 8 features a frame .* received 6"):
+        FrequencyConv(4, 10, streams=2)(np.zeros((1, 3, 6), "float32"))

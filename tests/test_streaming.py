@@ -170,6 +170,7 @@ def _tone_classes(rng: np.random.Generator, n: int, features: FeatureConfig):
         ("dynamic", "mean", "running", ()),
         ("none", "mean", "running", (4, 6)),  # convolutions along frequency first
         ("dynamic", "mean", "running", (4, 6)),
+        ("int8", "mean", "running", (4, 6)),
         ("int8", "mean", "running", ()),
         ("none", "max", "running", ()),
         ("none", "attention", "running", ()),
