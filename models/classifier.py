@@ -107,8 +107,8 @@ class FrequencyConv(keras.layers.Layer):
     along frequency through the transposed DCT: ``n_mfcc`` coefficients over ``n_mels`` bands,
     the liftered log-mel spectrum. The layer sits after ``FeatureNormalization``, so what it maps
     back are the standardized coefficients (each divided by its deviation over the training data,
-    which weighs the finer detail up; a fixed smoothing filter along frequency, learned around by
-    the convolutions), with the running mean removed. Then ``Conv2D`` layers with ``(1, kernel)``
+    which weighs the finer detail up: a fixed filter along frequency that the convolutions learn
+    around), with the running mean removed. Then ``Conv2D`` layers with ``(1, kernel)``
     kernels, each followed by a ``(1, pool)`` max-pool: the same filters slide over every band,
     and the pooling lets a pattern move by a band or two, which is what a longer or shorter vocal
     tract does to the formants (why conv front ends are used in keyword spotting). Nothing
