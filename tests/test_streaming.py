@@ -363,3 +363,27 @@ def test_stream_step_matches_the_window_model_on_real_fsdd_clips():
     expected = model(MfccLayer(features)(clips), training=False).numpy()
     streamed, _ = StreamingClassifier(model, features).run(clips, hops=40)
     np.testing.assert_allclose(streamed[:, -1].numpy(), expected, atol=1e-5)
+
+
+def test_an_export_with_frequency_convolutions_batches_and_streams_like_the_clip_alone(tmp_path):
+    from models.export import export_speech_classifier
+
+    features = _features()
+    model = _model(features, freq_filters=(4, 6))
+    rng = np.random.default_rng(5)
+    clips = _clips(rng, 4, features)
+    export_speech_classifier(model, features, ["a", "b", "c"], tmp_path / "e", {}, clips[0])
+    loaded = tf.saved_model.load(str(tmp_path / "e"))
+    alone, batched = loaded.signatures["serving_default"], loaded.signatures["serving_lengths"]
+    lengths = [4000, 2500, 1200, 3300]  # a padded batch of mixed lengths, as a client sends it
+    out = batched(waveform=tf.constant(clips), lengths=tf.constant(lengths, tf.int32))
+    for row, size in enumerate(lengths):
+        single = alone(waveform=tf.constant(clips[row : row + 1, :size]))["probabilities"]
+        np.testing.assert_allclose(out["probabilities"][row], single[0], atol=1e-4)
+    # the stream, fed the whole window hop by hop in one call, ends where the window model does
+    meta_state = StreamingClassifier(model, features).initial_state()
+    state = {f"state_{k}": v for k, v in meta_state.items()}
+    streamed = loaded.signatures["stream_step"](samples=tf.constant(clips[:1]), **state)
+    window = alone(waveform=tf.constant(clips[:1]))["probabilities"].numpy()[0]
+    np.testing.assert_allclose(streamed["probabilities"].numpy()[0], window, atol=1e-4)
+    np.testing.assert_allclose(streamed["hop_probabilities"].numpy()[0, -1], window, atol=1e-4)
