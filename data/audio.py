@@ -173,12 +173,23 @@ def header_problem(path: str) -> str | None:
     return None
 
 
-def load_audio(path: str, sample_rate: int) -> np.ndarray:
+def load_audio(path: str, sample_rate: int, allow_silent: bool = False) -> np.ndarray:
     """Decodes ``path`` to mono float32 at ``sample_rate``, resampling as needed.
 
+    Formats libsndfile cannot read go to librosa's fallback decoder (audioread).
+
+    Args:
+        path: the audio file.
+        sample_rate: the rate to return.
+        allow_silent: accept all-zero audio (inference: digital silence has an answer); a
+            training clip of zeros is a broken recording.
+
     Raises:
-        AudioError: the file is missing, unreadable, empty, silent or not finite.
+        AudioError: the file is missing, unreadable, empty, not finite, or (unless
+            ``allow_silent``) all zeros.
     """
+    import warnings
+
     import librosa
     import soundfile
 
@@ -187,19 +198,25 @@ def load_audio(path: str, sample_rate: int) -> np.ndarray:
             y, sr = soundfile.read(path, dtype="float32", always_2d=True)
             y = y.mean(axis=1)
         except soundfile.LibsndfileError:
-            y, sr = librosa.load(path, sr=None, mono=True)
+            with warnings.catch_warnings():  # the fallback's deprecation notices: noise here
+                warnings.simplefilter("ignore")
+                y, sr = librosa.load(path, sr=None, mono=True)
     except FileNotFoundError:
         raise AudioError(f"file not found: {path}") from None
     except Exception as err:  # noqa: BLE001 - decoder errors vary by backend
-        raise AudioError(f"unreadable audio ({type(err).__name__}: {err})") from None
-    return check_waveform(y, sr, sample_rate)
+        # neither decoder: libsndfile's reading of the header says more than the fallback's
+        problem = header_problem(path)
+        raise AudioError(problem or f"unreadable audio ({type(err).__name__}: {err})") from None
+    return check_waveform(y, sr, sample_rate, allow_silent)
 
 
-def check_waveform(y: np.ndarray, sr: int, sample_rate: int) -> np.ndarray:
+def check_waveform(
+    y: np.ndarray, sr: int, sample_rate: int, allow_silent: bool = False
+) -> np.ndarray:
     """Validates a decoded waveform and resamples it to ``sample_rate``.
 
     Raises:
-        AudioError: empty, non-finite or all-zero audio.
+        AudioError: empty or non-finite audio, or all zeros unless ``allow_silent``.
     """
     import librosa
 
@@ -208,7 +225,7 @@ def check_waveform(y: np.ndarray, sr: int, sample_rate: int) -> np.ndarray:
         raise AudioError("empty audio (0 samples)")
     if not np.all(np.isfinite(y)):
         raise AudioError("audio contains NaN or Inf samples")
-    if not np.any(y):
+    if not allow_silent and not np.any(y):
         raise AudioError("audio is all zeros")
     if sr != sample_rate:
         y = librosa.resample(y, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq")

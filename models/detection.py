@@ -6,12 +6,16 @@ averaged over the last ``average_ms``, and a command is reported when its smooth
 reaches ``threshold``. One utterance lights up several consecutive windows: they form one event.
 The first of them ends about as far after the word's start as the last one starts before the
 word's end, so the event's span runs between those two times (its middle is the word's middle;
-at least two hops wide). A new event of the same label whose first detection comes within
-``suppression_ms`` of the previous one's last is merged into it.
+at least two hops wide, and no later than the last window's end). A smoothed score speaks for the
+windows it averages, so its time is theirs, the middle of their end times, not the newest one's
+(which would put every event about half the averaging window late). A new event of the same
+label whose first detection comes within ``suppression_ms`` of the previous one's last is merged
+into it.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -51,6 +55,9 @@ class DetectorConfig:
 
     def __post_init__(self) -> None:
         check(0 < self.threshold <= 1, "threshold", self.threshold, "in (0, 1]")
+        for name in ("average_ms", "suppression_ms", "hop_ms", "stream_average_ms"):
+            value = getattr(self, name)
+            check(value is None or math.isfinite(value), name, value, "a finite number")
         check(self.average_ms >= 0, "average_ms", self.average_ms, ">= 0")
         check(self.suppression_ms >= 0, "suppression_ms", self.suppression_ms, ">= 0")
         check(self.hop_ms > 0, "hop_ms", self.hop_ms, "> 0")
@@ -83,6 +90,20 @@ class DetectorConfig:
     def hop_samples(self, rate: int) -> int:
         """``hop_ms`` in samples at ``rate`` (at least one)."""
         return max(1, int(round(rate * self.hop_ms / 1000)))
+
+    def check_window(self, window_s: float) -> None:
+        """Refuses a hop longer than the model's window, which would skip audio between windows.
+
+        Raises:
+            ConfigError: ``hop_ms`` above the window (the message names both).
+        """
+        check(
+            self.hop_ms <= window_s * 1000 + 1e-6,
+            "hop_ms",
+            self.hop_ms,
+            f"at most the model's window ({window_s * 1000:g} ms), or audio between windows "
+            "is never heard",
+        )
 
     def with_overrides(self, **values: float | None) -> DetectorConfig:
         """A copy with each value that is not None replaced (e.g. command-line flags).
@@ -134,6 +155,8 @@ class Detector:
         config: DetectorConfig,
         ignore: tuple[str, ...] = (SILENCE, UNKNOWN),
     ) -> None:
+        """Raises ``ConfigError`` for a ``hop_ms`` longer than ``window_s``."""
+        config.check_window(window_s)
         self.labels = list(labels)
         self.window_s = window_s
         self.config = config
@@ -144,14 +167,19 @@ class Detector:
         self._open_last = 0.0
         self._done: Event | None = None  # closed, held back in case the next one merges
         self._done_last = 0.0
+        self._newest = 0.0  # the latest window end pushed: no event ends after it
 
     def push(self, t_end: float, probabilities: np.ndarray) -> list[Event]:
         """Adds the posteriors of the window ending at ``t_end`` seconds; returns finished events."""
         self._recent.append((t_end, np.asarray(probabilities, np.float64)))
-        horizon = t_end - self.config.average_ms / 1000.0
+        self._newest = t_end
+        # windows ending in (t_end - average, t_end]; the margin absorbs float error in times
+        horizon = t_end - self.config.average_ms / 1000.0 + 1e-9
         while len(self._recent) > 1 and self._recent[0][0] <= horizon:
             self._recent.popleft()
         smoothed = np.mean([p for _, p in self._recent], axis=0)
+        # the averaged windows' time: the middle of their end times (t_end without averaging)
+        at = (self._recent[0][0] + t_end) / 2
         masked = np.where(self.reportable, smoothed, -1.0)
         best = int(np.argmax(masked))
         score = float(smoothed[best])
@@ -161,9 +189,9 @@ class Detector:
             if self._open is not None and self._open.label != label:
                 finished += self._close()
             if self._open is None:  # start/end become the span when the event closes
-                self._open = Event(label, t_end - self.window_s, t_end, score, detected=t_end)
+                self._open = Event(label, at - self.window_s, at, score, detected=t_end)
                 self._open_first = t_end
-            self._open.start = max(self._open.start, t_end - self.window_s)
+            self._open.start = max(self._open.start, at - self.window_s)
             self._open.score = max(self._open.score, score)
             self._open_last = t_end
         elif self._open is not None:
@@ -179,7 +207,7 @@ class Detector:
         # event.start: the last detecting window's start; event.end: the first one's end
         start, end = sorted((event.start, event.end))
         middle, half = (start + end) / 2, max(end - start, 2 * self.config.hop_ms / 1000) / 2
-        event.start, event.end = max(0.0, middle - half), middle + half
+        event.start, event.end = max(0.0, middle - half), min(middle + half, self._newest)
         out = []
         gap = self.config.suppression_ms / 1000.0
         if self._done is not None:

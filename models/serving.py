@@ -129,7 +129,9 @@ class SpeechModel:
         else:
             from models.tflite import interpreter
 
-            self._classify = interpreter(path / "classify.tflite").get_signature_runner("classify")
+            self._classify = interpreter(
+                _tflite_file(path, "classify.tflite")
+            ).get_signature_runner("classify")
 
     @property
     def signatures(self) -> dict[str, Any]:
@@ -177,8 +179,23 @@ class SpeechModel:
         if self.kind == "tflite":
             from models.tflite import TFLiteStream
 
-            return TFLiteStream(self.path / "stream_step.tflite", self.meta, rows)
+            return TFLiteStream(_tflite_file(self.path, "stream_step.tflite"), self.meta, rows)
         return _SavedModelStream(self._loaded.signatures["stream_step"], self.meta, rows)
+
+
+TFLITE_FILES = ("classify.tflite", "stream_step.tflite")
+
+
+def _tflite_file(folder: Path, name: str) -> Path:
+    """``folder / name``, which must exist.
+
+    Raises:
+        ExportError: the file is missing (the message names it).
+    """
+    path = folder / name
+    if not path.is_file():
+        raise ExportError(f"{folder} has metadata.json but no {name}: export it again")
+    return path
 
 
 def read_metadata(path: str | Path) -> tuple[Path, dict, str]:
@@ -188,6 +205,13 @@ def read_metadata(path: str | Path) -> tuple[Path, dict, str]:
         ExportError: no export metadata at ``path``.
     """
     path = Path(path)
+    if path.suffix == ".tflite" and path.name not in TFLITE_FILES:
+        raise ExportError(
+            f"{path}: expected one of the export's TFLite files ({', '.join(TFLITE_FILES)}) or "
+            "their folder; a renamed file cannot be told apart"
+        )
+    if path.suffix == ".tflite" and not path.is_file():
+        raise ExportError(f"{path}: no such file")
     folder = path.parent if path.suffix == ".tflite" else path
     for meta_path, kind in (
         (folder / "assets.extra" / "metadata.json", "savedmodel"),

@@ -75,6 +75,21 @@ def detect_file(
     see ``stream_posteriors``), reading its posteriors every ``hop_ms``, instead of classifying a
     whole window every ``hop_ms``.
     """
+    return list(iter_events(model, path, config, stream, batch))
+
+
+def iter_events(
+    model: SpeechModel,
+    path: str,
+    config: DetectorConfig | None = None,
+    stream: bool = False,
+    batch: int = 32,
+) -> Iterator[dict]:
+    """``detect_file``'s events, each as soon as the detector has closed it.
+
+    An hour of audio shows its first commands within seconds, and a decoding error late in a file
+    leaves the events found before it already handed out.
+    """
     import soundfile
     from rich.console import Console
     from rich.progress import Progress
@@ -85,7 +100,6 @@ def detect_file(
     rate, window = model.rate, model.window
     hop = config.hop_samples(rate)
     detector = Detector(model.labels, window / rate, config)
-    events = []
     try:
         seconds = soundfile.info(path).duration  # for the progress bar only
     except Exception:  # noqa: BLE001 - read_blocks reports unreadable files
@@ -110,10 +124,11 @@ def detect_file(
     with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
         bar = progress.add_task(f"Detecting in {Path(path).name}", total=seconds)
         for t, p in scored:
-            events.extend(detector.push(t, p))
+            for event in detector.push(t, p):
+                yield {"file": path, **event.to_dict()}
             progress.update(bar, completed=t)
-    events.extend(detector.flush())
-    return [{"file": path, **e.to_dict()} for e in events]
+    for event in detector.flush():
+        yield {"file": path, **event.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -141,7 +156,8 @@ class RunSchedule:
             schedule.first_answer * stream_hop <= schedule.length,
             "hop_ms (with stream)",
             f"{hop} samples",
-            f"at most about window / stream_overlap ({stride} samples)",
+            f"at most about window / stream_overlap ({stride} samples; samples at the "
+            "model's rate)",
         )
         return schedule
 
@@ -329,6 +345,7 @@ def detect(
     try:
         model = load_speech_model(export_dir)
         config = model.detector.with_overrides(**overrides)
+        config.check_window(model.window / model.rate)
         if stream:
             stream_schedule(model, config)  # fails early if the model or the hop cannot stream
     except (ExportError, ConfigError) as err:
@@ -337,7 +354,7 @@ def detect(
     failed = 0
     for path in files:
         try:
-            for event in detect_file(model, path, config, stream=stream):
+            for event in iter_events(model, path, config, stream=stream):
                 print(json.dumps(event, ensure_ascii=False), flush=True)
         except AudioError as err:
             print(json.dumps({"file": path, "error": str(err)}, ensure_ascii=False), flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -20,11 +21,13 @@ def predict(export_dir: str, inputs: list[str], top_k: int | None = None, batch:
     and its time. Translation exports take sentences (``-`` reads one sentence per line from
     stdin).
     """
+    from data.checks import ConfigError, check
     from models.serving import ExportError, load_speech_model, read_metadata
 
     try:
+        check(top_k is None or top_k >= 1, "--top-k", top_k, "at least 1")
         folder, meta, _ = read_metadata(export_dir)
-    except ExportError as err:
+    except (ExportError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if meta.get("task") == "translation":
@@ -68,12 +71,19 @@ def _classify_group(model: SpeechModel, paths: list[str], k: int) -> list[dict]:
     short: list[tuple[int, np.ndarray]] = []  # clips up to the window, answered in one batch
     for index, path in enumerate(paths):
         try:
-            waveform = load_audio(path, model.rate)
+            if _longer_than_window(path, model):  # read in blocks: memory stays flat
+                from pipelines.detect import read_blocks
+
+                results.append(
+                    {"input": path, **_strongest(model, read_blocks(path, model.rate), k)}
+                )
+                continue
+            waveform = load_audio(path, model.rate, allow_silent=True)
         except AudioError as err:
             results.append({"input": path, "error": str(err)})
             continue
-        if waveform.size > model.window:
-            results.append({"input": path, **_strongest(model, waveform, k)})
+        if waveform.size > model.window:  # a format only the fallback decoder reads
+            results.append({"input": path, **_strongest(model, iter([waveform]), k)})
         else:
             results.append({"input": path})
             short.append((index, waveform))
@@ -88,14 +98,29 @@ def _classify_group(model: SpeechModel, paths: list[str], k: int) -> list[dict]:
     return results
 
 
-def _strongest(model: SpeechModel, waveform: np.ndarray, k: int) -> dict:
-    """The strongest command in a recording longer than the window, with its time."""
+def _longer_than_window(path: str, model: SpeechModel) -> bool:
+    """Whether libsndfile reads ``path`` and it holds more than one window at the model's rate."""
+    import soundfile
+
+    try:
+        info = soundfile.info(path)
+    except Exception:  # noqa: BLE001 - load_audio tries the fallback decoder and reports
+        return False
+    return info.frames * model.rate / info.samplerate > model.window + 1
+
+
+def _strongest(model: SpeechModel, blocks: Iterator[np.ndarray], k: int) -> dict:
+    """The strongest command in a recording longer than the window, with its time.
+
+    Raises:
+        AudioError: ``blocks`` failed to decode.
+    """
     from models.detection import Detector, posteriors, windows
 
     rate, labels, window = model.rate, model.labels, model.window
     config = model.detector
     detector = Detector(labels, window / rate, config)
-    spans = windows(iter([waveform]), window, config.hop_samples(rate))
+    spans = windows(blocks, window, config.hop_samples(rate))
     scored = list(posteriors(spans, model.classify, rate))
     ends, probs = np.array([t for t, _ in scored]), np.stack([p for _, p in scored])
     events = [e for t, p in scored for e in detector.push(t, p)]

@@ -289,18 +289,29 @@ def test_cli_streaming_run_exports_tflite_and_detects_in_a_stream(tmp_path):
         pieces += [np.zeros(rate, np.float32), y]
     recording = tmp_path / "long.wav"
     soundfile.write(recording, np.concatenate(pieces), rate)
-    for export in (run_dir / "export", tflite):
-        found = run_cli("detect", "--stream", str(export), str(recording))
-        assert found.stderr == ""  # no start-up logs, no progress bar off a terminal
-        for line in found.stdout.splitlines():
-            event = json.loads(line)
-            assert set(event) == {"file", "label", "start", "end", "score"}
-            assert event["label"] in meta["labels"] and event["label"] not in (
-                "_silence_",
-                "_unknown_",
-            )
+    for mode in (["--stream"], []):
+        answers = []
+        for export in (run_dir / "export", tflite):
+            found = run_cli("detect", *mode, "--threshold", "0.3", str(export), str(recording))
+            assert found.stderr == ""  # no start-up logs, no progress bar off a terminal
+            events = [json.loads(line) for line in found.stdout.splitlines()]
+            for event in events:
+                assert set(event) == {"file", "label", "start", "end", "score"}
+                assert event["label"] in meta["labels"] and event["label"] not in (
+                    "_silence_",
+                    "_unknown_",
+                )
+            answers.append([(e["label"], e["start"], e["end"]) for e in events])
+        assert answers[0] == answers[1], mode  # the TFLite files find what the SavedModel does
     bad = run_cli("detect", "--stream", str(tmp_path), str(recording), check=False)
     assert bad.returncode == 2 and "not an export" in bad.stderr
+    renamed = tflite / "model.tflite"
+    renamed.write_bytes((tflite / "classify.tflite").read_bytes())
+    refused = run_cli("predict", str(renamed), *test, check=False)
+    assert refused.returncode == 2 and "classify.tflite" in refused.stderr
+    (tflite / "stream_step.tflite").unlink()
+    missing = run_cli("detect", "--stream", str(tflite), str(recording), check=False)
+    assert missing.returncode == 2 and "no stream_step.tflite" in missing.stderr
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])

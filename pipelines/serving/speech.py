@@ -125,6 +125,10 @@ class SpeechServed(Served):
         from pipelines.detect import detect_file, stream_schedule
 
         try:
+            config.check_window(self.model.window / self.model.rate)
+        except ConfigError as err:
+            raise RequestError(f"query parameters: {err}") from None
+        try:
             if stream:  # a non-causal model, or a hop too long for the runs, is refused
                 stream_schedule(self.model, config)
             events = detect_file(self.model, path, config, stream=stream)
