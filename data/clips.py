@@ -89,3 +89,29 @@ def hash_split(key: str, val_percent: float, test_percent: float) -> str:
     if p < val_percent + test_percent:
         return "test"
     return "train"
+
+
+def spread_by_label(clips: list[Clip], limit: int, seed: int = 0) -> list[Clip]:
+    """Up to ``limit`` of ``clips``, taking each label in turn (a seeded order within a label).
+
+    Listings come sorted by folder or file name, so their first clips are often one or two
+    labels: a check or a calibration set made of the first ``limit`` would see one class.
+
+    Example:
+        >>> clips = [Clip(f"{w}{i}.wav", w, "s", "test") for w in "ab" for i in range(3)]
+        >>> sorted(c.label for c in spread_by_label(clips, 4))
+        ['a', 'a', 'b', 'b']
+    """
+    import random
+
+    by_label: dict[str, list[Clip]] = {}
+    for clip in clips:
+        by_label.setdefault(clip.label, []).append(clip)
+    rng = random.Random(seed)
+    queues = [rng.sample(group, len(group)) for _, group in sorted(by_label.items())]
+    out: list[Clip] = []
+    while len(out) < limit and any(queues):
+        for queue in queues:
+            if queue and len(out) < limit:
+                out.append(queue.pop())
+    return out

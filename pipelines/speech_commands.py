@@ -371,6 +371,7 @@ def _export_tflite(ctx: StageContext, model: Any, labels: list[str], clips: list
     import tensorflow as tf
 
     from data.audio import feature_shape, fit_length
+    from data.clips import spread_by_label
     from models.tflite import export_tflite
 
     config: SpeechConfig = ctx.config
@@ -378,7 +379,9 @@ def _export_tflite(ctx: StageContext, model: Any, labels: list[str], clips: list
     window = feature_shape(config.features).clip_samples
 
     def windows(split: str, limit: int) -> list[tuple[np.ndarray, int]]:
-        chosen = [c for c in clips if c.split == split and c.label in labels][:limit]
+        # every label in turn: a listing's first clips are often all one word
+        usable = [c for c in clips if c.split == split and c.label in labels]
+        chosen = spread_by_label(usable, limit, config.runtime.seed)
         return [
             (fit_length(load_audio(c.path, rate), window, full=True), labels.index(c.label))
             for c in chosen

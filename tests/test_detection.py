@@ -103,19 +103,6 @@ def test_bad_settings_name_the_setting():
     Detector(LABELS, 1.0, DetectorConfig(hop_ms=1000))  # windows end to end: allowed
 
 
-@pytest.mark.parametrize("average_ms", [0, 200, 300, 500])
-def test_smoothing_delays_the_detection_not_the_reported_span(average_ms):
-    """A smoothed score speaks for the windows it averages: the span does not move with them."""
-    timeline = ticks(1.0, 2.0, "_silence_") + ticks(2.0, 2.5, "yes") + ticks(2.5, 5.0, "_silence_")
-    (event,) = run(timeline, average_ms=average_ms)
-    # without smoothing [1.4, 2.0] (see above); the middle stays at 1.7 within half a hop
-    assert (event["start"] + event["end"]) / 2 == pytest.approx(1.7, abs=0.05), event
-    detector = Detector(LABELS, 1.0, DetectorConfig(average_ms=average_ms))
-    found = [e for t, label in timeline for e in detector.push(t, posterior(label))]
-    (first,) = found + detector.flush()
-    assert first.detected >= 2.0  # no detection before the first window that heard it
-
-
 def test_stream_settings_apply_to_stream_only_and_a_given_value_to_both():
     config = DetectorConfig(threshold=0.8, stream_threshold=0.9, stream_average_ms=750)
     assert config.for_stream() == DetectorConfig(threshold=0.9, average_ms=750)
