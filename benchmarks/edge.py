@@ -203,7 +203,7 @@ def main() -> None:
             step = (
                 f"{m['step_ms']:.3f} | {m['hop_seconds'] * 1000 / m['step_ms']:.0f}x | "
                 f"{base['step_ms'] / m['step_ms']:.2f}x faster"
-                if "step_ms" in m
+                if "step_ms" in m and "step_ms" in base
                 else "- | - | -"
             )
             print(

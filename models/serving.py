@@ -93,13 +93,15 @@ class _SavedModelStream(Stream):
         return out["hop_probabilities"].numpy()
 
 
-def _detector(path: Path, values: dict) -> DetectorConfig:
+def _detector(path: Path, values: dict, window_s: float) -> DetectorConfig:
     """The export's detector settings; keys this version does not know are left out."""
     from data.checks import ConfigError
 
     known = {k: v for k, v in values.items() if k in DetectorConfig.__dataclass_fields__}
     try:
-        return DetectorConfig(**known)
+        config = DetectorConfig(**known)
+        config.check_window(window_s)
+        return config
     except (ConfigError, TypeError) as err:
         raise ExportError(f"{path}: metadata.json detector: {err}") from None
 
@@ -121,7 +123,7 @@ class SpeechModel:
             "reason": "the export predates stream_step (export it again)",
         }
         self.stream_reason = "" if stream["available"] else stream["reason"]
-        self.detector = _detector(path, meta.get("detector", {}))
+        self.detector = _detector(path, meta.get("detector", {}), self.window / self.rate)
         if kind == "savedmodel":
             import tensorflow as tf
 

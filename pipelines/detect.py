@@ -121,7 +121,15 @@ def iter_events(
     )
     console = Console(stderr=True)  # stdout: the JSON lines
     # a bar on a terminal only: redirected, rich would leave a blank line on stderr
-    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
+    # events are yielded (and printed) while the bar is live: rich may route stdout through
+    # the bar's console (stderr) only when both are the terminal, or `> file` would miss them
+    with Progress(
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+        redirect_stdout=sys.stdout.isatty(),
+        redirect_stderr=False,
+    ) as progress:
         bar = progress.add_task(f"Detecting in {Path(path).name}", total=seconds)
         for t, p in scored:
             for event in detector.push(t, p):

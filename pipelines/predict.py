@@ -122,6 +122,10 @@ def _strongest(model: SpeechModel, blocks: Iterator[np.ndarray], k: int) -> dict
     detector = Detector(labels, window / rate, config)
     spans = windows(blocks, window, config.hop_samples(rate))
     scored = list(posteriors(spans, model.classify, rate))
+    if not scored:  # a header that promised more samples than the file holds
+        from data.audio import AudioError
+
+        raise AudioError("empty audio (0 samples)")
     ends, probs = np.array([t for t, _ in scored]), np.stack([p for _, p in scored])
     events = [e for t, p in scored for e in detector.push(t, p)]
     events += detector.flush()

@@ -90,3 +90,7 @@ class SpeechConfig:
     detect: DetectorConfig = field(default_factory=DetectorConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+
+    def __post_init__(self) -> None:
+        # a hop longer than the window would leave audio unheard (refused before any training)
+        self.detect.check_window(self.features.clip_seconds)

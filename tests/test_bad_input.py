@@ -232,6 +232,7 @@ def test_too_many_bad_tsv_lines_stop_before_training(tmp_path):
         ("optimizer.clipnorm=-1", "optimizer.clipnorm: expected > 0"),
         ("features.sample_rate=[16000]", "features.sample_rate: expected int"),
         ("model.cell=transformer", "model.cell"),
+        ("detect.hop_ms=1500", "hop_ms: expected at most the model's window .1000 ms."),
     ],
 )
 def test_bad_config_values_name_the_key(override, message):

@@ -230,7 +230,9 @@ def test_predict_answers_a_long_recording_with_a_time(tiny_run, tmp_path):
         (run_dir / "stages" / "ingest" / "labels.json").read_text()
     )
     refused = run_cli("predict", str(run_dir / "export"), str(silent), "--top-k", "0", check=False)
-    assert refused.returncode == 2 and "--top-k" in refused.stderr and "0" in refused.stderr
+    assert (
+        refused.returncode == 2 and "--top-k" in refused.stderr and "Received: 0" in refused.stderr
+    )
 
 
 def test_export_matches_training_features(tiny_run):
@@ -304,7 +306,7 @@ def test_detect_prints_events_and_reports_bad_files(tiny_run, tmp_path):
     own = run_cli("detect", str(run_dir / "export"), str(recording))
     scores = [json.loads(line)["score"] for line in own.stdout.splitlines()]
     assert all(score >= 0.6 for score in scores)
-    assert len(scores) < len(lines) - 1  # the export's 0.6 finds fewer than 0.2
+    assert len(scores) <= len(lines) - 1  # a stricter threshold than 0.2 finds no more
 
 
 def test_tune_detector_scores_what_the_evaluate_stage_measures(tiny_run):

@@ -349,11 +349,15 @@ def test_listen_with_stream_finds_what_detect_stream_finds(client, models, runs,
         assert got["start"] == pytest.approx(ref["start"], abs=1e-3)
         assert got["end"] == pytest.approx(ref["end"], abs=1e-3)
         assert got["score"] == pytest.approx(ref["score"], abs=1e-3)
-    too_long = client.post(  # the runs restart every half window: no answer could be given
-        f"/v1/models/{name}:listen?session=long&stream=true&hop_ms=2000",
+    too_long = client.post(  # a whole window: each run ends (3 x 5,333 samples) before it
+        f"/v1/models/{name}:listen?session=long&stream=true&hop_ms=1000",
         data=_wav(audio[:8000], 16000),
     )
     assert too_long.status_code == 400 and "hop_ms (with stream)" in too_long.json["error"]
+    beyond = client.post(  # longer than the window: refused whatever the mode
+        f"/v1/models/{name}:listen?session=beyond&hop_ms=2000", data=_wav(audio[:8000], 16000)
+    )
+    assert beyond.status_code == 400 and "window (1000 ms)" in beyond.json["error"]
     client.post(f"/v1/models/{name}:listen?session=flip", data=_wav(audio[:8000], 16000))
     flip = client.post(
         f"/v1/models/{name}:listen?session=flip&stream=true", data=_wav(audio[:8000], 16000)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import re
 import sys
@@ -229,9 +230,12 @@ def _number(name: str) -> float | None:
     if raw is None:
         return None
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise RequestError(f"query parameter {name}: expected a number; got {raw!r}") from None
+    if not math.isfinite(value):
+        raise RequestError(f"query parameter {name}: expected a finite number; got {raw!r}")
+    return value
 
 
 def _flag(name: str) -> bool:
@@ -304,6 +308,11 @@ def _listen(state: _State, served: Served) -> dict:
     if samples is None and not end:
         raise RequestError("no audio: expected a piece of audio (e.g. WAV) as the body")
     config, stream = _detector_config(speech.model.detector), _flag("stream")
+
+    try:
+        config.check_window(speech.model.window / speech.model.rate)
+    except ConfigError as err:
+        raise RequestError(f"query parameters: {err}") from None
 
     def start() -> LiveSession:
         try:
