@@ -222,6 +222,9 @@ def export_tflite(
                 for n, s in streamer.state_shapes().items()
             ],
         }
+    meta["classify"]["tensors"] = _tensor_table(tmp / "classify.tflite", "classify")
+    if streamer is not None:
+        meta["stream"]["tensors"] = _tensor_table(tmp / "stream_step.tflite", "stream_step")
     meta["parity"] = _parity(tmp, meta, check_clips, reference)
     meta["bytes"] = {f.name: f.stat().st_size for f in sorted(tmp.glob("*.tflite"))}
     meta["latency_ms"] = _latency(tmp, meta)
@@ -234,6 +237,33 @@ def export_tflite(
 
     replace_dir(tmp, out_dir)
     return meta
+
+
+def _tensor_table(path: Path, signature: str) -> dict[str, list[dict[str, Any]]]:
+    """Each input and output of ``signature`` with its interpreter tensor index.
+
+    The converter numbers tensors in no particular order (a state input may come before the
+    samples), and runtimes without signature support (TFLite Micro, some mobile wrappers) address
+    tensors by index: the table is how such a client knows which same-shaped state is which.
+    """
+    runner = interpreter(path).get_signature_runner(signature)
+
+    def rows(details: dict[str, dict]) -> list[dict[str, Any]]:
+        ordered = sorted(details.items(), key=lambda item: int(item[1]["index"]))
+        return [
+            {
+                "name": name,
+                "index": int(d["index"]),
+                "shape": [int(s) for s in d["shape"]],
+                "dtype": np.dtype(d["dtype"]).name,
+            }
+            for name, d in ordered
+        ]
+
+    return {
+        "inputs": rows(runner.get_input_details()),
+        "outputs": rows(runner.get_output_details()),
+    }
 
 
 def _stream_samples(streamer: Any, calibration: list[np.ndarray]) -> Iterator[dict]:  # noqa: ANN401

@@ -225,6 +225,37 @@ def test_tflite_files_run_in_the_interpreter_and_match_the_model(
     tolerance = 1e-4 if quantize == "none" else 0.2
     np.testing.assert_allclose(got, reference(clips[:4]), atol=tolerance)
     np.testing.assert_allclose(streamed, reference(clips[:1])[0], atol=tolerance)
+    _steps_by_tensor_index_as_by_signature(tmp_path / "tflite", meta, clips[0])
+
+
+def _steps_by_tensor_index_as_by_signature(folder, meta, clip):  # noqa: ANN001, ANN202
+    """A client without signature support (TFLite Micro) follows metadata's tensor indices."""
+    from models.tflite import interpreter
+
+    stream, hop = meta["stream"], meta["stream"]["hop_samples"]
+    table = stream["tensors"]
+    assert {t["name"] for t in table["inputs"]} == {"samples"} | {
+        s["name"] for s in stream["state"]
+    }
+    for spec in stream["state"]:  # the state contract and the table agree on every tensor
+        (row,) = [t for t in table["inputs"] if t["name"] == spec["name"]]
+        assert row["shape"] == spec["shape"] and row["dtype"] == "float32"
+    raw = interpreter(folder / "stream_step.tflite")
+    runner = interpreter(folder / "stream_step.tflite").get_signature_runner("stream_step")
+    state = {s["name"]: np.zeros(s["shape"], np.float32) for s in stream["state"]}
+    by_name = {t["name"]: t for t in table["outputs"]}
+    for start in range(0, 5 * hop, hop):
+        samples = clip[None, start : start + hop].astype(np.float32)
+        want = runner(samples=samples, **state)
+        for row in table["inputs"]:
+            raw.set_tensor(
+                row["index"], samples if row["name"] == "samples" else state[row["name"]]
+            )
+        raw.invoke()
+        got = {name: raw.get_tensor(row["index"]) for name, row in by_name.items()}
+        for name, value in want.items():
+            np.testing.assert_array_equal(got[name], value)
+        state = {name: want[name] for name in state}  # the step's new state, fed back
 
 
 def test_a_bidirectional_export_refuses_to_stream_naming_the_setting(tmp_path):
