@@ -111,6 +111,13 @@ class FeatureConfig:
             self.n_fft,
             f"0 or >= the window length in samples ({shape.win_length})",
         )
+        check(  # the streaming front end keeps n_fft - hop past samples: a frame per hop
+            not self.streaming or shape.hop_length <= shape.n_fft,
+            "features.stride_ms",
+            self.stride_ms,
+            f"with features.streaming, a hop of at most the FFT length ({shape.n_fft} samples = "
+            f"{shape.n_fft / self.sample_rate * 1000:g} ms)",
+        )
 
 
 @dataclass(frozen=True)

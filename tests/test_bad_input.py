@@ -233,6 +233,7 @@ def test_too_many_bad_tsv_lines_stop_before_training(tmp_path):
         ("features.sample_rate=[16000]", "features.sample_rate: expected int"),
         ("model.cell=transformer", "model.cell"),
         ("detect.hop_ms=1500", "hop_ms: expected at most the model's window .1000 ms."),
+        ("features.stride_ms=40", "features.stride_ms: expected with features.streaming, a hop"),
     ],
 )
 def test_bad_config_values_name_the_key(override, message):
