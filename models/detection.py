@@ -333,10 +333,15 @@ def posteriors(
         for (end, _), p in zip(pending, classify(stacked), strict=True):
             yield end / rate, p
 
-    for end, w in spans:
-        pending.append((end, w.copy()))  # windows() hands out views of its buffer
-        if len(pending) == batch:
+    try:
+        for end, w in spans:
+            pending.append((end, w.copy()))  # windows() hands out views of its buffer
+            if len(pending) == batch:
+                yield from run()
+                pending = []
+    except Exception:  # e.g. a decode error partway: the windows read before it still count
+        if pending:
             yield from run()
-            pending = []
+        raise
     if pending:
         yield from run()

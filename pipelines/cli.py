@@ -22,7 +22,7 @@ EPILOG = """examples:
   python run.py run tatoeba_spa_eng               Spanish -> English on Tatoeba pairs
   python run.py predict runs/translation-*/export "the 3rd of March, 2021"
   python run.py detect runs/speech_commands-*/export long_recording.wav
-  python run.py tune-detector runs/fsdd-*          detect's settings, chosen on validation clips
+  python run.py tune-detector runs/speech_commands-*   detect's settings, chosen on validation clips
   python run.py serve runs/speech_commands-* runs/translation-*   REST API and page on :8501
   python run.py export runs/speech_commands-20260101-120000
   python run.py study gradients --quick           vanishing/exploding gradients, measured
@@ -499,8 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument(
         "--stream",
         action="store_true",
-        help="run the streaming model (stream_step) once over the audio instead of sliding "
-        "the window (a causal model only)",
+        help="run the streaming model (stream_step) over the audio, as --stream-overlap "
+        "staggered runs, instead of sliding the window (a causal model only)",
     )
     detect.set_defaults(func=cmd_detect)
 

@@ -94,6 +94,8 @@ def iter_events(
     from rich.console import Console
     from rich.progress import Progress
 
+    from data.audio import AudioError
+
     config = config or model.detector
     if stream:
         config = config.for_stream()
@@ -131,10 +133,15 @@ def iter_events(
         redirect_stderr=False,
     ) as progress:
         bar = progress.add_task(f"Detecting in {Path(path).name}", total=seconds)
-        for t, p in scored:
-            for event in detector.push(t, p):
+        try:
+            for t, p in scored:
+                for event in detector.push(t, p):
+                    yield {"file": path, **event.to_dict()}
+                progress.update(bar, completed=t)
+        except AudioError:  # a decode error partway: what was heard before it still counts
+            for event in detector.flush():
                 yield {"file": path, **event.to_dict()}
-            progress.update(bar, completed=t)
+            raise
     for event in detector.flush():
         yield {"file": path, **event.to_dict()}
 

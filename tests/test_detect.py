@@ -256,3 +256,27 @@ def test_stream_posteriors_restart_staggered_streams_so_a_word_is_forgotten():
     detector = Detector(ToneModel.labels, 1.0, DetectorConfig(average_ms=0))
     events = [e for t, p in scored for e in detector.push(t, p)] + detector.flush()
     assert [e.label for e in events] == ["yes"]
+
+
+def test_a_decode_error_partway_keeps_the_events_heard_before_it(tmp_path, monkeypatch):
+    import pipelines.detect as detect_module
+    from data.audio import AudioError
+    from pipelines.detect import iter_events
+
+    y = np.random.default_rng(0).normal(0, 0.01, RATE * 12).astype(np.float32)
+    t = np.arange(int(0.4 * RATE)) / RATE
+    y[RATE * 11 : RATE * 11 + t.size] += 0.5 * np.sin(2 * np.pi * 1000 * t).astype(np.float32)
+    path = tmp_path / "broken_at_12s.wav"
+    soundfile.write(path, y, RATE)
+
+    def blocks_then_failure(path, rate, block_seconds=10.0):  # noqa: ARG001
+        yield y[: RATE * 10]
+        yield y[RATE * 10 :]  # "yes" at 11.0-11.4 s: its event still open when decoding fails
+        raise AudioError("unreadable audio (a corrupt frame)")
+
+    monkeypatch.setattr(detect_module, "read_blocks", blocks_then_failure)
+    found = iter_events(ToneModel(), str(path), DetectorConfig(average_ms=0))
+    first = next(found)
+    assert first["label"] == "yes" and first["start"] < 11.4 and first["end"] > 11.0
+    with pytest.raises(AudioError, match="corrupt frame"):
+        next(found)
