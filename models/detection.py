@@ -333,15 +333,19 @@ def posteriors(
         for (end, _), p in zip(pending, classify(stacked), strict=True):
             yield end / rate, p
 
-    try:
-        for end, w in spans:
-            pending.append((end, w.copy()))  # windows() hands out views of its buffer
-            if len(pending) == batch:
+    spans = iter(spans)
+    while True:
+        try:
+            end, w = next(spans)
+        except StopIteration:
+            break
+        except Exception:  # e.g. a decode error partway: the windows read before it still count
+            if pending:
                 yield from run()
-                pending = []
-    except Exception:  # e.g. a decode error partway: the windows read before it still count
-        if pending:
+            raise
+        pending.append((end, w.copy()))  # windows() hands out views of its buffer
+        if len(pending) == batch:
             yield from run()
-        raise
+            pending = []
     if pending:
         yield from run()

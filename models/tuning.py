@@ -181,7 +181,9 @@ def _common(config: TuneConfig, seed: int) -> dict[str, Any]:
         "hyperparameters": _hyperparameters(config),
         "allow_new_entries": False,
         "tune_new_entries": False,
-        "seed": seed,
+        # keras-tuner takes a seed of 0 as "none" and draws a random one (`seed or randint`), so
+        # runtime.seed 0, the default, made every search different: shift by one
+        "seed": seed + 1,
         # failed trials are recorded and the search goes on; the caller reports them
         "max_consecutive_failed_trials": max(config.max_trials, 100),
     }

@@ -120,6 +120,17 @@ def test_best_yaml_round_trips_through_run_config(tmp_path):
     assert again == best
 
 
+def test_the_search_draws_the_same_trials_for_the_same_seed(tmp_path):
+    from pipelines.tuning import tune_pipeline
+
+    config = fake_config(max_trials=4, retrain=False)  # runtime.seed 0, the default
+    drawn = []
+    for run in ("first", "second"):
+        tune_pipeline(FAKE, cfg.to_dict(config), config.tune, tmp_path / run)
+        drawn.append([(t["model.x"], t["model.kind"]) for t in read_trials(tmp_path / run)])
+    assert drawn[0] == drawn[1]
+
+
 def test_failed_trials_are_recorded_and_the_search_finishes(tmp_path):
     from pipelines.tuning import tune_pipeline
 
