@@ -27,7 +27,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +36,10 @@ sys.path.insert(0, str(ROOT))
 
 
 def median_ms(call: Any, repeats: int) -> float:  # noqa: ANN401 - any callable
-    """Median wall time of ``call()`` in milliseconds, after one warm-up call."""
-    call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+    """Median wall time of ``call()`` in milliseconds (``speedlib.timed``: warm-up untimed)."""
+    from benchmarks.speedlib import timed
+
+    return statistics.median(timed(call, repeats)) * 1000
 
 
 def folder_bytes(folder: Path) -> int:
@@ -74,15 +69,20 @@ def measure(model: Any, clips: list, windowed: list, repeats: int) -> dict[str, 
     return out
 
 
-def variants(run_dir: Path, quantizations: list[str], work: Path, limit: int) -> dict[str, Any]:
-    """Converts the run's model once per quantization; returns folder or refusal per variant."""
+def variants(
+    run_dir: Path, clips: list, quantizations: list[str], work: Path, limit: int
+) -> dict[str, Any]:
+    """Converts the run's model once per quantization; returns folder or refusal per variant.
+
+    ``clips``: the run's ``data.clips.Clip`` listing (``stages/ingest/clips.json``).
+    """
     import keras
     import numpy as np
     import tensorflow as tf
 
     import models.features  # noqa: F401 - registers the custom layers for loading
     from data.audio import feature_shape, fit_length, load_audio
-    from data.clips import Clip, spread_by_label
+    from data.clips import spread_by_label
     from data.files import read_json
     from models.export import ExportCheckError
     from models.tflite import export_tflite
@@ -92,7 +92,6 @@ def variants(run_dir: Path, quantizations: list[str], work: Path, limit: int) ->
     features, rate = config.features, config.features.sample_rate
     window = feature_shape(features).clip_samples
     labels = read_json(run_dir / "stages" / "ingest" / "labels.json")
-    clips = [Clip(**c) for c in read_json(run_dir / "stages" / "ingest" / "clips.json")]
     model = keras.models.load_model(run_dir / "stages" / "train" / "model.keras")
     serve = tf.saved_model.load(str(run_dir / "export")).signatures["serving_default"]
 
@@ -169,7 +168,9 @@ def main() -> None:
             )
         ]
         with tempfile.TemporaryDirectory() as work:
-            for quantize, built in variants(run_dir, args.quantize, Path(work), args.clips).items():
+            for quantize, built in variants(
+                run_dir, clips, args.quantize, Path(work), args.clips
+            ).items():
                 if isinstance(built, str):
                     rows.append((f"tflite {quantize}", None, None, built))
                     continue

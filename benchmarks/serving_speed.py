@@ -19,7 +19,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -27,23 +26,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from benchmarks.speedlib import Row, run_pipeline, save_rows  # noqa: E402
+from benchmarks.speedlib import Row, run_pipeline, save_rows, timed  # noqa: E402
 from benchmarks.train_throughput import PIPELINES  # noqa: E402
 from data.files import read_json_lines  # noqa: E402
 
 BEAM_EXPORT = "translation-export-beam4"  # a copy of the beam export, beside the runs
-
-
-def timed(fn, repeats: int) -> np.ndarray:  # noqa: ANN001
-    """Seconds of each of ``repeats`` calls of ``fn`` after two untimed warm-up calls."""
-    fn()
-    fn()
-    out = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return np.array(out)
 
 
 def exported(pipeline: str, work: Path, epochs: int, extra: list[str]) -> Path:

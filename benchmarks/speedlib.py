@@ -145,3 +145,15 @@ def profile_lines(stats_file: Path, limit: int = 12, match: str = "") -> list[st
     lines = [line.rstrip() for line in out.getvalue().splitlines()]
     start = next((i for i, line in enumerate(lines) if "ncalls" in line), 0)
     return [line for line in lines[start:] if line.strip()]
+
+
+def timed(fn: Any, repeats: int) -> list[float]:  # noqa: ANN401 - any callable
+    """Seconds of each of ``repeats`` calls of ``fn`` after two untimed warm-up calls."""
+    fn()
+    fn()
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
