@@ -23,6 +23,10 @@ from models.classifier import FrequencyConv, MaskedAttentionPooling1D, MaskedMax
 from models.features import MfccLayer, running_mean
 from models.serving import Stream
 
+# The name scope of the step's learned layers (frequency convolutions, recurrent cells, the
+# output layer): ``--quantize int8`` quantizes the ops under it and keeps everything else, the
+# front end and the stream's bookkeeping (sample buffer, frame count, running means), in float.
+QUANTIZABLE_SCOPE = "quantizable"
 SKIPPED = (keras.layers.InputLayer, keras.layers.Masking, keras.layers.Dropout)
 # pooling over time, kept up to date in the state "pool": the mean so far, the maximum so far, or
 # the attention-weighted mean so far (with "pool_peak" and "pool_total", its softmax's running
@@ -149,17 +153,23 @@ class StreamingClassifier(tf.Module):
             {k: state[k] for k in self.normalization.stream_state()},
         )
         new.update(norm_state)
-        for layer in self.frame_layers:
-            x = layer(x)
+        with tf.name_scope(QUANTIZABLE_SCOPE):
+            for layer in self.frame_layers:
+                x = layer(x)
         one_hop = samples.shape[1] == self.hop  # static: a plain cell call, no loop op
         for layer, runner in zip(self.recurrent, self._runners, strict=True):
             names = self._cell_state_names(layer)
-            if one_hop:  # (TFLite's int8 calibration cannot run the loop of keras.layers.RNN)
-                out, cell_state = layer.cell(x[:, 0], [state[n] for n in names], training=False)
-                x = out[:, None]
-                cell_state = cell_state if isinstance(cell_state, list | tuple) else [cell_state]
-            else:
-                x, *cell_state = runner(x, initial_state=[state[n] for n in names], training=False)
+            with tf.name_scope(QUANTIZABLE_SCOPE):
+                if one_hop:  # (TFLite's int8 calibration cannot run keras.layers.RNN's loop)
+                    out, cell_state = layer.cell(x[:, 0], [state[n] for n in names], training=False)
+                    x = out[:, None]
+                    cell_state = (
+                        cell_state if isinstance(cell_state, list | tuple) else [cell_state]
+                    )
+                else:
+                    x, *cell_state = runner(
+                        x, initial_state=[state[n] for n in names], training=False
+                    )
             new.update(zip(names, cell_state, strict=True))
         if self.pool == "mean":
             x = running_mean(x, state["pool"], count, self.shape.max_frames)
@@ -173,8 +183,9 @@ class StreamingClassifier(tf.Module):
             new.update(pool_peak=peak[:, -1], pool_total=total[:, -1])
         if self.pool:
             new["pool"] = x[:, -1]
-        for layer in self.head:
-            x = layer(x)
+        with tf.name_scope(QUANTIZABLE_SCOPE):
+            for layer in self.head:
+                x = layer(x)
         return x, new
 
     @staticmethod

@@ -10,6 +10,7 @@ runs them. Parity with the float model is measured when exporting and written ne
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 import time
@@ -96,17 +97,46 @@ def _convert(saved_model: Path, signature: str, quantize: str, representative: A
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex ops
     if quantize != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantize == "int8":
-        # int8 weights and activations where a builtin int8 kernel exists, float elsewhere
-        # (the FFT and the log of the front end); input and output stay float32 audio/probs.
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-            tf.lite.OpsSet.TFLITE_BUILTINS,
-        ]
     with warnings.catch_warnings():  # the calibrator's own use of the deprecated interpreter
         warnings.simplefilter("ignore", UserWarning)
-        return converter.convert()
+        if quantize != "int8":
+            return converter.convert()
+        converter.representative_dataset = representative
+        # Calibrate, then quantize only the learned layers (QUANTIZABLE_SCOPE): int8 weights and
+        # activations there, float everywhere else. Quantized whole, the stream's state
+        # bookkeeping breaks: its carried samples are clipped to the calibration audio's range,
+        # its frame count drifts when fed back hop by hop, and the front end's log-mel loses
+        # most of its precision. These are the two calls tf.lite's QuantizationDebugger makes
+        # for its denylisted nodes; the public debugger cannot take a list built from the
+        # calibrated model itself without calibrating twice.
+        converter._experimental_calibrate_only = True  # noqa: SLF001
+        calibrated = converter.convert()
+    return _quantize_scope(calibrated)
+
+
+def _quantize_scope(calibrated: bytes) -> bytes:
+    """Quantizes a calibrated model's ops under ``QUANTIZABLE_SCOPE``; the rest stays float."""
+    from ai_edge_litert.interpreter import Interpreter
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    from models.streaming import QUANTIZABLE_SCOPE
+
+    details = Interpreter(model_content=calibrated).get_tensor_details()
+    # a tensor's name is its op's; fused ops join theirs with ";", and TensorFlow numbers a
+    # scope entered more than once ("quantizable_1/...")
+    learned = re.compile(rf"{QUANTIZABLE_SCOPE}(_\d+)?/")
+    float_nodes = sorted(
+        {
+            name
+            for d in details
+            for name in (d["name"], *d["name"].split(";"))
+            if name and not learned.match(name)
+        }
+    )
+    from pipelines.runtime import muted_stderr
+
+    with muted_stderr():  # the quantizer prints its settings on fd 2
+        return mlir_quantize(calibrated, denylisted_nodes=float_nodes)
 
 
 def export_tflite(
@@ -127,8 +157,10 @@ def export_tflite(
         features: its feature settings.
         labels: class names in output order.
         out_dir: the folder to write (replaced atomically).
-        quantize: ``none`` (float32), ``dynamic`` (int8 weights) or ``int8`` (int8 weights and
-            activations, calibrated on ``calibration``).
+        quantize: ``none`` (float32), ``dynamic`` (int8 weights) or ``int8`` (the stream
+            step's learned layers with int8 weights and activations, calibrated on
+            ``calibration``, its front end and bookkeeping in float; ``classify.tflite`` then
+            gets ``dynamic``).
         calibration: windows of training or validation audio, never test audio.
         check_clips: ``(window of samples, true label index)`` pairs from the test split.
         reference: float32 ``[n, samples]`` -> probabilities: the SavedModel the files must match.

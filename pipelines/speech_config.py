@@ -50,7 +50,8 @@ class ExportConfig:
             for a causal model, ``metadata.json``); ``run.py export RUN_DIR --format tflite``
             sets it.
         quantize: TFLite weights and activations: ``none`` (float32), ``dynamic`` (int8 weights)
-            or ``int8`` (int8 weights and activations, calibrated on validation audio).
+            or ``int8`` (int8 weights and activations in the stream step's learned layers,
+            calibrated on validation audio; the front end stays float).
         check_clips: test clips the TFLite files are checked on against the SavedModel.
     """
 

@@ -226,6 +226,28 @@ def test_tflite_files_run_in_the_interpreter_and_match_the_model(
     np.testing.assert_allclose(got, reference(clips[:4]), atol=tolerance)
     np.testing.assert_allclose(streamed, reference(clips[:1])[0], atol=tolerance)
     _steps_by_tensor_index_as_by_signature(tmp_path / "tflite", meta, clips[0])
+    _bookkeeping_stays_float(tmp_path / "tflite", meta, clips[0])
+
+
+def _bookkeeping_stays_float(folder, meta, clip):  # noqa: ANN001, ANN202
+    """Whatever the quantization, the stream's carried samples and frame count stay exact.
+
+    Quantized with the rest (as ``int8`` once was), the count drifted when fed back hop by hop
+    (1.08, 1.98, 2.89, ...) and the samples were clipped to the calibration audio's range.
+    """
+    from models.tflite import interpreter
+
+    hop = meta["stream"]["hop_samples"]
+    runner = interpreter(folder / "stream_step.tflite").get_signature_runner("stream_step")
+    state = {s["name"]: np.zeros(s["shape"], np.float32) for s in meta["stream"]["state"]}
+    loud = (clip / np.abs(clip).max()).astype(np.float32)  # louder than any calibration clip
+    hops = 30
+    for start in range(0, hops * hop, hop):
+        out = runner(samples=loud[None, start : start + hop], **state)
+        state = {name: out[name] for name in state}
+    assert state["state_frames"][0, 0] == hops
+    kept = state["state_samples"].shape[1]
+    np.testing.assert_array_equal(state["state_samples"][0], loud[hops * hop - kept : hops * hop])
 
 
 def _steps_by_tensor_index_as_by_signature(folder, meta, clip):  # noqa: ANN001, ANN202
