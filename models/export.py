@@ -57,6 +57,31 @@ def check_waveform_input(waveform: tf.Tensor) -> tf.Tensor:
         return tf.identity(waveform)
 
 
+def features_of_lengths(mfcc: MfccLayer, waveform: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+    """The model's input for rows of a zero-padded batch, each as if it were sent alone.
+
+    Args:
+        mfcc: the export's front end.
+        waveform: float32 ``[batch, samples]``, zero-padded.
+        lengths: int32 ``[batch]``, the samples of each row (checked by the caller).
+
+    Returns:
+        The MFCC frames; with ``features.window: masked``, the frames a row alone would not have
+        are zero, which the model masks (with ``full`` zero padding is what a row alone gets).
+    """
+    config, shape = mfcc.feature_config, mfcc.shape_info
+    waveform = waveform * tf.sequence_mask(lengths, tf.shape(waveform)[1], dtype=tf.float32)
+    features = mfcc(waveform)
+    if config.window == "full":
+        return features
+    # A row alone has 1 + length // hop frames (streaming front end: length // hop, at least
+    # one); the rest are zeroed, which the model masks.
+    whole = tf.minimum(lengths, shape.clip_samples) // shape.hop_length
+    frames = tf.maximum(whole, 1) if config.streaming else 1 + whole
+    keep = tf.sequence_mask(frames, tf.shape(features)[1], dtype=features.dtype)
+    return features * keep[..., None]
+
+
 def export_speech_classifier(
     model: keras.Model,
     features: FeatureConfig,
@@ -87,9 +112,6 @@ def export_speech_classifier(
     mfcc = MfccLayer(features, name="mfcc")
     label_table = tf.constant(labels)
 
-    shape = mfcc.shape_info
-    features_config = features
-
     def answer(probabilities: tf.Tensor) -> dict[str, tf.Tensor]:
         index = tf.argmax(probabilities, axis=-1)
         return {"label": tf.gather(label_table, index), "probabilities": probabilities}
@@ -114,16 +136,7 @@ def export_speech_classifier(
             ),
         ]
         with tf.control_dependencies(checks):
-            waveform = waveform * tf.sequence_mask(lengths, width, dtype=tf.float32)
-        features = mfcc(waveform)
-        if features_config.window == "full":  # zero padding is what a row alone gets too
-            return answer(model(features, training=False))
-        # A row alone has 1 + length // hop frames (streaming front end: length // hop, at least
-        # one); the rest are zeroed, which the model masks.
-        whole = tf.minimum(lengths, shape.clip_samples) // shape.hop_length
-        frames = tf.maximum(whole, 1) if features_config.streaming else 1 + whole
-        keep = tf.sequence_mask(frames, tf.shape(features)[1], dtype=features.dtype)
-        return answer(model(features * keep[..., None], training=False))
+            return answer(model(features_of_lengths(mfcc, waveform, lengths), training=False))
 
     archive = keras.export.ExportArchive()
     archive.track(model)

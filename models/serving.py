@@ -131,9 +131,14 @@ class SpeechModel:
         else:
             from models.tflite import interpreter
 
-            self._classify = interpreter(
-                _tflite_file(path, "classify.tflite")
-            ).get_signature_runner("classify")
+            runner = interpreter(_tflite_file(path, "classify.tflite"))
+            self._classify = runner.get_signature_runner("classify")
+            # files from before classify_lengths have only the padded window
+            self._classify_lengths = (
+                runner.get_signature_runner("classify_lengths")
+                if "classify_lengths" in runner.get_signature_list()
+                else None
+            )
 
     @property
     def signatures(self) -> dict[str, Any]:
@@ -148,14 +153,10 @@ class SpeechModel:
         """
         batch = np.asarray(batch, np.float32)
         if self.kind == "tflite":  # one fixed window per call
-            lengths = lengths if lengths is not None else [batch.shape[1]] * len(batch)
             return np.stack(
-                [
-                    self._classify(waveform=fit_length(row[:n], self.window, full=True)[None])[
-                        "probabilities"
-                    ][0]
-                    for row, n in zip(batch, lengths, strict=True)
-                ]
+                [self._classify_one(row[:n]) for row, n in zip(batch, lengths, strict=True)]
+                if lengths is not None
+                else [self._classify_one(row, padded=True) for row in batch]
             )
         import tensorflow as tf
 
@@ -169,6 +170,14 @@ class SpeechModel:
             rows = zip(batch, lengths, strict=True)
             return np.concatenate([self.classify(row[None, :n]) for row, n in rows])
         return signatures["serving_default"](waveform=tf.constant(batch))["probabilities"].numpy()
+
+    def _classify_one(self, clip: np.ndarray, padded: bool = False) -> np.ndarray:
+        """One clip through ``classify.tflite``: as itself (its length given) or as padded."""
+        window = fit_length(clip, self.window, full=True)[None]
+        if padded or self._classify_lengths is None:
+            return self._classify(waveform=window)["probabilities"][0]
+        length = np.array([min(max(clip.size, 1), self.window)], np.int32)
+        return self._classify_lengths(waveform=window, lengths=length)["probabilities"][0]
 
     def stream(self, rows: int = 1) -> Stream:
         """A new stream of ``rows`` independent rows (state at zero).

@@ -31,6 +31,11 @@ from models.serving import Stream
 QUANTIZATIONS = ("none", "dynamic", "int8")
 FLOAT_TOLERANCE = 1e-4  # max probability difference, float TFLite vs the SavedModel
 QUANTIZED_ACCURACY_DROP = 0.01  # a quantized file may lose at most one point of accuracy
+SIGNATURE_FILES = {
+    "classify": "classify.tflite",
+    "classify_lengths": "classify.tflite",
+    "stream_step": "stream_step.tflite",
+}
 
 
 def interpreter(path: str | Path, threads: int | None = None):  # noqa: ANN201 - LiteRT
@@ -80,6 +85,21 @@ def _classify_fn(model: keras.Model, mfcc: MfccLayer):  # noqa: ANN202
     return classify
 
 
+def _classify_lengths_fn(model: keras.Model, mfcc: MfccLayer):  # noqa: ANN202
+    from models.export import features_of_lengths
+
+    window = mfcc.shape_info.clip_samples
+
+    def classify_lengths(waveform: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
+        # clamped, not asserted: TFLite has no builtin Assert op
+        lengths = tf.clip_by_value(lengths, 1, window)
+        return {
+            "probabilities": model(features_of_lengths(mfcc, waveform, lengths), training=False)
+        }
+
+    return classify_lengths
+
+
 def _stream_fn(streamer: Any):  # noqa: ANN001, ANN202
     names = list(streamer.state_shapes())
 
@@ -90,9 +110,9 @@ def _stream_fn(streamer: Any):  # noqa: ANN001, ANN202
     return step
 
 
-def _convert(saved_model: Path, signature: str, quantize: str, representative: Any) -> bytes:
+def _convert(saved_model: Path, signatures: list[str], quantize: str, representative: Any) -> bytes:
     converter = tf.lite.TFLiteConverter.from_saved_model(
-        str(saved_model), signature_keys=[signature]
+        str(saved_model), signature_keys=signatures
     )
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex ops
     if quantize != "none":
@@ -187,6 +207,14 @@ def export_tflite(
         fn=_classify_fn(model, mfcc),
         input_signature=[tf.TensorSpec([1, shape.clip_samples], tf.float32, name="waveform")],
     )
+    archive.add_endpoint(
+        name="classify_lengths",
+        fn=_classify_lengths_fn(model, mfcc),
+        input_signature=[
+            tf.TensorSpec([1, shape.clip_samples], tf.float32, name="waveform"),
+            tf.TensorSpec([1], tf.int32, name="lengths"),
+        ],
+    )
     problems = stream_problems(model, features)
     streamer = None if problems else StreamingClassifier(model, features)
     if streamer is not None:
@@ -212,13 +240,13 @@ def export_tflite(
         # window classifier gets int8 weights (dynamic range); the stream step has no loop.
         classify_quantize = "dynamic" if quantize == "int8" else quantize
         (tmp / "classify.tflite").write_bytes(
-            _convert(Path(saved), "classify", classify_quantize, windows)
+            _convert(Path(saved), ["classify", "classify_lengths"], classify_quantize, windows)
         )
         if streamer is not None:
             (tmp / "stream_step.tflite").write_bytes(
                 _convert(
                     Path(saved),
-                    "stream_step",
+                    ["stream_step"],
                     quantize,
                     lambda: _stream_samples(streamer, calibration),
                 )
@@ -236,6 +264,16 @@ def export_tflite(
             "quantize": classify_quantize,
             "inputs": {"waveform": f"float32 [1, {shape.clip_samples}]"},
             "outputs": {"probabilities": f"float32 [1, {len(labels)}]"},
+            # the same file's second signature: a clip shorter than the window, answered as if
+            # alone (the window's zero padding beyond `lengths` is ignored)
+            "lengths": {
+                "signature": "classify_lengths",
+                "inputs": {
+                    "waveform": f"float32 [1, {shape.clip_samples}]",
+                    "lengths": "int32 [1]: the clip's samples, clamped to 1..window",
+                },
+                "outputs": {"probabilities": f"float32 [1, {len(labels)}]"},
+            },
         },
         "stream": {"available": False, "reason": "; ".join(problems)},
         **(metadata or {}),
@@ -255,6 +293,9 @@ def export_tflite(
             ],
         }
     meta["classify"]["tensors"] = _tensor_table(tmp / "classify.tflite", "classify")
+    meta["classify"]["lengths"]["tensors"] = _tensor_table(
+        tmp / "classify.tflite", "classify_lengths"
+    )
     if streamer is not None:
         meta["stream"]["tensors"] = _tensor_table(tmp / "stream_step.tflite", "stream_step")
     meta["parity"] = _parity(tmp, meta, check_clips, reference)
@@ -326,6 +367,26 @@ def _parity(folder: Path, meta: dict, clips: list[tuple[np.ndarray, int]], refer
         "classify": {"clips": len(clips), **_compare(got, expected, truth)},
         "failures": [],
     }
+    # classify_lengths: a clip cut short and zero-padded to the window, against the SavedModel
+    # on the short clip alone (the cut points spread over the second half of the window)
+    lengths_runner = interpreter(folder / "classify.tflite").get_signature_runner(
+        "classify_lengths"
+    )
+    sample = batch[: min(len(batch), 20)]
+    width = batch.shape[1]
+    cuts = [width // 2 + (width // 2) * i // len(sample) for i in range(len(sample))]
+    got_cut, want_cut = [], []
+    for w, n in zip(sample, cuts, strict=True):
+        padded = np.zeros_like(w)
+        padded[:n] = w[:n]
+        lengths = np.array([n], np.int32)
+        got_cut.append(lengths_runner(waveform=padded[None], lengths=lengths)["probabilities"][0])
+        want_cut.append(np.asarray(reference(w[None, :n]))[0])
+    report["classify_lengths"] = {
+        "clips": len(sample),
+        "cut_to_samples": [int(cuts[0]), int(cuts[-1])],
+        **_compare(np.stack(got_cut), np.stack(want_cut), truth[: len(sample)]),
+    }
     if meta["stream"]["available"]:
         stream = TFLiteStream(folder / "stream_step.tflite", meta)
         sample = batch[: min(len(batch), 20)]  # hop by hop through the interpreter: slower
@@ -337,7 +398,7 @@ def _parity(folder: Path, meta: dict, clips: list[tuple[np.ndarray, int]], refer
             "clips": len(sample),
             **_compare(np.stack(streamed), expected[: len(sample)], truth[: len(sample)]),
         }
-    for name in ("classify", "stream_step"):
+    for name in ("classify", "classify_lengths", "stream_step"):
         part = report.get(name)
         if part is None:
             continue
@@ -345,13 +406,13 @@ def _parity(folder: Path, meta: dict, clips: list[tuple[np.ndarray, int]], refer
             drop = part["savedmodel_accuracy"] - part["accuracy"]  # on the same clips
             if drop > QUANTIZED_ACCURACY_DROP:
                 report["failures"].append(
-                    f"{name}.tflite ({meta['quantize']}) accuracy {part['accuracy']:.4f} is more "
+                    f"{name} ({SIGNATURE_FILES[name]}, {meta['quantize']}) accuracy {part['accuracy']:.4f} is more "
                     f"than one point below the SavedModel's {part['savedmodel_accuracy']:.4f} on "
                     f"the same {part['clips']} test clips"
                 )
         elif part["max_abs_difference"] > FLOAT_TOLERANCE:
             report["failures"].append(
-                f"{name}.tflite probabilities differ from the SavedModel's by "
+                f"{name} ({SIGNATURE_FILES[name]}) probabilities differ from the SavedModel's by "
                 f"{part['max_abs_difference']:.2e} (expected <= {FLOAT_TOLERANCE:g})"
             )
     report["tolerance"] = (

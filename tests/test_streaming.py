@@ -163,6 +163,53 @@ def _tone_classes(rng: np.random.Generator, n: int, features: FeatureConfig):
     return (tone + rng.normal(0, 0.01, (n, samples))).astype(np.float32), labels
 
 
+def _tone_model(features: FeatureConfig, **model_kwargs):  # noqa: ANN202
+    """A small model trained on ``_tone_classes``: ``(model, train clips, test clips, truth)``."""
+    keras.utils.set_random_seed(0)  # the same small model whatever ran before
+    model = _model(features, **model_kwargs)
+    rng = np.random.default_rng(4)
+    train, train_labels = _tone_classes(rng, 48, features)
+    front = MfccLayer(features)
+    model.compile(optimizer=keras.optimizers.Adam(0.02), loss="sparse_categorical_crossentropy")
+    model.fit(front(train), train_labels, epochs=25, batch_size=16, verbose=0)
+    clips, truth = _tone_classes(rng, 12, features)
+    return model, train, clips, truth
+
+
+def test_classify_tflite_answers_a_short_clip_as_if_it_were_alone(tmp_path):
+    """With ``window: masked``, zero padding changes answers; ``classify_lengths`` ignores it."""
+    from models.serving import load_speech_model
+    from models.tflite import export_tflite
+
+    features = _features(window="masked")
+    model, train, clips, truth = _tone_model(features)
+    front = MfccLayer(features)
+
+    def reference(x):
+        return model(front(x), training=False).numpy()
+
+    meta = export_tflite(
+        model,
+        features,
+        ["low", "mid", "high"],
+        tmp_path / "tflite",
+        "none",
+        calibration=list(train[:8]),
+        check_clips=list(zip(clips, truth, strict=True)),
+        reference=reference,
+    )
+    assert meta["parity"]["classify_lengths"]["max_abs_difference"] <= 1e-4
+    assert meta["classify"]["lengths"]["signature"] == "classify_lengths"
+    lengths = np.array([1200, 2000, 2500, 3999])
+    pairs = list(zip(clips[:4], lengths, strict=True))
+    batch = np.stack([np.where(np.arange(c.size) < n, c, 0) for c, n in pairs])
+    alone = np.concatenate([reference(c[None, :n]) for c, n in pairs])
+    loaded = load_speech_model(tmp_path / "tflite")
+    np.testing.assert_allclose(loaded.classify(batch, lengths), alone, atol=1e-4)
+    # without the lengths the padding is heard: the test above is not vacuous
+    assert np.abs(loaded.classify(batch) - alone).max() > 1e-3
+
+
 @pytest.mark.parametrize(
     ("quantize", "pooling", "normalize", "freq"),
     [
@@ -184,15 +231,9 @@ def test_tflite_files_run_in_the_interpreter_and_match_the_model(
     from models.serving import load_speech_model
     from models.tflite import export_tflite
 
-    keras.utils.set_random_seed(0)  # the same small model whatever ran before
     features = _features(normalize=normalize)
-    model = _model(features, pooling=pooling, freq_filters=freq)
-    rng = np.random.default_rng(4)
-    train, train_labels = _tone_classes(rng, 48, features)
+    model, train, clips, truth = _tone_model(features, pooling=pooling, freq_filters=freq)
     front = MfccLayer(features)
-    model.compile(optimizer=keras.optimizers.Adam(0.02), loss="sparse_categorical_crossentropy")
-    model.fit(front(train), train_labels, epochs=25, batch_size=16, verbose=0)
-    clips, truth = _tone_classes(rng, 12, features)
 
     def reference(x):
         return model(front(x), training=False).numpy()
@@ -211,10 +252,10 @@ def test_tflite_files_run_in_the_interpreter_and_match_the_model(
     parity = meta["parity"]
     assert parity["failures"] == [] and parity["savedmodel_accuracy"] >= 0.9
     if quantize == "none":
-        assert parity["classify"]["max_abs_difference"] <= 1e-4
-        assert parity["stream_step"]["max_abs_difference"] <= 1e-4
+        for name in ("classify", "classify_lengths", "stream_step"):
+            assert parity[name]["max_abs_difference"] <= 1e-4
     else:
-        for name in ("classify", "stream_step"):
+        for name in ("classify", "classify_lengths", "stream_step"):
             assert parity[name]["accuracy"] >= parity["savedmodel_accuracy"] - 0.01
             assert parity[name]["accuracy"] >= parity[name]["savedmodel_accuracy"] - 0.01
     assert meta["latency_ms"]["stream_ms"] > 0
