@@ -153,10 +153,10 @@ class SpeechModel:
         """
         batch = np.asarray(batch, np.float32)
         if self.kind == "tflite":  # one fixed window per call
+            # no lengths: every row is as wide as the batch, as serving_default hears it
+            lengths = lengths if lengths is not None else [batch.shape[1]] * len(batch)
             return np.stack(
                 [self._classify_one(row[:n]) for row, n in zip(batch, lengths, strict=True)]
-                if lengths is not None
-                else [self._classify_one(row, padded=True) for row in batch]
             )
         import tensorflow as tf
 
@@ -171,10 +171,10 @@ class SpeechModel:
             return np.concatenate([self.classify(row[None, :n]) for row, n in rows])
         return signatures["serving_default"](waveform=tf.constant(batch))["probabilities"].numpy()
 
-    def _classify_one(self, clip: np.ndarray, padded: bool = False) -> np.ndarray:
-        """One clip through ``classify.tflite``: as itself (its length given) or as padded."""
+    def _classify_one(self, clip: np.ndarray) -> np.ndarray:
+        """One clip through ``classify.tflite``, zero-padded to the window and answered alone."""
         window = fit_length(clip, self.window, full=True)[None]
-        if padded or self._classify_lengths is None:
+        if clip.size >= self.window or self._classify_lengths is None:
             return self._classify(waveform=window)["probabilities"][0]
         length = np.array([min(max(clip.size, 1), self.window)], np.int32)
         return self._classify_lengths(waveform=window, lengths=length)["probabilities"][0]

@@ -86,12 +86,15 @@ def _classify_fn(model: keras.Model, mfcc: MfccLayer):  # noqa: ANN202
 
 
 def _classify_lengths_fn(model: keras.Model, mfcc: MfccLayer):  # noqa: ANN202
+    """``classify_lengths``: the window plus the clip's length, as ``serving_lengths`` answers.
+
+    ``lengths`` is clamped to 1..window instead of checked: TFLite has no builtin Assert op.
+    """
     from models.export import features_of_lengths
 
     window = mfcc.shape_info.clip_samples
 
     def classify_lengths(waveform: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
-        # clamped, not asserted: TFLite has no builtin Assert op
         lengths = tf.clip_by_value(lengths, 1, window)
         return {
             "probabilities": model(features_of_lengths(mfcc, waveform, lengths), training=False)
@@ -111,6 +114,20 @@ def _stream_fn(streamer: Any):  # noqa: ANN001, ANN202
 
 
 def _convert(saved_model: Path, signatures: list[str], quantize: str, representative: Any) -> bytes:
+    """Converts ``signatures`` of a SavedModel into one TFLite file of builtin ops.
+
+    Args:
+        saved_model: the folder ``keras.export.ExportArchive`` wrote.
+        signatures: the endpoints to convert (one subgraph each, weights shared).
+        quantize: ``none``, ``dynamic`` (int8 weights) or ``int8`` (calibrated on
+            ``representative``, then only ops under ``QUANTIZABLE_SCOPE`` quantized).
+        representative: for ``int8``, a generator function of input dicts keyed by name.
+
+    Returns:
+        The flatbuffer.
+    """
+    if isinstance(signatures, str):  # a str would be read as one signature per letter
+        raise TypeError(f"signatures: expected a list of names, got the string {signatures!r}")
     converter = tf.lite.TFLiteConverter.from_saved_model(
         str(saved_model), signature_keys=signatures
     )
@@ -126,31 +143,36 @@ def _convert(saved_model: Path, signatures: list[str], quantize: str, representa
         # activations there, float everywhere else. Quantized whole, the stream's state
         # bookkeeping breaks: its carried samples are clipped to the calibration audio's range,
         # its frame count drifts when fed back hop by hop, and the front end's log-mel loses
-        # most of its precision. These are the two calls tf.lite's QuantizationDebugger makes
-        # for its denylisted nodes; the public debugger cannot take a list built from the
-        # calibrated model itself without calibrating twice.
+        # most of its precision. These are the two private calls tf.lite's QuantizationDebugger
+        # makes for its denylisted nodes (tested with TensorFlow 2.21); the public debugger
+        # cannot take a list built from the calibrated model itself without calibrating twice.
         converter._experimental_calibrate_only = True  # noqa: SLF001
         calibrated = converter.convert()
     return _quantize_scope(calibrated)
 
 
 def _quantize_scope(calibrated: bytes) -> bytes:
-    """Quantizes a calibrated model's ops under ``QUANTIZABLE_SCOPE``; the rest stays float."""
+    """Quantizes a calibrated model's ops under ``QUANTIZABLE_SCOPE``; the rest stays float.
+
+    The quantizer matches an op by its whole location name, which is the name of the tensor it
+    writes: fused ops join their names with ";" (quantized only when every part is under the
+    scope) and an op that writes a signature output is named after the output
+    (``StatefulPartitionedCall:N``), so those last ops (a cell's new state, the softmax) stay
+    float as well.
+    """
     from ai_edge_litert.interpreter import Interpreter
     from tensorflow.lite.python.convert import mlir_quantize
 
     from models.streaming import QUANTIZABLE_SCOPE
 
     details = Interpreter(model_content=calibrated).get_tensor_details()
-    # a tensor's name is its op's; fused ops join theirs with ";", and TensorFlow numbers a
-    # scope entered more than once ("quantizable_1/...")
+    # TensorFlow numbers a scope entered more than once ("quantizable_1/...")
     learned = re.compile(rf"{QUANTIZABLE_SCOPE}(_\d+)?/")
     float_nodes = sorted(
         {
-            name
+            d["name"]
             for d in details
-            for name in (d["name"], *d["name"].split(";"))
-            if name and not learned.match(name)
+            if not all(learned.match(part) for part in d["name"].split(";"))
         }
     )
     from pipelines.runtime import muted_stderr
@@ -270,9 +292,11 @@ def export_tflite(
                 "signature": "classify_lengths",
                 "inputs": {
                     "waveform": f"float32 [1, {shape.clip_samples}]",
-                    "lengths": "int32 [1]: the clip's samples, clamped to 1..window",
+                    "lengths": "int32 [1]",
                 },
                 "outputs": {"probabilities": f"float32 [1, {len(labels)}]"},
+                "note": "lengths: the clip's samples (clamped to 1..window); the rest of the "
+                "window is ignored",
             },
         },
         "stream": {"available": False, "reason": "; ".join(problems)},
@@ -321,6 +345,9 @@ def _tensor_table(path: Path, signature: str) -> dict[str, list[dict[str, Any]]]
     """
     runner = interpreter(path).get_signature_runner(signature)
 
+    # a file of several signatures has a subgraph for each, and each numbers its tensors from 0
+    subgraph = getattr(runner, "_subgraph_index", None)
+
     def rows(details: dict[str, dict]) -> list[dict[str, Any]]:
         ordered = sorted(details.items(), key=lambda item: int(item[1]["index"]))
         return [
@@ -334,6 +361,7 @@ def _tensor_table(path: Path, signature: str) -> dict[str, list[dict[str, Any]]]
         ]
 
     return {
+        "subgraph": None if subgraph is None else int(subgraph),
         "inputs": rows(runner.get_input_details()),
         "outputs": rows(runner.get_output_details()),
     }
@@ -367,25 +395,24 @@ def _parity(folder: Path, meta: dict, clips: list[tuple[np.ndarray, int]], refer
         "classify": {"clips": len(clips), **_compare(got, expected, truth)},
         "failures": [],
     }
-    # classify_lengths: a clip cut short and zero-padded to the window, against the SavedModel
-    # on the short clip alone (the cut points spread over the second half of the window)
+    # classify_lengths: each clip cut short and zero-padded to the window, against the
+    # SavedModel on the short clip alone (cut points spread from a quarter to all of the window)
     lengths_runner = interpreter(folder / "classify.tflite").get_signature_runner(
         "classify_lengths"
     )
-    sample = batch[: min(len(batch), 20)]
     width = batch.shape[1]
-    cuts = [width // 2 + (width // 2) * i // len(sample) for i in range(len(sample))]
+    cuts = [width // 4 + (width - width // 4) * i // len(batch) for i in range(len(batch))]
     got_cut, want_cut = [], []
-    for w, n in zip(sample, cuts, strict=True):
+    for w, n in zip(batch, cuts, strict=True):
         padded = np.zeros_like(w)
         padded[:n] = w[:n]
         lengths = np.array([n], np.int32)
         got_cut.append(lengths_runner(waveform=padded[None], lengths=lengths)["probabilities"][0])
         want_cut.append(np.asarray(reference(w[None, :n]))[0])
     report["classify_lengths"] = {
-        "clips": len(sample),
+        "clips": len(batch),
         "cut_to_samples": [int(cuts[0]), int(cuts[-1])],
-        **_compare(np.stack(got_cut), np.stack(want_cut), truth[: len(sample)]),
+        **_compare(np.stack(got_cut), np.stack(want_cut), truth),
     }
     if meta["stream"]["available"]:
         stream = TFLiteStream(folder / "stream_step.tflite", meta)
@@ -398,6 +425,11 @@ def _parity(folder: Path, meta: dict, clips: list[tuple[np.ndarray, int]], refer
             "clips": len(sample),
             **_compare(np.stack(streamed), expected[: len(sample)], truth[: len(sample)]),
         }
+    quantized_as = {
+        "classify": meta["classify"]["quantize"],
+        "classify_lengths": meta["classify"]["quantize"],
+        "stream_step": meta["stream"].get("quantize"),
+    }
     for name in ("classify", "classify_lengths", "stream_step"):
         part = report.get(name)
         if part is None:
@@ -406,7 +438,8 @@ def _parity(folder: Path, meta: dict, clips: list[tuple[np.ndarray, int]], refer
             drop = part["savedmodel_accuracy"] - part["accuracy"]  # on the same clips
             if drop > QUANTIZED_ACCURACY_DROP:
                 report["failures"].append(
-                    f"{name} ({SIGNATURE_FILES[name]}, {meta['quantize']}) accuracy {part['accuracy']:.4f} is more "
+                    f"{name} ({SIGNATURE_FILES[name]}, {quantized_as[name]}) accuracy "
+                    f"{part['accuracy']:.4f} is more "
                     f"than one point below the SavedModel's {part['savedmodel_accuracy']:.4f} on "
                     f"the same {part['clips']} test clips"
                 )
