@@ -149,7 +149,9 @@ class SpeechModel:
         """Probabilities ``[n, classes]`` of a zero-padded batch ``[n, samples]``.
 
         ``lengths`` (samples of each row) makes padding irrelevant: each row is answered as if
-        it were sent alone.
+        it were sent alone (except by a ``classify.tflite`` exported before its
+        ``classify_lengths`` signature, which hears the window padded). Without ``lengths`` a
+        row is as wide as the batch, as ``serving_default`` hears it.
         """
         batch = np.asarray(batch, np.float32)
         if self.kind == "tflite":  # one fixed window per call

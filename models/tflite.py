@@ -229,14 +229,19 @@ def export_tflite(
         fn=_classify_fn(model, mfcc),
         input_signature=[tf.TensorSpec([1, shape.clip_samples], tf.float32, name="waveform")],
     )
-    archive.add_endpoint(
-        name="classify_lengths",
-        fn=_classify_lengths_fn(model, mfcc),
-        input_signature=[
-            tf.TensorSpec([1, shape.clip_samples], tf.float32, name="waveform"),
-            tf.TensorSpec([1], tf.int32, name="lengths"),
-        ],
-    )
+    # A window-filling model hears a short clip zero-padded to the window in any case, so only
+    # a masked one needs the lengths (a second signature in the file: about 100 kB float, 130
+    # kB dynamic, on the presets)
+    with_lengths = features.window != "full"
+    if with_lengths:
+        archive.add_endpoint(
+            name="classify_lengths",
+            fn=_classify_lengths_fn(model, mfcc),
+            input_signature=[
+                tf.TensorSpec([1, shape.clip_samples], tf.float32, name="waveform"),
+                tf.TensorSpec([1], tf.int32, name="lengths"),
+            ],
+        )
     problems = stream_problems(model, features)
     streamer = None if problems else StreamingClassifier(model, features)
     if streamer is not None:
@@ -262,7 +267,12 @@ def export_tflite(
         # window classifier gets int8 weights (dynamic range); the stream step has no loop.
         classify_quantize = "dynamic" if quantize == "int8" else quantize
         (tmp / "classify.tflite").write_bytes(
-            _convert(Path(saved), ["classify", "classify_lengths"], classify_quantize, windows)
+            _convert(
+                Path(saved),
+                ["classify", "classify_lengths"] if with_lengths else ["classify"],
+                classify_quantize,
+                windows,
+            )
         )
         if streamer is not None:
             (tmp / "stream_step.tflite").write_bytes(
@@ -286,22 +296,23 @@ def export_tflite(
             "quantize": classify_quantize,
             "inputs": {"waveform": f"float32 [1, {shape.clip_samples}]"},
             "outputs": {"probabilities": f"float32 [1, {len(labels)}]"},
-            # the same file's second signature: a clip shorter than the window, answered as if
-            # alone (the window's zero padding beyond `lengths` is ignored)
-            "lengths": {
-                "signature": "classify_lengths",
-                "inputs": {
-                    "waveform": f"float32 [1, {shape.clip_samples}]",
-                    "lengths": "int32 [1]",
-                },
-                "outputs": {"probabilities": f"float32 [1, {len(labels)}]"},
-                "note": "lengths: the clip's samples (clamped to 1..window); the rest of the "
-                "window is ignored",
-            },
         },
         "stream": {"available": False, "reason": "; ".join(problems)},
         **(metadata or {}),
     }
+    if with_lengths:
+        # the same file's second signature: a clip shorter than the window, answered as if
+        # alone (the window's zero padding beyond `lengths` is ignored)
+        meta["classify"]["lengths"] = {
+            "signature": "classify_lengths",
+            "inputs": {
+                "waveform": f"float32 [1, {shape.clip_samples}]",
+                "lengths": "int32 [1]",
+            },
+            "outputs": {"probabilities": f"float32 [1, {len(labels)}]"},
+            "note": "lengths: the clip's samples (clamped to 1..window); the rest of the "
+            "window is ignored",
+        }
     if streamer is not None:
         meta["stream"] = {
             "available": True,
@@ -317,9 +328,10 @@ def export_tflite(
             ],
         }
     meta["classify"]["tensors"] = _tensor_table(tmp / "classify.tflite", "classify")
-    meta["classify"]["lengths"]["tensors"] = _tensor_table(
-        tmp / "classify.tflite", "classify_lengths"
-    )
+    if with_lengths:
+        meta["classify"]["lengths"]["tensors"] = _tensor_table(
+            tmp / "classify.tflite", "classify_lengths"
+        )
     if streamer is not None:
         meta["stream"]["tensors"] = _tensor_table(tmp / "stream_step.tflite", "stream_step")
     meta["parity"] = _parity(tmp, meta, check_clips, reference)
@@ -395,25 +407,9 @@ def _parity(folder: Path, meta: dict, clips: list[tuple[np.ndarray, int]], refer
         "classify": {"clips": len(clips), **_compare(got, expected, truth)},
         "failures": [],
     }
-    # classify_lengths: each clip cut short and zero-padded to the window, against the
-    # SavedModel on the short clip alone (cut points spread from a quarter to all of the window)
-    lengths_runner = interpreter(folder / "classify.tflite").get_signature_runner(
-        "classify_lengths"
-    )
-    width = batch.shape[1]
-    cuts = [width // 4 + (width - width // 4) * i // len(batch) for i in range(len(batch))]
-    got_cut, want_cut = [], []
-    for w, n in zip(batch, cuts, strict=True):
-        padded = np.zeros_like(w)
-        padded[:n] = w[:n]
-        lengths = np.array([n], np.int32)
-        got_cut.append(lengths_runner(waveform=padded[None], lengths=lengths)["probabilities"][0])
-        want_cut.append(np.asarray(reference(w[None, :n]))[0])
-    report["classify_lengths"] = {
-        "clips": len(batch),
-        "cut_to_samples": [int(cuts[0]), int(cuts[-1])],
-        **_compare(np.stack(got_cut), np.stack(want_cut), truth),
-    }
+    if "lengths" in meta["classify"]:
+        report["classify_lengths"] = _short_clips(folder, batch, truth, reference)
+
     if meta["stream"]["available"]:
         stream = TFLiteStream(folder / "stream_step.tflite", meta)
         sample = batch[: min(len(batch), 20)]  # hop by hop through the interpreter: slower
@@ -454,6 +450,29 @@ def _parity(folder: Path, meta: dict, clips: list[tuple[np.ndarray, int]], refer
         else f"max probability difference <= {FLOAT_TOLERANCE:g}"
     )
     return report
+
+
+def _short_clips(folder: Path, batch: np.ndarray, truth: np.ndarray, reference: Any) -> dict:  # noqa: ANN401
+    """``classify_lengths`` on clips cut short, against the SavedModel on each short clip alone.
+
+    Each clip is cut (the cut points spread from a quarter to all of the window) and
+    zero-padded back to the window, as a device would send it with its length.
+    """
+    runner = interpreter(folder / "classify.tflite").get_signature_runner("classify_lengths")
+    width = batch.shape[1]
+    cuts = [width // 4 + (width - width // 4) * i // len(batch) for i in range(len(batch))]
+    got_cut, want_cut = [], []
+    for w, n in zip(batch, cuts, strict=True):
+        padded = np.zeros_like(w)
+        padded[:n] = w[:n]
+        lengths = np.array([n], np.int32)
+        got_cut.append(runner(waveform=padded[None], lengths=lengths)["probabilities"][0])
+        want_cut.append(np.asarray(reference(w[None, :n]))[0])
+    return {
+        "clips": len(batch),
+        "cut_to_samples": [int(cuts[0]), int(cuts[-1])],
+        **_compare(np.stack(got_cut), np.stack(want_cut), truth),
+    }
 
 
 def _compare(got: np.ndarray, expected: np.ndarray, truth: np.ndarray) -> dict:
