@@ -15,8 +15,8 @@ in one process on one core, each variant and, as the plain baseline, the run's S
   milliseconds, as times faster than real time (audio seconds per compute second), and as a
   ratio against the SavedModel measured in the same run (machines are noisy: compare ratios).
 
-A variant the export's parity check refuses (e.g. ``int8`` on the ``fsdd`` preset, see README)
-is listed with the check's reason. Not part of the test suite.
+A variant the export's parity check refuses is listed with the check's reason. Not part of the
+test suite.
 
     python benchmarks/edge.py runs/fsdd-*/ [--quantize none dynamic int8] [--clips 500]
 """
