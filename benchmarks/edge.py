@@ -68,6 +68,7 @@ def measure(model: Any, clips: list, windowed: list, repeats: int) -> dict[str, 
         answers = []
         for start in range(0, len(windowed), 50):
             group = np.stack(windowed[start : start + 50])
+            group = group[:, : group.shape[1] - group.shape[1] % model.stream(1).hop]
             answers += list(model.stream(len(group)).run_segments(group)[:, -1].argmax(1))
         out["stream_windowed"] = round(float(np.mean(np.array(answers) == truth)), 4)
         stream = model.stream(1)

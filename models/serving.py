@@ -133,7 +133,8 @@ class SpeechModel:
 
             runner = interpreter(_tflite_file(path, "classify.tflite"))
             self._classify = runner.get_signature_runner("classify")
-            # files from before classify_lengths have only the padded window
+            # a window-filling model has no classify_lengths (nor has a masked one's file
+            # from before it): the padded window
             self._classify_lengths = (
                 runner.get_signature_runner("classify_lengths")
                 if "classify_lengths" in runner.get_signature_list()
@@ -149,11 +150,27 @@ class SpeechModel:
         """Probabilities ``[n, classes]`` of a zero-padded batch ``[n, samples]``.
 
         ``lengths`` (samples of each row) makes padding irrelevant: each row is answered as if
-        it were sent alone (except by a ``classify.tflite`` exported before its
-        ``classify_lengths`` signature, which hears the window padded). Without ``lengths`` a
-        row is as wide as the batch, as ``serving_default`` hears it.
+        it were sent alone. Without ``lengths`` a row is as wide as the batch, as
+        ``serving_default`` hears it. (A ``features.window: masked`` model's ``classify.tflite``
+        exported before its ``classify_lengths`` signature hears every row padded to the
+        window instead.)
+
+        Raises:
+            ValueError: ``lengths`` is not one length per row, each from 1 to the batch's width.
         """
         batch = np.asarray(batch, np.float32)
+        if lengths is not None:  # what serving_lengths refuses, refused for TFLite files too
+            lengths = np.asarray(lengths)
+            if (
+                lengths.shape != (len(batch),)
+                or not np.issubdtype(lengths.dtype, np.integer)
+                or np.any(lengths < 1)
+                or np.any(lengths > batch.shape[1])
+            ):
+                raise ValueError(
+                    f"lengths {lengths.tolist()}: expected {len(batch)} integers (one per row), "
+                    f"each from 1 to the batch's width {batch.shape[1]}"
+                )
         if self.kind == "tflite":  # one fixed window per call
             # no lengths: every row is as wide as the batch, as serving_default hears it
             lengths = lengths if lengths is not None else [batch.shape[1]] * len(batch)
@@ -178,7 +195,7 @@ class SpeechModel:
         window = fit_length(clip, self.window, full=True)[None]
         if clip.size >= self.window or self._classify_lengths is None:
             return self._classify(waveform=window)["probabilities"][0]
-        length = np.array([min(max(clip.size, 1), self.window)], np.int32)
+        length = np.array([clip.size], np.int32)
         return self._classify_lengths(waveform=window, lengths=length)["probabilities"][0]
 
     def stream(self, rows: int = 1) -> Stream:

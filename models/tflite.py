@@ -1,7 +1,8 @@
 """TFLite exports for devices: a fixed-window classifier and the streaming step, raw audio in.
 
 ``classify.tflite`` takes one window of raw samples ``[1, clip_samples]`` and returns the class
-probabilities; ``stream_step.tflite`` takes one hop ``[1, hop]`` plus the state tensors (passed in
+probabilities (for a ``features.window: masked`` model, its second signature ``classify_lengths``
+also takes the clip's length and ignores the padding beyond it); ``stream_step.tflite`` takes one hop ``[1, hop]`` plus the state tensors (passed in
 and out by the caller) and returns the probabilities so far and the new state. Both include the
 MFCC front end and use TFLite builtin ops only, so the standard interpreter (``ai-edge-litert``)
 runs them. Parity with the float model is measured when exporting and written next to them.
@@ -128,6 +129,8 @@ def _convert(saved_model: Path, signatures: list[str], quantize: str, representa
     """
     if isinstance(signatures, str):  # a str would be read as one signature per letter
         raise TypeError(f"signatures: expected a list of names, got the string {signatures!r}")
+    if quantize == "int8" and len(signatures) != 1:  # _quantize_scope reads one subgraph
+        raise ValueError(f"int8: expected one signature, got {signatures}")
     converter = tf.lite.TFLiteConverter.from_saved_model(
         str(saved_model), signature_keys=signatures
     )
@@ -144,7 +147,8 @@ def _convert(saved_model: Path, signatures: list[str], quantize: str, representa
         # bookkeeping breaks: its carried samples are clipped to the calibration audio's range,
         # its frame count drifts when fed back hop by hop, and the front end's log-mel loses
         # most of its precision. These are the two private calls tf.lite's QuantizationDebugger
-        # makes for its denylisted nodes (tested with TensorFlow 2.21); the public debugger
+        # makes for its denylisted nodes (tested with TensorFlow 2.21: _quantize_scope refuses
+        # to go on if a later version names the ops otherwise); the public debugger
         # cannot take a list built from the calibrated model itself without calibrating twice.
         converter._experimental_calibrate_only = True  # noqa: SLF001
         calibrated = converter.convert()
@@ -175,6 +179,13 @@ def _quantize_scope(calibrated: bytes) -> bytes:
             if not all(learned.match(part) for part in d["name"].split(";"))
         }
     )
+    if len(float_nodes) == len({d["name"] for d in details}):  # else an all-float "int8" file
+        from models.export import ExportCheckError
+
+        raise ExportCheckError(
+            f"int8: no op of the stream step is named under {QUANTIZABLE_SCOPE}/ (this "
+            "TensorFlow names them otherwise); use --quantize dynamic"
+        )
     from pipelines.runtime import muted_stderr
 
     with muted_stderr():  # the quantizer prints its settings on fd 2
@@ -193,6 +204,9 @@ def export_tflite(
     metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Writes ``out_dir/classify.tflite``, ``stream_step.tflite`` (causal models) and metadata.
+
+    ``classify.tflite`` has the signature ``classify`` and, for a ``features.window: masked``
+    model, ``classify_lengths`` (the window and the clip's length in samples).
 
     Args:
         model: the trained classifier (portable kernels, as for the SavedModel).
@@ -460,7 +474,8 @@ def _short_clips(folder: Path, batch: np.ndarray, truth: np.ndarray, reference: 
     """
     runner = interpreter(folder / "classify.tflite").get_signature_runner("classify_lengths")
     width = batch.shape[1]
-    cuts = [width // 4 + (width - width // 4) * i // len(batch) for i in range(len(batch))]
+    steps = max(len(batch) - 1, 1)
+    cuts = [width // 4 + (width - width // 4) * i // steps for i in range(len(batch))]
     got_cut, want_cut = [], []
     for w, n in zip(batch, cuts, strict=True):
         padded = np.zeros_like(w)

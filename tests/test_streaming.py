@@ -233,6 +233,37 @@ def test_classify_tflite_answers_a_short_clip_as_if_it_were_alone(tmp_path):
         _convert(tmp_path / "sm", "classify", "none", None)
 
 
+def test_classify_refuses_lengths_outside_the_rows_as_serving_lengths_does(tmp_path):
+    from models.serving import load_speech_model
+    from models.tflite import export_tflite
+
+    features = _features(window="masked")
+    model, train, clips, truth = _tone_model(features)
+    front = MfccLayer(features)
+    export_tflite(
+        model,
+        features,
+        ["low", "mid", "high"],
+        tmp_path / "tflite",
+        "none",
+        calibration=list(train[:4]),
+        check_clips=list(zip(clips[:4], truth[:4], strict=True)),
+        reference=lambda x: model(front(x), training=False).numpy(),
+    )
+    loaded = load_speech_model(tmp_path / "tflite")
+    batch = clips[:2, :3000]
+    for bad in ([0, 100], [100, 3001], [-5, 100], [100], [1.5, 100]):
+        with pytest.raises(ValueError, match=r"lengths .*one per row.*3000"):
+            loaded.classify(batch, np.array(bad))
+    # a length of the whole window goes through classify, as serving_lengths would answer it
+    whole = clips[:2]
+    np.testing.assert_allclose(
+        loaded.classify(whole, np.array([whole.shape[1]] * 2)),
+        model(front(whole), training=False).numpy(),
+        atol=1e-4,
+    )
+
+
 @pytest.mark.parametrize(
     ("quantize", "pooling", "normalize", "freq"),
     [
@@ -309,7 +340,7 @@ def _bookkeeping_stays_float(folder, meta, clip):  # noqa: ANN001, ANN202
     if meta["stream"]["quantize"] == "int8":  # quantized where it should be, float elsewhere
         lite = interpreter(folder / "stream_step.tflite")
         int8 = [d["name"] for d in lite.get_tensor_details() if d["dtype"] == np.int8]
-        assert any("lstm_cell" in name for name in int8)  # the cells' weights and activations
+        assert any("quantizable" in name and "cell" in name for name in int8)  # the cells
         assert not any(name.startswith(("frame", "rfft", "Log")) for name in int8)
         outputs = lite.get_signature_runner("stream_step").get_output_details().values()
         assert all(d["dtype"] == np.float32 for d in outputs)
