@@ -213,6 +213,17 @@ def test_classify_tflite_answers_a_short_clip_as_if_it_were_alone(tmp_path):
     # a batch narrower than the window, as serving_default hears it: each row as wide as the batch
     narrow = clips[:3, :2500]
     np.testing.assert_allclose(loaded.classify(narrow), reference(narrow), atol=1e-4)
+    # what serving_lengths refuses, refused here too
+    for bad in ([0, 100], [100, 3001], [-5, 100], [100], [1.5, 100]):
+        with pytest.raises(ValueError, match=r"lengths .*one per row.*3000"):
+            loaded.classify(clips[:2, :3000], np.array(bad))
+    # a length of the whole window goes through classify, as serving_lengths would answer it
+    whole = clips[:2]
+    np.testing.assert_allclose(
+        loaded.classify(whole, np.array([whole.shape[1]] * 2)),
+        model(front(whole), training=False).numpy(),
+        atol=1e-4,
+    )
     # a classify.tflite from before classify_lengths: the padded window, not an error
     from models.tflite import _classify_fn, _convert
 
@@ -231,37 +242,6 @@ def test_classify_tflite_answers_a_short_clip_as_if_it_were_alone(tmp_path):
     )
     with pytest.raises(TypeError, match="list of names"):
         _convert(tmp_path / "sm", "classify", "none", None)
-
-
-def test_classify_refuses_lengths_outside_the_rows_as_serving_lengths_does(tmp_path):
-    from models.serving import load_speech_model
-    from models.tflite import export_tflite
-
-    features = _features(window="masked")
-    model, train, clips, truth = _tone_model(features)
-    front = MfccLayer(features)
-    export_tflite(
-        model,
-        features,
-        ["low", "mid", "high"],
-        tmp_path / "tflite",
-        "none",
-        calibration=list(train[:4]),
-        check_clips=list(zip(clips[:4], truth[:4], strict=True)),
-        reference=lambda x: model(front(x), training=False).numpy(),
-    )
-    loaded = load_speech_model(tmp_path / "tflite")
-    batch = clips[:2, :3000]
-    for bad in ([0, 100], [100, 3001], [-5, 100], [100], [1.5, 100]):
-        with pytest.raises(ValueError, match=r"lengths .*one per row.*3000"):
-            loaded.classify(batch, np.array(bad))
-    # a length of the whole window goes through classify, as serving_lengths would answer it
-    whole = clips[:2]
-    np.testing.assert_allclose(
-        loaded.classify(whole, np.array([whole.shape[1]] * 2)),
-        model(front(whole), training=False).numpy(),
-        atol=1e-4,
-    )
 
 
 @pytest.mark.parametrize(
