@@ -2,10 +2,11 @@
 
 ``classify.tflite`` takes one window of raw samples ``[1, clip_samples]`` and returns the class
 probabilities (for a ``features.window: masked`` model, its second signature ``classify_lengths``
-also takes the clip's length and ignores the padding beyond it); ``stream_step.tflite`` takes one hop ``[1, hop]`` plus the state tensors (passed in
-and out by the caller) and returns the probabilities so far and the new state. Both include the
-MFCC front end and use TFLite builtin ops only, so the standard interpreter (``ai-edge-litert``)
-runs them. Parity with the float model is measured when exporting and written next to them.
+also takes the clip's length and ignores the padding beyond it); ``stream_step.tflite`` takes
+one hop ``[1, hop]`` plus the state tensors (passed in and out by the caller) and returns the
+probabilities so far and the new state. Both include the MFCC front end and use TFLite builtin
+ops only, so the standard interpreter (``ai-edge-litert``) runs them. Parity with the float
+model is measured when exporting and written next to them.
 """
 
 from __future__ import annotations
@@ -148,8 +149,8 @@ def _convert(saved_model: Path, signatures: list[str], quantize: str, representa
         # its frame count drifts when fed back hop by hop, and the front end's log-mel loses
         # most of its precision. These are the two private calls tf.lite's QuantizationDebugger
         # makes for its denylisted nodes (tested with TensorFlow 2.21: _quantize_scope refuses
-        # to go on if a later version names the ops otherwise); the public debugger
-        # cannot take a list built from the calibrated model itself without calibrating twice.
+        # to go on if another version names the ops otherwise); the public debugger cannot
+        # take a list built from the calibrated model itself without calibrating twice.
         converter._experimental_calibrate_only = True  # noqa: SLF001
         calibrated = converter.convert()
     return _quantize_scope(calibrated)
@@ -466,7 +467,12 @@ def _parity(folder: Path, meta: dict, clips: list[tuple[np.ndarray, int]], refer
     return report
 
 
-def _short_clips(folder: Path, batch: np.ndarray, truth: np.ndarray, reference: Any) -> dict:  # noqa: ANN401
+def _short_clips(
+    folder: Path,
+    batch: np.ndarray,
+    truth: np.ndarray,
+    reference: Any,  # noqa: ANN401 - any callable
+) -> dict:
     """``classify_lengths`` on clips cut short, against the SavedModel on each short clip alone.
 
     Each clip is cut (the cut points spread from a quarter to all of the window) and
