@@ -250,9 +250,7 @@ def test_classify_tflite_answers_a_short_clip_as_if_it_were_alone(tmp_path):
         ("none", "mean", "running", ()),
         ("dynamic", "mean", "running", ()),
         ("none", "mean", "running", (4, 6)),  # convolutions along frequency first
-        ("dynamic", "mean", "running", (4, 6)),
         ("int8", "mean", "running", (4, 6)),
-        ("int8", "mean", "running", ()),
         ("none", "max", "running", ()),
         ("none", "attention", "running", ()),
         ("none", "mean", "running_var", ()),
