@@ -363,6 +363,36 @@ def export_tflite(
     return meta
 
 
+def summary_lines(meta: dict[str, Any]) -> list[str]:
+    """One line per file and signature of a TFLite folder's ``metadata.json``: what a user checks.
+
+    Size, quantization, the parity check's accuracy against the SavedModel's on the same test
+    clips with the largest probability difference, and the time of one call.
+    """
+    parity, latency, sizes = meta["parity"], meta.get("latency_ms", {}), meta["bytes"]
+    rows = [
+        ("classify", "classify.tflite", meta["classify"]["quantize"], "classify_ms", "a window"),
+        ("classify_lengths", "classify.tflite", meta["classify"]["quantize"], None, ""),
+        ("stream_step", "stream_step.tflite", meta["stream"].get("quantize"), "stream_ms", "a hop"),
+    ]
+    lines = []
+    for name, file, quantize, timing, per in rows:
+        part = parity.get(name)
+        if part is None:
+            continue
+        where = f"{file} ({sizes[file]:,} bytes)" if name != "classify_lengths" else f"  {name}"
+        line = (
+            f"{where}: {quantize}, accuracy {part['accuracy']:.3f} against the SavedModel's "
+            f"{part['savedmodel_accuracy']:.3f} on {part['clips']} test clips"
+            f"{' cut short' if name == 'classify_lengths' else ''}, largest "
+            f"probability difference {part['max_abs_difference']:.2g}"
+        )
+        if timing and timing in latency:
+            line += f", {latency[timing]:g} ms {per}"
+        lines.append(line)
+    return lines
+
+
 def _tensor_table(path: Path, signature: str) -> dict[str, list[dict[str, Any]]]:
     """Each input and output of ``signature`` with its interpreter tensor index.
 

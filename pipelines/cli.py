@@ -185,6 +185,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         pipeline, config = resolve_config("_", [str(run_dir / "config.yaml")], overrides)
     before = tuple(s.name for s in pipeline.stages if s.name != "export")
     run_pipeline(pipeline, config, run_dir, on_stage=_progress, rerun=("export",), frozen=before)
+    if args.format == "tflite":  # the check's figures on stderr: stdout is the folder alone
+        from models.tflite import summary_lines
+
+        meta = json.loads((run_dir / "export" / "tflite" / "metadata.json").read_text())
+        for line in summary_lines(meta):
+            print(line, file=sys.stderr)
     print(run_dir / "export" / ("tflite" if args.format == "tflite" else ""))
     return 0
 

@@ -398,7 +398,10 @@ def test_cli_streaming_run_exports_tflite_and_detects_in_a_stream(tmp_path):
     assert meta["stream"]["available"]
     exported = run_cli("export", str(run_dir), "--format", "tflite")
     tflite = run_dir / "export" / "tflite"
-    assert str(tflite) in exported.stdout
+    assert exported.stdout.strip() == str(tflite)  # the folder alone, for scripts
+    # the check's figures, one line per file, on stderr
+    assert "classify.tflite (" in exported.stderr and "stream_step.tflite (" in exported.stderr
+    assert "against the SavedModel's" in exported.stderr
     report = json.loads((tflite / "metadata.json").read_text())
     assert report["parity"]["classify"]["max_abs_difference"] <= 1e-4
     assert report["parity"]["stream_step"]["max_abs_difference"] <= 1e-4
