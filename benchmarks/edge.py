@@ -64,14 +64,14 @@ def measure(model: Any, clips: list, windowed: list, repeats: int) -> dict[str, 
         "window_ms": median_ms(lambda: model.classify(window), repeats),
     }
     if not model.stream_reason:
+        stream = model.stream(1)
         # each windowed clip streamed hop by hop from silence: the answer after the last hop
+        whole = model.window - model.window % stream.hop
         answers = []
         for start in range(0, len(windowed), 50):
-            group = np.stack(windowed[start : start + 50])
-            group = group[:, : group.shape[1] - group.shape[1] % model.stream(1).hop]
+            group = np.stack(windowed[start : start + 50])[:, :whole]
             answers += list(model.stream(len(group)).run_segments(group)[:, -1].argmax(1))
         out["stream_windowed"] = round(float(np.mean(np.array(answers) == truth)), 4)
-        stream = model.stream(1)
         hop = np.zeros(stream.hop, np.float32)
         out["step_ms"] = median_ms(lambda: stream.push(hop), repeats * 10)
         out["hop_seconds"] = stream.hop / model.rate

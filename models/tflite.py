@@ -443,7 +443,8 @@ def _parity(folder: Path, meta: dict, clips: list[tuple[np.ndarray, int]], refer
     batch = np.stack([w for w, _ in clips]).astype(np.float32)
     truth = np.array([y for _, y in clips])
     expected = np.asarray(reference(batch))
-    runner = interpreter(folder / "classify.tflite").get_signature_runner("classify")
+    lite = interpreter(folder / "classify.tflite")
+    runner = lite.get_signature_runner("classify")
     got = np.stack([runner(waveform=w[None])["probabilities"][0] for w in batch])
     report: dict[str, Any] = {
         "clips": len(clips),
@@ -453,7 +454,8 @@ def _parity(folder: Path, meta: dict, clips: list[tuple[np.ndarray, int]], refer
         "failures": [],
     }
     if "lengths" in meta["classify"]:
-        report["classify_lengths"] = _short_clips(folder, batch, truth, reference)
+        lengths_runner = lite.get_signature_runner("classify_lengths")
+        report["classify_lengths"] = _short_clips(lengths_runner, batch, truth, reference)
 
     if meta["stream"]["available"]:
         stream = TFLiteStream(folder / "stream_step.tflite", meta)
@@ -498,7 +500,7 @@ def _parity(folder: Path, meta: dict, clips: list[tuple[np.ndarray, int]], refer
 
 
 def _short_clips(
-    folder: Path,
+    runner: Any,  # noqa: ANN401 - LiteRT's signature runner of classify_lengths
     batch: np.ndarray,
     truth: np.ndarray,
     reference: Any,  # noqa: ANN401 - any callable
@@ -508,7 +510,6 @@ def _short_clips(
     Each clip is cut (the cut points spread from a quarter to all of the window) and
     zero-padded back to the window, as a device would send it with its length.
     """
-    runner = interpreter(folder / "classify.tflite").get_signature_runner("classify_lengths")
     width = batch.shape[1]
     steps = max(len(batch) - 1, 1)
     cuts = [width // 4 + (width - width // 4) * i // steps for i in range(len(batch))]

@@ -176,28 +176,39 @@ def _tone_model(features: FeatureConfig, **model_kwargs):  # noqa: ANN202
     return model, train, clips, truth
 
 
-def test_classify_tflite_answers_a_short_clip_as_if_it_were_alone(tmp_path):
-    """With ``window: masked``, zero padding changes answers; ``classify_lengths`` ignores it."""
-    from models.serving import load_speech_model
+def _tone_export(folder, features: FeatureConfig, quantize: str, **model_kwargs):  # noqa: ANN001, ANN202
+    """``_tone_model`` exported to TFLite in ``folder``: ``(model, reference, clips, metadata)``.
+
+    ``reference`` is the Keras model on raw samples, the answers the files must match.
+    """
     from models.tflite import export_tflite
 
-    features = _features(window="masked")
-    model, train, clips, truth = _tone_model(features)
+    model, train, clips, truth = _tone_model(features, **model_kwargs)
     front = MfccLayer(features)
 
-    def reference(x):
+    def reference(x):  # noqa: ANN001, ANN202
         return model(front(x), training=False).numpy()
 
     meta = export_tflite(
         model,
         features,
         ["low", "mid", "high"],
-        tmp_path / "tflite",
-        "none",
+        folder,
+        quantize,
         calibration=list(train[:8]),
         check_clips=list(zip(clips, truth, strict=True)),
         reference=reference,
     )
+    return model, reference, clips, meta
+
+
+def test_classify_tflite_answers_a_short_clip_as_if_it_were_alone(tmp_path):
+    """With ``window: masked``, zero padding changes answers; ``classify_lengths`` ignores it."""
+    from models.serving import load_speech_model
+
+    features = _features(window="masked")
+    model, reference, clips, meta = _tone_export(tmp_path / "tflite", features, "none")
+    front = MfccLayer(features)
     assert meta["parity"]["classify_lengths"]["max_abs_difference"] <= 1e-4
     assert meta["classify"]["lengths"]["signature"] == "classify_lengths"
     lengths = np.array([1200, 2000, 2500, 3999])
@@ -261,24 +272,10 @@ def test_tflite_files_run_in_the_interpreter_and_match_the_model(
     tmp_path, quantize, pooling, normalize, freq
 ):
     from models.serving import load_speech_model
-    from models.tflite import export_tflite
 
     features = _features(normalize=normalize)
-    model, train, clips, truth = _tone_model(features, pooling=pooling, freq_filters=freq)
-    front = MfccLayer(features)
-
-    def reference(x):
-        return model(front(x), training=False).numpy()
-
-    meta = export_tflite(
-        model,
-        features,
-        ["low", "mid", "high"],
-        tmp_path / "tflite",
-        quantize,
-        calibration=list(train[:8]),
-        check_clips=list(zip(clips, truth, strict=True)),
-        reference=reference,
+    _, reference, clips, meta = _tone_export(
+        tmp_path / "tflite", features, quantize, pooling=pooling, freq_filters=freq
     )
     assert sorted(meta["bytes"]) == ["classify.tflite", "stream_step.tflite"]
     parity = meta["parity"]
