@@ -45,6 +45,10 @@ class DetectorConfig:
         stream_threshold: ``threshold`` for ``detect --stream`` (None: ``threshold``); its
             posteriors move differently from the sliding window's, so a preset may set both.
         stream_average_ms: ``average_ms`` for ``detect --stream`` (None: ``average_ms``).
+        listen_ms: the audio each answer hears, the newest ``listen_ms`` (None: the model's
+            whole window). The sliding window's older samples are zeroed, as silence before the
+            span; ``--stream``'s runs last this long. A model whose window holds several words
+            at short pauses (``fsdd``'s 2 s) hears one or two at a time instead.
     """
 
     threshold: float = 0.7
@@ -54,16 +58,23 @@ class DetectorConfig:
     stream_overlap: int = 2
     stream_threshold: float | None = None
     stream_average_ms: float | None = None
+    listen_ms: float | None = None
 
     def __post_init__(self) -> None:
         check(0 < self.threshold <= 1, "threshold", self.threshold, "in (0, 1]")
-        for name in ("average_ms", "suppression_ms", "hop_ms", "stream_average_ms"):
+        for name in ("average_ms", "suppression_ms", "hop_ms", "stream_average_ms", "listen_ms"):
             value = getattr(self, name)
             check(value is None or math.isfinite(value), name, value, "a finite number")
         check(self.average_ms >= 0, "average_ms", self.average_ms, ">= 0")
         check(self.suppression_ms >= 0, "suppression_ms", self.suppression_ms, ">= 0")
         check(self.hop_ms > 0, "hop_ms", self.hop_ms, "> 0")
         check(self.stream_overlap >= 2, "stream_overlap", self.stream_overlap, ">= 2")
+        check(
+            self.listen_ms is None or self.listen_ms >= self.hop_ms,
+            "listen_ms",
+            self.listen_ms,
+            f"at least hop_ms ({self.hop_ms:g}) or null (the whole window)",
+        )
         check(
             self.stream_threshold is None or 0 < self.stream_threshold <= 1,
             "stream_threshold",
@@ -92,6 +103,12 @@ class DetectorConfig:
     def hop_samples(self, rate: int) -> int:
         """``hop_ms`` in samples at ``rate`` (at least one)."""
         return max(1, int(round(rate * self.hop_ms / 1000)))
+
+    def listen_samples(self, rate: int, window: int) -> int:
+        """The samples each answer hears: ``listen_ms`` at ``rate``, at most ``window``."""
+        if self.listen_ms is None:
+            return window
+        return min(window, max(1, int(round(rate * self.listen_ms / 1000))))
 
     def check_window(self, window_s: float) -> None:
         """Refuses a hop longer than the model's window, which would skip audio between windows.
@@ -139,6 +156,18 @@ class Event:
         }
 
 
+@dataclass
+class _Heard:
+    """An event while it may still grow: the windows above the threshold for one word."""
+
+    label: str
+    first: float  # end of the first detecting window
+    last: float  # end of the last one
+    score: float  # best smoothed score
+    begun_by_split: bool = False  # its first window came when the previous word's had left it
+    ended_by_split: bool = False  # its last windows hear the next word of the same label
+
+
 class Detector:
     """Turns per-window posteriors into events, incrementally (constant memory).
 
@@ -164,11 +193,8 @@ class Detector:
         self.config = config
         self.reportable = np.array([label not in ignore for label in self.labels])
         self._recent: deque[tuple[float, np.ndarray]] = deque()
-        self._open: Event | None = None
-        self._open_first = 0.0  # end time of the open event's first and last windows
-        self._open_last = 0.0
-        self._done: Event | None = None  # closed, held back in case the next one merges
-        self._done_last = 0.0
+        self._open: _Heard | None = None
+        self._done: _Heard | None = None  # closed, held back in case the next one is its flicker
         self._newest = 0.0  # the latest window end pushed: no event ends after it
 
     def push(self, t_end: float, probabilities: np.ndarray) -> list[Event]:
@@ -184,49 +210,83 @@ class Detector:
         best = int(np.argmax(masked))
         score = float(smoothed[best])
         finished: list[Event] = []
+        gap = self.config.suppression_ms / 1000.0
         if score >= self.config.threshold and self.reportable[best]:
             label = self.labels[best]
+            split = False
             if self._open is not None and self._open.label != label:
                 finished += self._close()
-            if self._open is None:  # start/end become the span when the event closes
-                self._open = Event(label, t_end - self.window_s, t_end, score, detected=t_end)
-                self._open_first = t_end
-            self._open.start = max(self._open.start, t_end - self.window_s)
+            elif self._open is not None and not self._same_word(self._open.first, t_end):
+                self._open.ended_by_split = split = True  # the next word of the same label
+                finished += self._close()
+            if self._open is None:
+                done = self._done
+                if (  # refractory period, measured between detections as RecognizeCommands does
+                    not split
+                    and done is not None
+                    and done.label == label
+                    and t_end - done.last < gap
+                    and self._same_word(done.first, t_end)
+                ):
+                    self._open, self._done = done, None  # a flicker: the held-back event goes on
+                else:
+                    self._open = _Heard(label, t_end, t_end, score, begun_by_split=split)
+            self._open.last = t_end
             self._open.score = max(self._open.score, score)
-            self._open_last = t_end
         elif self._open is not None:
             finished += self._close()
-        gap = self.config.suppression_ms / 1000.0
-        if self._done is not None and self._open is None and t_end - self._done_last >= gap:
-            finished.append(self._done)  # no later window can merge into it any more
+        if self._done is not None and self._open is None and t_end - self._done.last >= gap:
+            finished.append(self._event(self._done))  # no later window can join it any more
             self._done = None
         return finished
 
     def _close(self) -> list[Event]:
-        event, self._open = self._open, None
-        # event.start: the last detecting window's start; event.end: the first one's end
-        start, end = sorted((event.start, event.end))
-        middle, half = (start + end) / 2, max(end - start, 2 * self.config.hop_ms / 1000) / 2
-        event.start, event.end = max(0.0, middle - half), min(middle + half, self._newest)
-        out = []
-        gap = self.config.suppression_ms / 1000.0
-        if self._done is not None:
-            # refractory period: measured between detections, as RecognizeCommands does
-            if self._done.label == event.label and self._open_first - self._done_last < gap:
-                self._done.start = min(self._done.start, event.start)
-                self._done.end = max(self._done.end, event.end)
-                self._done.score = max(self._done.score, event.score)
-                self._done_last = self._open_last
-                return out
-            out.append(self._done)
-        self._done, self._done_last = event, self._open_last
+        """Ends the open event, holding it back; returns the one held back before it."""
+        out = [self._event(self._done)] if self._done is not None else []
+        self._done, self._open = self._open, None
         return out
+
+    def _same_word(self, first: float, t_end: float) -> bool:
+        """Whether the smoothed score at ``t_end`` can hear the word first detected at ``first``.
+
+        The score at a time averages the windows ending in the last ``average_ms``, so the word
+        behind the detection at ``first`` began in ``[first - average - window, first]``; a
+        model may fire on a word's beginning, so the word may go on after ``first``, for at most
+        ``suppression_ms`` (the refractory period: one word's detections come within it). A
+        score whose windows all start after that hears other audio: another utterance of the
+        label, so a new event, even while the score never fell below the threshold in between
+        (two words of one label less than a window apart).
+        """
+        heard_from = t_end - self.config.average_ms / 1000.0 - self.window_s
+        return heard_from < first + self.config.suppression_ms / 1000.0 - 1e-6
+
+    def _event(self, heard: _Heard) -> Event:
+        """The event's span from its windows: where the word they all heard must be."""
+        least = 2 * self.config.hop_ms / 1000
+        last_start = heard.last - self.window_s
+        if heard.begun_by_split or heard.ended_by_split:
+            # one side of a split event belongs to the other word: the first detection of one
+            # begun at a split came only once the windows had left the previous word (late);
+            # the last windows of one ended at a split hear the next word. Its span is taken
+            # from the side it has of its own, up to the averaging time wide: after its
+            # windows' latest start (where the word begins, about) or before its first
+            # detection (where the word ends, about).
+            wide = max(self.config.average_ms / 1000, least)
+            end = last_start + wide if heard.begun_by_split else heard.first
+            start = end - wide
+        else:  # inside every detecting window: after the last one's start, before the first's end
+            start, end = sorted((last_start, heard.first))
+            middle, half = (start + end) / 2, max(end - start, least) / 2
+            start, end = middle - half, middle + half
+        return Event(
+            heard.label, max(0.0, start), min(end, self._newest), heard.score, detected=heard.first
+        )
 
     def flush(self) -> list[Event]:
         """Ends the stream: returns the events still open or held back."""
         out = self._close() if self._open is not None else []
         if self._done is not None:
-            out.append(self._done)
+            out.append(self._event(self._done))
             self._done = None
         return out
 
@@ -305,6 +365,24 @@ def windows(
             yield total, buffer[:total]
     elif total > last_end:
         yield total, buffer[-window:]
+
+
+def listening(
+    classify: Callable[[np.ndarray], np.ndarray], window: int
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``classify`` of shorter spans (``DetectorConfig.listen_ms``), each at the end of a window.
+
+    The spans (from ``windows`` with the span's length) are zero-padded in front to the
+    model's ``window``: the audio sits where a stream run's does, after silence.
+    """
+
+    def heard(batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch, np.float32)
+        padded = np.zeros((batch.shape[0], max(window, batch.shape[1])), np.float32)
+        padded[:, padded.shape[1] - batch.shape[1] :] = batch
+        return classify(padded)
+
+    return heard
 
 
 def posteriors(

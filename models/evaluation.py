@@ -126,16 +126,20 @@ def scored_posteriors(
     hop: int,
     batch_size: int = 128,
     overlap: int | None = None,
+    listen: int | None = None,
 ) -> list[tuple[float, np.ndarray]]:
     """``(time, probabilities)`` every ``hop`` samples of ``audio``.
 
     ``overlap`` None: the sliding window through the graph's MFCC (``run.py detect``); a number:
     ``run.py detect --stream``'s staggered runs of the streaming model, that many at a time.
+    ``listen``: the samples each answer hears (``DetectorConfig.listen_samples``; None: the
+    whole window).
     """
     from data.audio import feature_shape
-    from models.detection import posteriors, windows
+    from models.detection import listening, posteriors, windows
 
     rate, window = features.sample_rate, feature_shape(features).clip_samples
+    listen = window if listen is None else min(listen, window)
     if overlap is None:
         import tensorflow as tf
 
@@ -143,13 +147,15 @@ def scored_posteriors(
 
         mfcc = MfccLayer(features)
         classify = lambda x: model(mfcc(tf.constant(x)), training=False).numpy()  # noqa: E731
-        return list(posteriors(windows(iter([audio]), window, hop), classify, rate, batch_size))
+        if listen < window:
+            classify = listening(classify, window)
+        return list(posteriors(windows(iter([audio]), listen, hop), classify, rate, batch_size))
     from models.streaming import KerasStream, StreamingClassifier
     from pipelines.detect import stream_posteriors
 
     streamer = StreamingClassifier(model, features)
     stream = lambda rows: KerasStream(streamer, rows)  # noqa: E731
-    return list(stream_posteriors(iter([audio]), stream, hop, rate, window, overlap))
+    return list(stream_posteriors(iter([audio]), stream, hop, rate, listen, overlap))
 
 
 def detection_scores(
@@ -197,12 +203,15 @@ def stream_metrics(
     config = config or DetectorConfig()
     rate = features.sample_rate
     audio, placed = detection_recording(clips, rate, noises, seed, max_clips)
-    window_s, seconds = feature_shape(features).clip_samples / rate, audio.size / rate
+    listen = config.listen_samples(rate, feature_shape(features).clip_samples)
+    window_s, seconds = listen / rate, audio.size / rate
     hop = config.hop_samples(rate)
-    scored = scored_posteriors(model, features, audio, hop, batch_size)
+    scored = scored_posteriors(model, features, audio, hop, batch_size, listen=listen)
     report = detection_scores(scored, labels, window_s, config, placed, seconds)
     if not stream_problems(model, features):  # a causal model: detect --stream too
-        scored = scored_posteriors(model, features, audio, hop, batch_size, config.stream_overlap)
+        scored = scored_posteriors(
+            model, features, audio, hop, batch_size, config.stream_overlap, listen
+        )
         stream = config.for_stream()
         report["stream_step"] = detection_scores(scored, labels, window_s, stream, placed, seconds)
     return report

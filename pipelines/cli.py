@@ -298,6 +298,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         "suppression_ms": args.suppression_ms,
         "hop_ms": args.hop_ms,
         "stream_overlap": args.stream_overlap,
+        "listen_ms": args.listen_ms,
     }
     return detect(args.export_dir, args.files, overrides, stream=args.stream)
 
@@ -314,6 +315,7 @@ def cmd_tune_detector(args: argparse.Namespace) -> int:
         thresholds=tuple(args.thresholds),
         average_ms=tuple(args.average_ms),
         overlaps=tuple(args.overlaps),
+        listen_ms=tuple(args.listen_ms or ()),
         max_false_alarms=args.max_false_alarms,
     )
     run_dir = Path(args.run_dir)
@@ -323,7 +325,8 @@ def cmd_tune_detector(args: argparse.Namespace) -> int:
         title=f"{result['commands']} {args.split} commands end to end ({result['seconds']} s); "
         f"best recall under {grid.max_false_alarms} false alarms a minute"
     )
-    for column in ("mode", "runs", "threshold", "average ms", "recall", "wrong", "FA/min"):
+    columns = ("mode", "runs", "listen ms", "threshold", "average ms", "recall", "wrong", "FA/min")
+    for column in columns:
         table.add_column(column)
     for mode in ("sliding", "stream"):
         rows = [r for r in result["rows"] if r["mode"] == mode]
@@ -335,6 +338,7 @@ def cmd_tune_detector(args: argparse.Namespace) -> int:
             table.add_row(
                 mode + mark,
                 str(r["stream_overlap"] or "-"),
+                "window" if r["listen_ms"] is None else f"{r['listen_ms']:g}",
                 str(r["threshold"]),
                 str(int(r["average_ms"])),
                 f"{r['recall']:.3f}",
@@ -497,6 +501,13 @@ def build_parser() -> argparse.ArgumentParser:
         + defaults,
     )
     detect.add_argument(
+        "--listen-ms",
+        type=float,
+        metavar="N",
+        help="the newest audio each answer hears, at most the model's window (the rest of the "
+        f"window is silence; --stream: how long each run lasts); {defaults}",
+    )
+    detect.add_argument(
         "--stream-overlap",
         type=int,
         metavar="N",
@@ -530,6 +541,13 @@ def build_parser() -> argparse.ArgumentParser:
     tuned.add_argument("--thresholds", type=float, nargs="+", default=[0.6, 0.7, 0.8, 0.9])
     tuned.add_argument("--average-ms", type=float, nargs="+", default=[250, 500, 750, 1000])
     tuned.add_argument("--overlaps", type=int, nargs="+", default=[2, 3, 4])
+    tuned.add_argument(
+        "--listen-ms",
+        type=float,
+        nargs="+",
+        help="spans each answer hears (a value of the window or more: the whole window); "
+        "default: the run's own detect.listen_ms",
+    )
     tuned.add_argument("--max-false-alarms", type=float, default=1.0, help="a minute")
     tuned.set_defaults(func=cmd_tune_detector)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from data.checks import check
-from models.detection import Detector, DetectorConfig, posteriors, windows
+from models.detection import Detector, DetectorConfig, listening, posteriors, windows
 from models.serving import SpeechModel, Stream
 
 
@@ -58,6 +58,11 @@ def read_blocks(path: str, sample_rate: int, block_seconds: float = 10.0) -> Ite
         raise
     except Exception as err:  # noqa: BLE001 - decoder errors vary by format
         raise AudioError(f"unreadable audio ({type(err).__name__}: {err})") from None
+
+
+def _heard_by(model: SpeechModel, listen: int) -> Callable[[np.ndarray], np.ndarray]:
+    """``model.classify``, on spans of ``listen`` samples if they are shorter than its window."""
+    return model.classify if listen >= model.window else listening(model.classify, model.window)
 
 
 def detect_file(
@@ -101,7 +106,8 @@ def iter_events(
         config = config.for_stream()
     rate, window = model.rate, model.window
     hop = config.hop_samples(rate)
-    detector = Detector(model.labels, window / rate, config)
+    listen = config.listen_samples(rate, window)
+    detector = Detector(model.labels, listen / rate, config)
     try:
         seconds = soundfile.info(path).duration  # for the progress bar only
     except Exception:  # noqa: BLE001 - read_blocks reports unreadable files
@@ -113,13 +119,13 @@ def iter_events(
             model.stream,
             hop,
             rate,
-            window,
+            listen,
             config.stream_overlap,
             # a short file gets as many runs a call as it needs, not 8 s of them
-            min(8.0, seconds + window / rate) if seconds else 8.0,
+            min(8.0, seconds + listen / rate) if seconds else 8.0,
         )
         if stream
-        else posteriors(windows(blocks, window, hop), model.classify, rate, batch)
+        else posteriors(windows(blocks, listen, hop), _heard_by(model, listen), rate, batch)
     )
     console = Console(stderr=True)  # stdout: the JSON lines
     # a bar on a terminal only: redirected, rich would leave a blank line on stderr
@@ -279,8 +285,9 @@ def stream_schedule(model: SpeechModel, config: DetectorConfig) -> RunSchedule:
     model.stream()  # refuses a non-causal model
     stream = model.meta["stream"]
     overlap = config.for_stream().stream_overlap
+    listen = config.listen_samples(model.rate, model.window)
     return RunSchedule.of(
-        int(stream["hop_samples"]), model.window, overlap, config.hop_samples(model.rate)
+        int(stream["hop_samples"]), listen, overlap, config.hop_samples(model.rate)
     )
 
 

@@ -115,13 +115,15 @@ def _strongest(model: SpeechModel, blocks: Iterator[np.ndarray], k: int) -> dict
     Raises:
         AudioError: ``blocks`` failed to decode.
     """
-    from models.detection import Detector, posteriors, windows
+    from models.detection import Detector, listening, posteriors, windows
 
-    rate, labels, window = model.rate, model.labels, model.window
+    rate, labels = model.rate, model.labels
     config = model.detector
+    window = config.listen_samples(rate, model.window)  # what each answer hears
     detector = Detector(labels, window / rate, config)
     spans = windows(blocks, window, config.hop_samples(rate))
-    scored = list(posteriors(spans, model.classify, rate))
+    classify = model.classify if window >= model.window else listening(model.classify, model.window)
+    scored = list(posteriors(spans, classify, rate))
     if not scored:  # a header that promised more samples than the file holds
         from data.audio import AudioError
 

@@ -29,12 +29,16 @@ class DetectorGrid:
         thresholds: smoothed-probability thresholds.
         average_ms: posterior averaging windows.
         overlaps: ``stream_overlap`` values (``--stream`` only).
+        listen_ms: ``listen_ms`` values (each costs a pass of the model per mode); empty: the
+            run's own. One value serves both modes: ``--stream`` is chosen among the rows with
+            the sliding window's choice.
         max_false_alarms: the most false alarms a minute a chosen setting may raise.
     """
 
     thresholds: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9)
     average_ms: tuple[float, ...] = (250.0, 500.0, 750.0, 1000.0)
     overlaps: tuple[int, ...] = (2, 3, 4)
+    listen_ms: tuple[float, ...] = ()
     max_false_alarms: float = 1.0
 
     def __post_init__(self) -> None:
@@ -51,6 +55,7 @@ class DetectorGrid:
             "values >= 0",
         )
         check(all(o >= 2 for o in self.overlaps), "--overlaps", self.overlaps, "values >= 2")
+        check(all(v > 0 for v in self.listen_ms), "--listen-ms", self.listen_ms, "values > 0")
         check(self.max_false_alarms > 0, "--max-false-alarms", self.max_false_alarms, "> 0")
 
 
@@ -89,14 +94,24 @@ def tune_detector(
     ]
     audio, placed = detection_recording(clips, rate, noises, seed, max_clips)
     model = keras.models.load_model(model_path)
-    window_s = feature_shape(features).clip_samples / rate
+    window = feature_shape(features).clip_samples
+    # a span of the window or more is the whole window (None), as listen_samples clamps it
+    spans = {
+        None if ms is None or round(rate * ms / 1000) >= window else ms
+        for ms in grid.listen_ms or (base.listen_ms,)
+    }
     runs: list[tuple[str, int | None]] = [("sliding", None)]
     if not stream_problems(model, features):
         runs += [("stream", overlap) for overlap in grid.overlaps]
     rows = []
-    for mode, overlap in runs:
+    for (mode, overlap), listen_ms in itertools.product(
+        runs, sorted(spans, key=lambda ms: ms or float("inf"))
+    ):
+        listen = DetectorConfig(listen_ms=listen_ms, hop_ms=base.hop_ms).listen_samples(
+            rate, window
+        )
         scored = scored_posteriors(
-            model, features, audio, base.hop_samples(rate), config.eval.batch_size, overlap
+            model, features, audio, base.hop_samples(rate), config.eval.batch_size, overlap, listen
         )
         for threshold, average in itertools.product(grid.thresholds, grid.average_ms):
             detector = DetectorConfig(
@@ -104,12 +119,16 @@ def tune_detector(
                 average_ms=average,
                 suppression_ms=base.suppression_ms,
                 hop_ms=base.hop_ms,
+                listen_ms=listen_ms,
             )
-            score = detection_scores(scored, labels, window_s, detector, placed, audio.size / rate)
+            score = detection_scores(
+                scored, labels, listen / rate, detector, placed, audio.size / rate
+            )
             rows.append(
                 {
                     "mode": mode,
                     "stream_overlap": overlap,
+                    "listen_ms": listen_ms,
                     "threshold": threshold,
                     "average_ms": average,
                     "recall": score["recall"],
@@ -118,7 +137,9 @@ def tune_detector(
                     "mean_delay_seconds": score["mean_delay_seconds"],
                 }
             )
-    chosen = {mode: _best(rows, mode, grid.max_false_alarms) for mode in MODES}
+    sliding = _best(rows, "sliding", grid.max_false_alarms)
+    same_span = [r for r in rows if sliding is None or r["listen_ms"] == sliding["listen_ms"]]
+    chosen = {"sliding": sliding, "stream": _best(same_span, "stream", grid.max_false_alarms)}
     return {
         "split": split,
         "commands": len(placed),
@@ -140,6 +161,10 @@ def _best(rows: list[dict], mode: str, limit: float) -> dict | None:
 def _set_flags(chosen: dict[str, dict | None]) -> list[str]:
     """The ``--set`` overrides that make a run's ``detect`` section the chosen one."""
     flags = []
+    chosen_span = next((c for c in chosen.values() if c), None)
+    if chosen_span:
+        listen = chosen_span["listen_ms"]
+        flags.append(f"detect.listen_ms={'null' if listen is None else listen}")
     if chosen["sliding"]:
         flags += [
             f"detect.threshold={chosen['sliding']['threshold']}",

@@ -302,6 +302,7 @@ def test_detect_prints_events_and_reports_bad_files(tiny_run, tmp_path):
         "stream_overlap": 3,  # the default preset's
         "stream_threshold": None,
         "stream_average_ms": None,
+        "listen_ms": None,
     }
     own = run_cli("detect", str(run_dir / "export"), str(recording))
     scores = [json.loads(line)["score"] for line in own.stdout.splitlines()]
@@ -314,29 +315,38 @@ def test_tune_detector_scores_what_the_evaluate_stage_measures(tiny_run):
     result = run_cli(
         *("tune-detector", str(run_dir), "--split", "test", "--seed", "0", "--clips", "200"),
         *("--thresholds", "0.6", "0.95", "--average-ms", "500", "--overlaps", "3"),
-        *("--max-false-alarms", "1000"),
+        *("--listen-ms", "600", "1000", "--max-false-alarms", "1000"),
     )
     sweep = json.loads((run_dir / "detector_sweep.json").read_text())
-    assert sorted((r["mode"], r["threshold"]) for r in sweep["rows"]) == [
-        ("sliding", 0.6),
-        ("sliding", 0.95),
-        ("stream", 0.6),
-        ("stream", 0.95),
+    # 1000 ms is the tiny run's whole window: listen_ms null
+    assert sorted((r["mode"], r["threshold"], r["listen_ms"] or 0) for r in sweep["rows"]) == [
+        (mode, threshold, listen)
+        for mode in ("sliding", "stream")
+        for threshold in (0.6, 0.95)
+        for listen in (0, 600)
     ]
     # the run's own settings (0.6, 500 ms, 3 runs) on the evaluate stage's recording (seed 0,
     # 200 test clips): the same figures as metrics.json
     stream = json.loads((run_dir / "metrics.json").read_text())["stream"]
     for mode, expected in (("sliding", stream), ("stream", stream["stream_step"])):
-        row = next(r for r in sweep["rows"] if r["mode"] == mode and r["threshold"] == 0.6)
+        row = next(
+            r
+            for r in sweep["rows"]
+            if r["mode"] == mode and r["threshold"] == 0.6 and r["listen_ms"] is None
+        )
         assert row["recall"] == expected["recall"], mode
         assert row["false_alarms_per_minute"] == round(expected["false_alarms_per_hour"] / 60, 3)
-        best = max(
-            (r for r in sweep["rows"] if r["mode"] == mode),
-            key=lambda r: (r["recall"], -r["false_alarms_per_minute"]),
-        )
-        assert sweep["chosen"][mode]["recall"] == best["recall"]
+    sliding = sweep["chosen"]["sliding"]
+    assert sliding["recall"] == max(r["recall"] for r in sweep["rows"] if r["mode"] == "sliding")
+    # one span for both modes: --stream's choice is among the rows of the sliding window's span
+    span = [r for r in sweep["rows"] if r["listen_ms"] == sliding["listen_ms"]]
+    assert sweep["chosen"]["stream"]["recall"] == max(
+        r["recall"] for r in span if r["mode"] == "stream"
+    )
     printed = json.loads(result.stdout.strip().splitlines()[-1])
     assert printed["set"] == sweep["set"] and "detect.stream_overlap=3" in printed["set"]
+    listen = "null" if sliding["listen_ms"] is None else sliding["listen_ms"]
+    assert f"detect.listen_ms={listen}" in printed["set"]
 
 
 def test_tune_detector_names_what_is_wrong(tmp_path):
@@ -349,6 +359,8 @@ def test_tune_detector_names_what_is_wrong(tmp_path):
         DetectorGrid(thresholds=(1.5,))
     with pytest.raises(ConfigError, match="--overlaps"):
         DetectorGrid(overlaps=(1,))
+    with pytest.raises(ConfigError, match="--listen-ms"):
+        DetectorGrid(listen_ms=(0,))
 
 
 def test_deleted_export_is_made_again(tiny_run):

@@ -280,3 +280,33 @@ def test_a_decode_error_partway_keeps_the_events_heard_before_it(tmp_path, monke
     assert first["label"] == "yes" and first["start"] < 11.4 and first["end"] > 11.0
     with pytest.raises(AudioError, match="corrupt frame"):
         next(found)
+
+
+def test_listen_ms_hears_the_newest_span_of_each_window_after_silence(tmp_path):
+    """Words closer than a window, heard one at a time through a span shorter than it."""
+    rng = np.random.default_rng(1)
+    y = rng.normal(0, 0.01, RATE * 12).astype(np.float32)
+    truth = [("yes", 3.0), ("no", 3.8), ("yes", 4.6), ("no", 8.0)]  # pauses of 0.6 s
+    t = np.arange(int(0.2 * RATE)) / RATE
+    for label, start in truth:
+        i = int(start * RATE)
+        y[i : i + t.size] += 0.5 * np.sin(2 * np.pi * (1000 if label == "yes" else 3000) * t)
+    path = tmp_path / "close.wav"
+    soundfile.write(path, y, RATE)
+    heard = []
+
+    class Spy(ToneModel):
+        def classify(self, x, lengths=None):
+            heard.append(np.array(x))
+            return super().classify(x)
+
+    config = DetectorConfig(average_ms=0, suppression_ms=300, listen_ms=500)
+    events = detect_file(Spy(), str(path), config)
+    assert [e["label"] for e in events] == [label for label, _ in truth]
+    for event, (_, start) in zip(events, truth, strict=True):
+        assert event["start"] < start + 0.2 and event["end"] > start  # on its own burst
+    batches = np.concatenate(heard)
+    assert batches.shape[1] == RATE  # the model's whole window, the span at its end
+    assert not batches[:, : RATE // 2].any() and batches[:, RATE // 2 :].any(axis=1).all()
+    with pytest.raises(Exception, match="listen_ms"):
+        DetectorConfig(listen_ms=50)  # shorter than a hop

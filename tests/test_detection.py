@@ -64,9 +64,38 @@ def test_a_flicker_within_the_refractory_period_is_one_event():
     )
     merged = run(timeline, average_ms=0, suppression_ms=500)
     assert [e["label"] for e in merged] == ["yes"]
-    assert merged[0]["start"] == pytest.approx(0.2) and merged[0]["end"] == pytest.approx(1.4)
+    # one event of all its windows: inside every one (the last's start 0.6, the first's end 1.0)
+    assert merged[0]["start"] == pytest.approx(0.6) and merged[0]["end"] == pytest.approx(1.0)
     separate = run(timeline, average_ms=0, suppression_ms=0)
     assert [e["label"] for e in separate] == ["yes", "yes"]
+
+
+def test_two_words_of_one_label_less_than_a_window_apart_are_two_events():
+    # "yes" at 1.0-1.4 s and again at 2.4-2.8 s, 1-s windows: every window ending 1.4-3.6 s
+    # hears one of them, so the score never falls; a window starting after the first
+    # detection (1.4) and the refractory period (0.5 s: a word goes on at most that long after
+    # it is first detected) cannot hear the first word, so it begins the second event
+    timeline = ticks(0.5, 1.4, "_silence_") + ticks(1.4, 3.6, "yes") + ticks(3.6, 5.0, "_silence_")
+    events = run(timeline, average_ms=0, suppression_ms=500)
+    assert [e["label"] for e in events] == ["yes", "yes"]
+    first, second = events
+    assert (first["start"], first["end"]) == pytest.approx((1.2, 1.4))  # ends at its detection
+    assert (second["start"], second["end"]) == pytest.approx((2.5, 2.7))  # from its last start
+    assert first["end"] <= second["start"]
+    # a shorter refractory period splits sooner: the span of windows is all it has to go by
+    assert [e["label"] for e in run(timeline[:-18], average_ms=0, suppression_ms=0)] == [
+        "yes",
+        "yes",
+    ]
+    # with smoothing the split waits for the averaged windows to leave the first word too
+    smoothed = run(timeline, average_ms=300, suppression_ms=500)
+    assert [e["label"] for e in smoothed] == ["yes", "yes"]
+    # one word that lights up less than a window and the averaging is one event
+    single = ticks(0.5, 1.4, "_silence_") + ticks(1.4, 3.0, "yes") + ticks(3.0, 4.0, "_silence_")
+    assert [e["label"] for e in run(single, average_ms=300)] == ["yes"]
+    # and a dip within the refractory period does not join words that no window shares
+    dipped = timeline[:15] + [(2.0, "_silence_")] + timeline[16:]
+    assert [e["label"] for e in run(dipped, average_ms=0, suppression_ms=500)] == ["yes", "yes"]
 
 
 def test_smoothing_removes_a_single_noisy_window():
@@ -95,7 +124,7 @@ def test_bad_settings_name_the_setting():
         DetectorConfig(stream_overlap=1)
     with pytest.raises(ConfigError, match="stream_threshold"):
         DetectorConfig(stream_threshold=0)
-    for name in ("hop_ms", "average_ms", "suppression_ms", "stream_average_ms"):
+    for name in ("hop_ms", "average_ms", "suppression_ms", "stream_average_ms", "listen_ms"):
         with pytest.raises(ConfigError, match=f"{name}.*finite.*inf"):
             DetectorConfig(**{name: float("inf")})
     with pytest.raises(ConfigError, match=r"hop_ms.*window \(1000 ms\).*1500"):

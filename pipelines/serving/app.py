@@ -247,7 +247,9 @@ def _flag(name: str) -> bool:
 
 def _detector_config(defaults: DetectorConfig) -> DetectorConfig:
     """``defaults`` (the export's own) with the settings given as query parameters."""
-    values = {k: _number(k) for k in ("threshold", "hop_ms", "average_ms", "suppression_ms")}
+    values = {
+        k: _number(k) for k in ("threshold", "hop_ms", "average_ms", "suppression_ms", "listen_ms")
+    }
     overlap = _number("stream_overlap")
     if overlap is not None and overlap != int(overlap):
         raise RequestError(f"query parameter stream_overlap: expected an integer; got {overlap}")

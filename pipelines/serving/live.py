@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from models.detection import Detector, DetectorConfig, posteriors
+from models.detection import Detector, DetectorConfig, listening, posteriors
 from models.serving import SpeechModel
 from pipelines.detect import LiveRuns
 from pipelines.serving.tensors import RequestError
@@ -45,12 +45,17 @@ class LiveSession:
         import soxr
 
         self.model, self.rate, self.stream = model, rate, stream
-        self.window = model.window
+        self.window = config.listen_samples(model.rate, model.window)  # what an answer hears
         self.hop = config.hop_samples(model.rate)
+        self._classify = (
+            model.classify
+            if self.window >= model.window
+            else listening(model.classify, model.window)
+        )
         if stream:
             config = config.for_stream()
             self._runs = LiveRuns(model.stream(config.stream_overlap), self.window, self.hop)
-        self.detector = Detector(model.labels, model.window / model.rate, config)
+        self.detector = Detector(model.labels, self.window / model.rate, config)
         self._resampler = (
             soxr.ResampleStream(rate, model.rate, 1, dtype="float32", quality="HQ")
             if rate != model.rate
@@ -88,7 +93,7 @@ class LiveSession:
         keep_from = min(self._next_end - self.window, self._total - self.window) - self._offset
         if keep_from > 0:
             self._buffer, self._offset = self._buffer[keep_from:], self._offset + keep_from
-        return self._emit(posteriors(spans, self.model.classify, self.model.rate))
+        return self._emit(posteriors(spans, self._classify, self.model.rate))
 
     def end(self) -> list[dict]:
         """Ends the stream: a last window over a final partial hop, then the open events."""
@@ -107,7 +112,7 @@ class LiveSession:
                 spans = [(self._total, self._buffer[: self._total])]
         elif self._total > last_end:
             spans = [(self._total, self._buffer[-self.window :])]
-        events += self._emit(posteriors(spans, self.model.classify, self.model.rate))
+        events += self._emit(posteriors(spans, self._classify, self.model.rate))
         return events + [e.to_dict() for e in self.detector.flush()]
 
     def _emit(self, scored: Iterable[tuple[float, np.ndarray]]) -> list[dict]:
