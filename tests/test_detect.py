@@ -310,3 +310,25 @@ def test_listen_ms_hears_the_newest_span_of_each_window_after_silence(tmp_path):
     assert not batches[:, : RATE // 2].any() and batches[:, RATE // 2 :].any(axis=1).all()
     with pytest.raises(Exception, match="listen_ms"):
         DetectorConfig(listen_ms=50)  # shorter than a hop
+
+
+def test_a_live_session_listens_to_the_same_span_as_detect(tmp_path):
+    from pipelines.serving.live import LiveSession
+
+    rng = np.random.default_rng(2)
+    y = rng.normal(0, 0.01, RATE * 8).astype(np.float32)
+    t = np.arange(int(0.2 * RATE)) / RATE
+    for freq, start in ((1000, 2.0), (3000, 2.8), (1000, 5.5)):
+        i = int(start * RATE)
+        y[i : i + t.size] += 0.5 * np.sin(2 * np.pi * freq * t)
+    path = tmp_path / "live.wav"
+    soundfile.write(path, y, RATE, subtype="FLOAT")
+    config = DetectorConfig(average_ms=200, listen_ms=500)
+    want = detect_file(ToneModel(), str(path), config)
+    session = LiveSession(ToneModel(), config, RATE)
+    got = [e for i in range(0, y.size, 7000) for e in session.push(y[i : i + 7000])]
+    got += session.end()
+    assert [(e["label"], e["start"], e["end"]) for e in got] == [
+        (e["label"], e["start"], e["end"]) for e in want
+    ]
+    assert [e["label"] for e in want] == ["yes", "no", "yes"]
