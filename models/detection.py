@@ -12,7 +12,9 @@ instead moved events about 0.2 s earlier (at ``average_ms`` 500), closer to the 
 average, but on recordings of real speakers it left more spans just before their word (two
 words of one label in a row merge into one event whose span falls between them) and lost 1-3
 points of recall with more false alarms, so it was not kept. A new event of the same label whose
-first detection comes within ``suppression_ms`` of the previous one's last is merged into it.
+first detection comes within ``suppression_ms`` of the previous one's last is merged into it, if a
+window can have heard both; a word goes on at most ``suppression_ms`` after its first detection, so
+windows that start later hear another word of the label: a new event, even with no dip between.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ class DetectorConfig:
     Attributes:
         threshold: smoothed probability a command must reach.
         average_ms: posteriors are averaged over this much time.
-        suppression_ms: refractory period: a same-label event closer than this is merged.
+        suppression_ms: refractory period: a same-label event closer than this is merged (if a
+            window can have heard both); also the longest a word goes on after its first
+            detection, beyond which windows hear the next word of the label.
         hop_ms: step between consecutive windows.
         stream_overlap: ``detect --stream`` only: runs of the streaming model that overlap at
             any moment, one starting every ``1 / stream_overlap`` of a window; the answer comes
@@ -46,9 +50,10 @@ class DetectorConfig:
             posteriors move differently from the sliding window's, so a preset may set both.
         stream_average_ms: ``average_ms`` for ``detect --stream`` (None: ``average_ms``).
         listen_ms: the audio each answer hears, the newest ``listen_ms`` (None: the model's
-            whole window). The sliding window's older samples are zeroed, as silence before the
-            span; ``--stream``'s runs last this long. A model whose window holds several words
-            at short pauses (``fsdd``'s 2 s) hears one or two at a time instead.
+            whole window). The sliding window gets the span padded with leading silence to the
+            model's window; ``--stream``'s runs last this long (from a zero state). A model
+            whose window holds several words at short pauses (``fsdd``'s 2 s) hears one or two
+            at a time instead.
     """
 
     threshold: float = 0.7
@@ -221,15 +226,16 @@ class Detector:
                 finished += self._close()
             if self._open is None:
                 done = self._done
-                if (  # refractory period, measured between detections as RecognizeCommands does
-                    not split
-                    and done is not None
-                    and done.label == label
-                    and t_end - done.last < gap
-                    and self._same_word(done.first, t_end)
-                ):
+                # refractory period, measured between detections as RecognizeCommands does
+                near = done is not None and done.label == label and t_end - done.last < gap
+                if near and not split and self._same_word(done.first, t_end):
                     self._open, self._done = done, None  # a flicker: the held-back event goes on
                 else:
+                    if near and not self._same_word(done.first, t_end):
+                        done.ended_by_split = split = True  # the next word, after a short dip
+                    if split:  # what was split off can never be joined again: out at once
+                        finished.append(self._event(done))
+                        self._done = None
                     self._open = _Heard(label, t_end, t_end, score, begun_by_split=split)
             self._open.last = t_end
             self._open.score = max(self._open.score, score)
@@ -373,7 +379,7 @@ def listening(
     """``classify`` of shorter spans (``DetectorConfig.listen_ms``), each at the end of a window.
 
     The spans (from ``windows`` with the span's length) are zero-padded in front to the
-    model's ``window``: the audio sits where a stream run's does, after silence.
+    model's ``window``: leading silence, then the span.
     """
 
     def heard(batch: np.ndarray) -> np.ndarray:

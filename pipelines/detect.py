@@ -1,7 +1,7 @@
 """``run.py detect``: find commands anywhere in recordings of any length.
 
 The speech export (SavedModel or TFLite) is slid over the audio in steps of ``hop_ms``; the window
-is the model's ``clip_seconds``. With ``--stream`` the streaming model runs over the audio
+is the model's ``clip_seconds`` (or the newest ``listen_ms`` of it, after leading silence). With ``--stream`` the streaming model runs over the audio
 instead (restarted every ``1 / stream_overlap`` of a window, so each frame is computed
 ``stream_overlap`` times rather than once per window that holds it). Files are read in blocks
 (soundfile) and resampled as a stream (soxr), so memory stays flat for hours of audio. Each detection is one JSON line ``{"file", "label", "start", "end",
@@ -177,8 +177,8 @@ class RunSchedule:
             schedule.first_answer * stream_hop <= schedule.length,
             "hop_ms (with stream)",
             f"{hop} samples",
-            f"at most about window / stream_overlap ({stride} samples; samples at the "
-            "model's rate)",
+            f"at most about a run's length / stream_overlap ({stride} samples at the "
+            "model's rate; a run lasts detect.listen_ms, or the model's window without it)",
         )
         return schedule
 

@@ -77,6 +77,7 @@ def tune_detector(
     from models.evaluation import detection_recording, detection_scores, scored_posteriors
     from models.streaming import stream_problems
     from pipelines.cli import resolve_config
+    from pipelines.detect import RunSchedule
 
     model_path = run_dir / "stages" / "train" / "model.keras"
     if not model_path.is_file():
@@ -84,6 +85,21 @@ def tune_detector(
     _, config = resolve_config("_", [str(run_dir / "config.yaml")])
     features, base = config.features, config.detect
     rate = features.sample_rate
+    window = feature_shape(features).clip_samples
+    # a span of the window or more is the whole window (None), as listen_samples clamps it
+    spans = {
+        None if ms is None or round(rate * ms / 1000) >= window else ms
+        for ms in grid.listen_ms or (base.listen_ms,)
+    }
+    for listen_ms in spans:  # every setting checked before the model runs: errors name it
+        listen = DetectorConfig(listen_ms=listen_ms, hop_ms=base.hop_ms).listen_samples(
+            rate, window
+        )
+        if features.streaming:
+            for overlap in grid.overlaps:
+                RunSchedule.of(
+                    feature_shape(features).hop_length, listen, overlap, base.hop_samples(rate)
+                )
     labels = read_json(run_dir / "stages" / "ingest" / "labels.json")
     noises = [load_audio(p, rate) for p in read_json(run_dir / "stages" / "ingest" / "noise.json")]
     data = load_split(run_dir / "stages" / "features", split)
@@ -94,12 +110,6 @@ def tune_detector(
     ]
     audio, placed = detection_recording(clips, rate, noises, seed, max_clips)
     model = keras.models.load_model(model_path)
-    window = feature_shape(features).clip_samples
-    # a span of the window or more is the whole window (None), as listen_samples clamps it
-    spans = {
-        None if ms is None or round(rate * ms / 1000) >= window else ms
-        for ms in grid.listen_ms or (base.listen_ms,)
-    }
     runs: list[tuple[str, int | None]] = [("sliding", None)]
     if not stream_problems(model, features):
         runs += [("stream", overlap) for overlap in grid.overlaps]

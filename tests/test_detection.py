@@ -70,32 +70,44 @@ def test_a_flicker_within_the_refractory_period_is_one_event():
     assert [e["label"] for e in separate] == ["yes", "yes"]
 
 
+def events_of(timeline: list[tuple[float, str]], **settings) -> list:
+    """``run``'s events as ``Event`` objects, each released as the detector handed it out."""
+    detector = Detector(LABELS, window_s=1.0, config=DetectorConfig(**settings))
+    out = []
+    for t_end, label in timeline:
+        out += [(t_end, e) for e in detector.push(t_end, posterior(label))]
+    return out + [(None, e) for e in detector.flush()]
+
+
 def test_two_words_of_one_label_less_than_a_window_apart_are_two_events():
-    # "yes" at 1.0-1.4 s and again at 2.4-2.8 s, 1-s windows: every window ending 1.4-3.6 s
+    # "yes" at 1.0-1.4 s and again at 2.4-2.8 s, 1-s windows: every window ending 1.4-3.4 s
     # hears one of them, so the score never falls; a window starting after the first
     # detection (1.4) and the refractory period (0.5 s: a word goes on at most that long after
     # it is first detected) cannot hear the first word, so it begins the second event
-    timeline = ticks(0.5, 1.4, "_silence_") + ticks(1.4, 3.6, "yes") + ticks(3.6, 5.0, "_silence_")
-    events = run(timeline, average_ms=0, suppression_ms=500)
-    assert [e["label"] for e in events] == ["yes", "yes"]
-    first, second = events
-    assert (first["start"], first["end"]) == pytest.approx((1.2, 1.4))  # ends at its detection
-    assert (second["start"], second["end"]) == pytest.approx((2.5, 2.7))  # from its last start
-    assert first["end"] <= second["start"]
-    # a shorter refractory period splits sooner: the span of windows is all it has to go by
-    assert [e["label"] for e in run(timeline[:-18], average_ms=0, suppression_ms=0)] == [
-        "yes",
-        "yes",
-    ]
-    # with smoothing the split waits for the averaged windows to leave the first word too
-    smoothed = run(timeline, average_ms=300, suppression_ms=500)
-    assert [e["label"] for e in smoothed] == ["yes", "yes"]
-    # one word that lights up less than a window and the averaging is one event
+    timeline = ticks(0.5, 1.4, "_silence_") + ticks(1.4, 3.5, "yes") + ticks(3.5, 5.0, "_silence_")
+    released = events_of(timeline, average_ms=0, suppression_ms=500)
+    assert [e.label for _, e in released] == ["yes", "yes"]
+    (when, first), (_, second) = released
+    assert when == pytest.approx(2.9)  # handed out at the split, not held back
+    assert second.detected == pytest.approx(2.9)  # 1.4 + 1.0 + 0.5
+    assert (first.start, first.end) == pytest.approx((1.2, 1.4))  # ends at its detection
+    assert (second.start, second.end) == pytest.approx((2.4, 2.6))  # from its last start
+    # the split moves with the refractory period and the averaging, as the geometry says
+    sooner = events_of(timeline, average_ms=0, suppression_ms=0)
+    # (without one, every window's length of unbroken detections is another word)
+    assert [e.detected for _, e in sooner] == pytest.approx([1.4, 2.4, 3.4])
+    later = events_of(timeline, average_ms=300, suppression_ms=500)
+    assert [e.detected for _, e in later] == pytest.approx([1.6, 3.4])  # 1.6 + 1.0 + 0.3 + 0.5
+    # one word that lights up less than a window, the averaging and the refractory period
     single = ticks(0.5, 1.4, "_silence_") + ticks(1.4, 3.0, "yes") + ticks(3.0, 4.0, "_silence_")
     assert [e["label"] for e in run(single, average_ms=300)] == ["yes"]
-    # and a dip within the refractory period does not join words that no window shares
-    dipped = timeline[:15] + [(2.0, "_silence_")] + timeline[16:]
-    assert [e["label"] for e in run(dipped, average_ms=0, suppression_ms=500)] == ["yes", "yes"]
+    # a dip just at the split: the first word keeps its own span, the second starts after it
+    dipped = [(t, "_silence_" if t == pytest.approx(2.9) else label) for t, label in timeline]
+    released = events_of(dipped, average_ms=0, suppression_ms=500)
+    assert [e.label for _, e in released] == ["yes", "yes"]
+    (_, first), (_, second) = released
+    assert (first.start, first.end) == pytest.approx((1.2, 1.4))
+    assert second.detected == pytest.approx(3.0) and second.start >= first.end
 
 
 def test_smoothing_removes_a_single_noisy_window():
