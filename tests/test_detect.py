@@ -332,3 +332,25 @@ def test_a_live_session_listens_to_the_same_span_as_detect(tmp_path):
         (e["label"], e["start"], e["end"]) for e in want
     ]
     assert [e["label"] for e in want] == ["yes", "no", "yes"]
+
+
+def test_predict_on_a_long_file_hears_whole_windows_whatever_listen_ms():
+    from pipelines.predict import _strongest
+
+    heard = []
+
+    class Spy(ToneModel):
+        detector = DetectorConfig(average_ms=300, listen_ms=500)  # an export's own settings
+
+        def classify(self, x, lengths=None):
+            heard.append(np.array(x))
+            return super().classify(x)
+
+    rng = np.random.default_rng(3)
+    y = rng.normal(0, 0.01, RATE * 3).astype(np.float32)
+    t = np.arange(int(0.3 * RATE)) / RATE
+    y[int(1.2 * RATE) : int(1.2 * RATE) + t.size] += 0.5 * np.sin(2 * np.pi * 3000 * t)
+    answer = _strongest(Spy(), iter([y]), 2)
+    assert answer["label"] == "no" and answer["start"] < 1.5 and answer["end"] > 1.2
+    batches = np.concatenate(heard)
+    assert batches.shape[1] == RATE and batches[:, : RATE // 2].any(axis=1).all()  # no silence
