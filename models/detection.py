@@ -228,10 +228,11 @@ class Detector:
                 done = self._done
                 # refractory period, measured between detections as RecognizeCommands does
                 near = done is not None and done.label == label and t_end - done.last < gap
-                if near and not split and self._same_word(done.first, t_end):
+                same = near and self._same_word(done.first, t_end)
+                if same and not split:
                     self._open, self._done = done, None  # a flicker: the held-back event goes on
                 else:
-                    if near and not self._same_word(done.first, t_end):
+                    if near and not same:
                         done.ended_by_split = split = True  # the next word, after a short dip
                     if split:  # what was split off can never be joined again: out at once
                         finished.append(self._event(done))
@@ -374,13 +375,16 @@ def windows(
 
 
 def listening(
-    classify: Callable[[np.ndarray], np.ndarray], window: int
+    classify: Callable[[np.ndarray], np.ndarray], window: int, listen: int
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """``classify`` of shorter spans (``DetectorConfig.listen_ms``), each at the end of a window.
+    """``classify`` of spans of ``listen`` samples (``DetectorConfig.listen_samples``).
 
     The spans (from ``windows`` with the span's length) are zero-padded in front to the
-    model's ``window``: leading silence, then the span.
+    model's ``window``: leading silence, then the span. A span of the whole window needs no
+    padding: ``classify`` itself.
     """
+    if listen >= window:
+        return classify
 
     def heard(batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch, np.float32)

@@ -147,8 +147,7 @@ def scored_posteriors(
 
         mfcc = MfccLayer(features)
         classify = lambda x: model(mfcc(tf.constant(x)), training=False).numpy()  # noqa: E731
-        if listen < window:
-            classify = listening(classify, window)
+        classify = listening(classify, window, listen)
         return list(posteriors(windows(iter([audio]), listen, hop), classify, rate, batch_size))
     from models.streaming import KerasStream, StreamingClassifier
     from pipelines.detect import stream_posteriors

@@ -370,19 +370,16 @@ def summary_lines(meta: dict[str, Any]) -> list[str]:
     clips with the largest probability difference, and the time of one call.
     """
     parity, latency, sizes = meta["parity"], meta.get("latency_ms", {}), meta["bytes"]
-    rows = [
-        ("classify", "classify.tflite", meta["classify"]["quantize"], "classify_ms", "a window"),
-        ("classify_lengths", "classify.tflite", meta["classify"]["quantize"], None, ""),
-        ("stream_step", "stream_step.tflite", meta["stream"].get("quantize"), "stream_ms", "a hop"),
-    ]
+    timings = {"classify": ("classify_ms", "a window"), "stream_step": ("stream_ms", "a hop")}
     lines = []
-    for name, file, quantize, timing, per in rows:
+    for name, file in SIGNATURE_FILES.items():
         part = parity.get(name)
         if part is None:
             continue
+        timing, per = timings.get(name, (None, ""))
         where = f"{file} ({sizes[file]:,} bytes)" if name != "classify_lengths" else f"  {name}"
         line = (
-            f"{where}: {quantize}, accuracy {part['accuracy']:.3f} against the SavedModel's "
+            f"{where}: {_quantization(meta, name)}, accuracy {part['accuracy']:.3f} against the SavedModel's "
             f"{part['savedmodel_accuracy']:.3f} on {part['clips']} test clips"
             f"{' cut short' if name == 'classify_lengths' else ''}, largest "
             f"probability difference {part['max_abs_difference']:.2g}"
@@ -391,6 +388,12 @@ def summary_lines(meta: dict[str, Any]) -> list[str]:
             line += f", {latency[timing]:g} ms {per}"
         lines.append(line)
     return lines
+
+
+def _quantization(meta: dict[str, Any], signature: str) -> str | None:
+    """How the file holding ``signature`` was quantized (``metadata.json``)."""
+    part = meta["stream"] if signature == "stream_step" else meta["classify"]
+    return part.get("quantize")
 
 
 def _tensor_table(path: Path, signature: str) -> dict[str, list[dict[str, Any]]]:
@@ -468,12 +471,7 @@ def _parity(folder: Path, meta: dict, clips: list[tuple[np.ndarray, int]], refer
             "clips": len(sample),
             **_compare(np.stack(streamed), expected[: len(sample)], truth[: len(sample)]),
         }
-    quantized_as = {
-        "classify": meta["classify"]["quantize"],
-        "classify_lengths": meta["classify"]["quantize"],
-        "stream_step": meta["stream"].get("quantize"),
-    }
-    for name in ("classify", "classify_lengths", "stream_step"):
+    for name in SIGNATURE_FILES:
         part = report.get(name)
         if part is None:
             continue
@@ -481,7 +479,7 @@ def _parity(folder: Path, meta: dict, clips: list[tuple[np.ndarray, int]], refer
             drop = part["savedmodel_accuracy"] - part["accuracy"]  # on the same clips
             if drop > QUANTIZED_ACCURACY_DROP:
                 report["failures"].append(
-                    f"{name} ({SIGNATURE_FILES[name]}, {quantized_as[name]}) accuracy "
+                    f"{name} ({SIGNATURE_FILES[name]}, {_quantization(meta, name)}) accuracy "
                     f"{part['accuracy']:.4f} is more "
                     f"than one point below the SavedModel's {part['savedmodel_accuracy']:.4f} on "
                     f"the same {part['clips']} test clips"

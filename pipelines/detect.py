@@ -60,11 +60,6 @@ def read_blocks(path: str, sample_rate: int, block_seconds: float = 10.0) -> Ite
         raise AudioError(f"unreadable audio ({type(err).__name__}: {err})") from None
 
 
-def _heard_by(model: SpeechModel, listen: int) -> Callable[[np.ndarray], np.ndarray]:
-    """``model.classify``, on spans of ``listen`` samples if they are shorter than its window."""
-    return model.classify if listen >= model.window else listening(model.classify, model.window)
-
-
 def detect_file(
     model: SpeechModel,
     path: str,
@@ -125,7 +120,9 @@ def iter_events(
             min(8.0, seconds + listen / rate) if seconds else 8.0,
         )
         if stream
-        else posteriors(windows(blocks, listen, hop), _heard_by(model, listen), rate, batch)
+        else posteriors(
+            windows(blocks, listen, hop), listening(model.classify, window, listen), rate, batch
+        )
     )
     console = Console(stderr=True)  # stdout: the JSON lines
     # a bar on a terminal only: redirected, rich would leave a blank line on stderr

@@ -91,10 +91,12 @@ def tune_detector(
         None if ms is None or round(rate * ms / 1000) >= window else ms
         for ms in grid.listen_ms or (base.listen_ms,)
     }
-    for listen_ms in spans:  # every setting checked before the model runs: errors name it
-        listen = DetectorConfig(listen_ms=listen_ms, hop_ms=base.hop_ms).listen_samples(
-            rate, window
-        )
+    # each span's samples; every setting checked before the model runs, so errors name it
+    listens = {
+        ms: DetectorConfig(listen_ms=ms, hop_ms=base.hop_ms).listen_samples(rate, window)
+        for ms in spans
+    }
+    for listen in listens.values():
         if features.streaming:
             for overlap in grid.overlaps:
                 RunSchedule.of(
@@ -117,9 +119,7 @@ def tune_detector(
     for (mode, overlap), listen_ms in itertools.product(
         runs, sorted(spans, key=lambda ms: ms or float("inf"))
     ):
-        listen = DetectorConfig(listen_ms=listen_ms, hop_ms=base.hop_ms).listen_samples(
-            rate, window
-        )
+        listen = listens[listen_ms]
         scored = scored_posteriors(
             model, features, audio, base.hop_samples(rate), config.eval.batch_size, overlap, listen
         )

@@ -47,11 +47,7 @@ class LiveSession:
         self.model, self.rate, self.stream = model, rate, stream
         self.window = config.listen_samples(model.rate, model.window)  # what an answer hears
         self.hop = config.hop_samples(model.rate)
-        self._classify = (
-            model.classify
-            if self.window >= model.window
-            else listening(model.classify, model.window)
-        )
+        self._classify = listening(model.classify, model.window, self.window)
         if stream:
             config = config.for_stream()
             self._runs = LiveRuns(model.stream(config.stream_overlap), self.window, self.hop)
