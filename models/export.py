@@ -243,8 +243,25 @@ def stream_endpoint(
             0,
             message=f"samples: expected float32 [batch, k * {streamer.hop}] (whole hops)",
         )
-        with tf.control_dependencies([check]):
+        # the state comes back from the caller: a NaN or a row count other than the samples'
+        # would broadcast or spread into every later answer instead of failing here
+        checks = [check]
+        for name, value in zip(names, state, strict=True):
+            checks += [
+                tf.debugging.assert_all_finite(
+                    value,
+                    message=f"{name} contains NaN or Inf: expected the finite state a "
+                    "previous step returned (zeros to start)",
+                ),
+                tf.debugging.assert_equal(
+                    tf.shape(value)[0],
+                    tf.shape(samples)[0],
+                    message=f"{name}: expected one row per row of samples",
+                ),
+            ]
+        with tf.control_dependencies(checks):
             samples = check_waveform_input(samples)
+            state = tuple(tf.identity(value) for value in state)
         per_hop, new = compiled(samples, dict(zip(shapes, state, strict=True)))
         return {
             **answer(per_hop[:, -1]),

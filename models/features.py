@@ -38,6 +38,39 @@ def librosa_constants(config: FeatureConfig) -> tuple[np.ndarray, np.ndarray, np
     return window.astype(np.float32), mel.T.astype(np.float32), dct.astype(np.float32)
 
 
+def float_blocks(matrix: np.ndarray) -> list[list[tf.Tensor]]:
+    """``matrix`` cut into blocks of fewer than ``QUANTIZE_MIN_ELEMENTS`` numbers.
+
+    Returns a list of column groups, each a list of row blocks; ``blocks_matmul`` multiplies by
+    them as by the whole matrix. A matrix of few rows is cut into column groups only.
+    """
+    rows = min(matrix.shape[0], QUANTIZE_MIN_ELEMENTS - 1)
+    columns = max(1, (QUANTIZE_MIN_ELEMENTS - 1) // rows)
+    return [
+        [
+            tf.constant(matrix[r : r + rows, c : c + columns])
+            for r in range(0, matrix.shape[0], rows)
+        ]
+        for c in range(0, matrix.shape[1], columns)
+    ]
+
+
+def blocks_matmul(x: tf.Tensor, blocks: list[list[tf.Tensor]]) -> tf.Tensor:
+    """``x @ matrix`` over the last axis, from ``float_blocks(matrix)``."""
+    out = []
+    for group in blocks:
+        if len(group) == 1:  # the presets' matrices: one slice-free product per column group
+            out.append(tf.tensordot(x, group[0], axes=1))
+            continue
+        start, parts = 0, []
+        for block in group:
+            rows = block.shape[0]
+            parts.append(tf.tensordot(x[..., start : start + rows], block, axes=1))
+            start += rows
+        out.append(tf.add_n(parts))
+    return out[0] if len(out) == 1 else tf.concat(out, -1)
+
+
 @keras.saving.register_keras_serializable("rnn_speech")
 class MfccLayer(keras.layers.Layer):
     """Waveforms ``[batch, samples]`` -> MFCC ``[batch, frames, n_mfcc]``, matching librosa.
@@ -57,20 +90,17 @@ class MfccLayer(keras.layers.Layer):
         self.shape_info = feature_shape(feature_config)
         window, mel, dct = librosa_constants(feature_config)
         self._window = tf.constant(window)
-        # The mel filter bank in column groups of under 1,024 numbers: TFLite's dynamic-range
-        # quantization only quantizes weights from that size up, so the front end stays float
-        # (quantized, its MFCC error is large enough to change answers).
-        columns = max(1, (QUANTIZE_MIN_ELEMENTS - 1) // mel.shape[0])
-        self._mel_parts = [
-            tf.constant(mel[:, i : i + columns]) for i in range(0, mel.shape[1], columns)
-        ]
-        self._dct = tf.constant(dct)
+        # The mel filter bank and the DCT in blocks of under 1,024 numbers: TFLite's
+        # dynamic-range quantization only quantizes weights from that size up, so the front end
+        # stays float (quantized, its MFCC error is large enough to change answers).
+        self._mel_blocks = float_blocks(mel)
+        self._dct_blocks = float_blocks(dct)
 
     def _log_mel(self, frames: tf.Tensor) -> tf.Tensor:
         """Frames ``[..., n_fft]`` of samples -> log-mel power in dB ``[..., n_mels]``."""
         spectrum = tf.signal.rfft(frames * self._window, fft_length=[self.shape_info.n_fft])
         power = tf.math.real(spectrum) ** 2 + tf.math.imag(spectrum) ** 2
-        mel = tf.concat([tf.tensordot(power, part, axes=1) for part in self._mel_parts], -1)
+        mel = blocks_matmul(power, self._mel_blocks)
         log_mel = 10.0 * tf.math.log(tf.maximum(mel, 1e-10)) / tf.math.log(10.0)
         if self.feature_config.streaming:  # an absolute floor: the clip's peak is unknown
             log_mel = tf.maximum(log_mel, self.feature_config.floor_db)
@@ -78,7 +108,7 @@ class MfccLayer(keras.layers.Layer):
 
     def frame_mfcc(self, frame: tf.Tensor) -> tf.Tensor:
         """One streaming frame: the newest ``n_fft`` samples ``[batch, n_fft]`` -> ``[batch, n_mfcc]``."""
-        return tf.tensordot(self._log_mel(frame), self._dct, axes=1)
+        return blocks_matmul(self._log_mel(frame), self._dct_blocks)
 
     def call(self, waveform: tf.Tensor) -> tf.Tensor:
         s = self.shape_info
@@ -96,7 +126,7 @@ class MfccLayer(keras.layers.Layer):
         if not self.feature_config.streaming:
             peak = tf.reduce_max(log_mel, axis=[1, 2], keepdims=True)
             log_mel = tf.maximum(log_mel, peak - self.feature_config.top_db)
-        return tf.tensordot(log_mel, self._dct, axes=1)
+        return blocks_matmul(log_mel, self._dct_blocks)
 
     def get_config(self) -> dict:
         import dataclasses

@@ -168,8 +168,14 @@ class RunSchedule:
         """The schedule of ``overlap`` runs a window long, answering every ``hop`` samples."""
         if overlap < 2:
             raise ValueError(f"overlap {overlap}: expected at least 2 runs at a time")
+        check(  # else the answers would come at another hop than the one asked for
+            hop % stream_hop == 0,
+            "hop_ms (with stream)",
+            f"{hop} samples",
+            f"a multiple of the stream's step ({stream_hop} samples at the model's rate)",
+        )
         stride = max(stream_hop, window // overlap // stream_hop * stream_hop)
-        schedule = cls(stream_hop, stride, overlap, max(1, int(round(hop / stream_hop))))
+        schedule = cls(stream_hop, stride, overlap, hop // stream_hop)
         check(  # else no run would still be going at the first answer's time
             schedule.first_answer * stream_hop <= schedule.length,
             "hop_ms (with stream)",
@@ -261,6 +267,9 @@ def stream_posteriors(
         pending = np.concatenate([pending, block])
         while pending.size >= (rows - 1) * stride + length:  # enough audio for a full call
             yield from runs(rows)
+    if first and 0 < pending.size < stream.hop:
+        # shorter than one hop: heard zero-padded, as the sliding window pads a short recording
+        pending = np.concatenate([pending, np.zeros(stream.hop - pending.size, np.float32)])
     # the end: the runs whose answering stride holds at least one whole hop
     left = max(0, (pending.size - answers_from - stream.hop) // stride + 1)
     if first and not left and pending.size >= stream.hop:
@@ -331,11 +340,15 @@ class LiveRuns:
     def end(self) -> list[tuple[int, np.ndarray]]:
         """The stream ended: one answer if it was too short to have had one.
 
-        A partial hop at the end is dropped, as ``stream_posteriors`` drops it.
+        A partial hop at the end is dropped, as ``stream_posteriors`` drops it, unless the whole
+        stream was shorter than a hop: that one is heard zero-padded to a hop.
         """
+        out = []
+        if self._hops == 0 and self._pending.size:
+            out = self.push(np.zeros(self.schedule.hop - self._pending.size, np.float32))
         if self._hops < self.schedule.first_answer and self._last is not None:
-            return [(self._hops * self.schedule.hop, self._last)]
-        return []
+            out.append((self._hops * self.schedule.hop, self._last))
+        return out
 
     def _answer(self, rows: np.ndarray) -> list[tuple[int, np.ndarray]]:
         """The answer due after the hop just heard (``rows``: every row's probabilities)."""

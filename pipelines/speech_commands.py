@@ -398,7 +398,7 @@ def _export_tflite(ctx: StageContext, model: Any, labels: list[str], clips: list
         calibration=calibration,
         check_clips=windows("test", config.export.check_clips),
         reference=lambda x: serve(waveform=tf.constant(x))["probabilities"].numpy(),
-        metadata={"detector": dataclasses.asdict(config.detect)},
+        metadata={"detector": dataclasses.asdict(config.detect), "top_k": config.export.top_k},
     )
 
 

@@ -95,3 +95,23 @@ class SpeechConfig:
     def __post_init__(self) -> None:
         # a hop longer than the window would leave audio unheard (refused before any training)
         self.detect.check_window(self.features.clip_seconds)
+        if self.export.tflite and self.export.quantize == "int8":
+            # int8 quantizes the stream step only: refused before training, not after it
+            check(
+                self.causal,
+                "export.quantize",
+                self.export.quantize,
+                "none or dynamic for a model that cannot stream (features.streaming: "
+                f"{self.features.streaming}, features.normalize: {self.features.normalize}, "
+                f"model.bidirectional: {self.model.bidirectional}); "
+                "int8 quantizes the stream step only",
+            )
+
+    @property
+    def causal(self) -> bool:
+        """Whether the model these settings build can stream (``models.streaming``'s checks)."""
+        return (
+            self.features.streaming
+            and not self.model.bidirectional
+            and self.features.normalize not in ("utterance", "utterance_var")
+        )

@@ -12,6 +12,7 @@ not your real test data; never on the split you report.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,8 @@ class DetectorGrid:
         )
         check(all(o >= 2 for o in self.overlaps), "--overlaps", self.overlaps, "values >= 2")
         check(all(v > 0 for v in self.listen_ms), "--listen-ms", self.listen_ms, "values > 0")
+        for flag, values in (("--average-ms", self.average_ms), ("--listen-ms", self.listen_ms)):
+            check(all(math.isfinite(v) for v in values), flag, values, "finite values")
         check(self.max_false_alarms > 0, "--max-false-alarms", self.max_false_alarms, "> 0")
 
 
@@ -66,11 +69,13 @@ def tune_detector(
 
     Raises:
         FileNotFoundError: ``run_dir`` has no trained speech model.
+        ConfigError: ``--clips`` below 1, or a split without command clips (named).
     """
     import keras
 
     import models.features  # noqa: F401 - registers the custom layers for loading
     from data.audio import feature_shape, load_audio
+    from data.clips import SILENCE, UNKNOWN
     from data.feature_shards import load_split
     from data.files import read_json
     from models.detection import DetectorConfig
@@ -79,6 +84,7 @@ def tune_detector(
     from pipelines.cli import resolve_config
     from pipelines.detect import RunSchedule
 
+    check(max_clips >= 1, "--clips", max_clips, "at least 1")
     model_path = run_dir / "stages" / "train" / "model.keras"
     if not model_path.is_file():
         raise FileNotFoundError(f"{run_dir}: no trained speech model at {model_path}")
@@ -97,7 +103,7 @@ def tune_detector(
         for ms in spans
     }
     for listen in listens.values():
-        if features.streaming:
+        if config.causal:  # --stream is scored only for a model that streams
             for overlap in grid.overlaps:
                 RunSchedule.of(
                     feature_shape(features).hop_length, listen, overlap, base.hop_samples(rate)
@@ -111,6 +117,8 @@ def tune_detector(
         if data.copies[i] == 0
     ]
     audio, placed = detection_recording(clips, rate, noises, seed, max_clips)
+    commands = sum(p.label not in (SILENCE, UNKNOWN) for p in placed)
+    check(commands > 0, "--split", split, f"a split with command clips ({run_dir})")
     model = keras.models.load_model(model_path)
     runs: list[tuple[str, int | None]] = [("sliding", None)]
     if not stream_problems(model, features):
@@ -152,7 +160,7 @@ def tune_detector(
     chosen = {"sliding": sliding, "stream": _best(same_span, "stream", grid.max_false_alarms)}
     return {
         "split": split,
-        "commands": len(placed),
+        "commands": commands,
         "seconds": round(audio.size / rate, 1),
         "max_false_alarms_per_minute": grid.max_false_alarms,
         "chosen": chosen,
@@ -163,7 +171,11 @@ def tune_detector(
 
 def _best(rows: list[dict], mode: str, limit: float) -> dict | None:
     """Highest recall under ``limit`` false alarms a minute; then fewer alarms, fewer runs."""
-    fit = [r for r in rows if r["mode"] == mode and r["false_alarms_per_minute"] < limit]
+    fit = [  # a setting that found nothing is no choice
+        r
+        for r in rows
+        if r["mode"] == mode and r["false_alarms_per_minute"] < limit and r["recall"] > 0
+    ]
     key = lambda r: (-r["recall"], r["false_alarms_per_minute"], r["stream_overlap"] or 0)  # noqa: E731
     return min(fit, key=key) if fit else None
 

@@ -314,7 +314,7 @@ def test_tune_detector_scores_what_the_evaluate_stage_measures(tiny_run):
     run_dir, _, _ = tiny_run
     result = run_cli(
         *("tune-detector", str(run_dir), "--split", "test", "--seed", "0", "--clips", "200"),
-        *("--thresholds", "0.6", "0.95", "--average-ms", "500", "--overlaps", "3"),
+        *("--thresholds", "0.2", "0.6", "0.95", "--average-ms", "500", "--overlaps", "3"),
         *("--listen-ms", "600", "1000", "--max-false-alarms", "1000"),
     )
     sweep = json.loads((run_dir / "detector_sweep.json").read_text())
@@ -322,7 +322,7 @@ def test_tune_detector_scores_what_the_evaluate_stage_measures(tiny_run):
     assert sorted((r["mode"], r["threshold"], r["listen_ms"] or 0) for r in sweep["rows"]) == [
         (mode, threshold, listen)
         for mode in ("sliding", "stream")
-        for threshold in (0.6, 0.95)
+        for threshold in (0.2, 0.6, 0.95)
         for listen in (0, 600)
     ]
     # the run's own settings (0.6, 500 ms, 3 runs) on the evaluate stage's recording (seed 0,
@@ -336,8 +336,9 @@ def test_tune_detector_scores_what_the_evaluate_stage_measures(tiny_run):
         )
         assert row["recall"] == expected["recall"], mode
         assert row["false_alarms_per_minute"] == round(expected["false_alarms_per_hour"] / 60, 3)
-    sliding = sweep["chosen"]["sliding"]
+    sliding = sweep["chosen"]["sliding"]  # a setting that found nothing is never chosen
     assert sliding["recall"] == max(r["recall"] for r in sweep["rows"] if r["mode"] == "sliding")
+    assert sliding["recall"] > 0
     # one span for both modes: --stream's choice is among the rows of the sliding window's span
     span = [r for r in sweep["rows"] if r["listen_ms"] == sliding["listen_ms"]]
     assert sweep["chosen"]["stream"]["recall"] == max(
@@ -361,6 +362,12 @@ def test_tune_detector_names_what_is_wrong(tmp_path):
         DetectorGrid(overlaps=(1,))
     with pytest.raises(ConfigError, match="--listen-ms"):
         DetectorGrid(listen_ms=(0,))
+    with pytest.raises(
+        ConfigError, match=r"--average-ms: expected finite values. Received: \(inf,\)"
+    ):
+        DetectorGrid(average_ms=(float("inf"),))
+    with pytest.raises(ConfigError, match="--clips: expected at least 1. Received: 0"):
+        tune_detector(tmp_path, "validation", 0, 0, DetectorGrid())
 
 
 def test_deleted_export_is_made_again(tiny_run):

@@ -47,6 +47,24 @@ def test_bad_values_are_named(override, message):
         resolve_config("speech_commands", overrides=[override])
 
 
+def test_int8_is_refused_before_training_for_a_model_that_cannot_stream():
+    # int8 quantizes the stream step only; the preset streams, so it may have it
+    sets = ["export.tflite=true", "export.quantize=int8"]
+    assert resolve_config("speech_commands", overrides=sets)[1].export.quantize == "int8"
+    for setting, named in [
+        ("features.streaming=false", "features.streaming: False"),
+        ("features.normalize=utterance", "features.normalize: utterance"),
+        ("model.bidirectional=true", "model.bidirectional: True"),
+    ]:
+        with pytest.raises(
+            ConfigError, match=rf"export.quantize: expected none or dynamic.*{named}"
+        ):
+            resolve_config("speech_commands", overrides=[*sets, setting])
+    # without the TFLite export the setting is inert, so it is not refused
+    inert = ["features.streaming=false", "export.quantize=int8"]
+    assert not resolve_config("speech_commands", overrides=inert)[1].export.tflite
+
+
 def test_two_clipping_modes_rejected():
     with pytest.raises(ConfigError, match="at most one of clipnorm, clipvalue, global_clipnorm"):
         resolve_config("speech_commands", overrides=["optimizer.clipvalue=0.5"])

@@ -190,9 +190,9 @@ def test_stream_posteriors_answer_every_hop_from_the_run_that_heard_most_of_a_wi
     )
     # every whole hop answered once, in order, from the first one at which the first run has
     # heard more than (overlap - 1) / overlap of a window; a shorter recording: once, at its end
+    # (its last whole step; one shorter than a step is heard zero-padded to one)
     first = ((overlap - 1) * stride // hop + 1) * hop
-    ends = np.arange(first, samples + 1, hop) if samples >= first else [samples // 10 * 10]
-    ends = [end for end in ends if end]
+    ends = np.arange(first, samples + 1, hop) if samples >= first else [samples // 10 * 10 or 10]
     np.testing.assert_allclose([t for t, _ in scored], np.array(ends) / rate)
     for end, (_, (count, total)) in zip(ends, scored, strict=True):
         n = end // 10  # steps of 10 samples
@@ -231,6 +231,10 @@ def test_a_hop_longer_than_the_runs_allow_is_refused_naming_it():
     assert RunSchedule.of(10, 120, 2, 60).first_answer == 12  # answers at 120, 180, ... samples
     with pytest.raises(ConfigError, match=r"hop_ms \(with stream\).*at most about .*60 samples"):
         RunSchedule.of(10, 120, 2, 130)  # the first answer (130) after the first run ends (120)
+    with pytest.raises(
+        ConfigError, match=r"a multiple of the stream's step \(10 samples.*'25 samples'"
+    ):
+        RunSchedule.of(10, 120, 2, 25)  # would answer every 20 or 30 samples, not 25
     y = np.zeros(1234, np.float32)
     with pytest.raises(ConfigError, match="Received: '130 samples'"):
         list(stream_posteriors(iter([y]), CountingStream, 130, 1000, 120, 2))

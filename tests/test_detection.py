@@ -134,6 +134,10 @@ def test_bad_settings_name_the_setting():
         DetectorConfig(hop_ms=0)
     with pytest.raises(ConfigError, match="stream_overlap"):
         DetectorConfig(stream_overlap=1)
+    with pytest.raises(ConfigError, match=r"stream_overlap: expected 2..16. Received: 1000000"):
+        DetectorConfig(stream_overlap=1_000_000)  # a server query could ask for any amount of work
+    with pytest.raises(ConfigError, match=r"hop_ms: expected >= 10. Received: 0.01"):
+        DetectorConfig(hop_ms=0.01)
     with pytest.raises(ConfigError, match="stream_threshold"):
         DetectorConfig(stream_threshold=0)
     for name in ("hop_ms", "average_ms", "suppression_ms", "stream_average_ms", "listen_ms"):
@@ -151,4 +155,19 @@ def test_stream_settings_apply_to_stream_only_and_a_given_value_to_both():
     given = config.with_overrides(threshold=0.5, hop_ms=None)  # e.g. --threshold 0.5
     assert given.threshold == 0.5 and given.for_stream().threshold == 0.5
     assert given.for_stream().average_ms == 750  # not given: the stream's own
-    assert config.hop_samples(16000) == 1600 and DetectorConfig(hop_ms=0.01).hop_samples(8000) == 1
+    assert config.hop_samples(16000) == 1600 and DetectorConfig(hop_ms=10).hop_samples(8000) == 80
+
+
+def test_a_word_heard_only_by_the_last_windows_is_found_at_the_end():
+    # "yes" in the last 0.2 s: only the last two windows hear it, and averaged with the three
+    # before them their mean (0.41) stays under the threshold; the start of a stream is scored
+    # from its first windows alone, so the end is scored from its last windows alone too
+    timeline = ticks(1.0, 1.3, "_silence_") + ticks(1.3, 1.5, "yes")
+    events = run(timeline, average_ms=500, threshold=0.7)
+    # inside the last window: its first detection is the recording's last answer
+    assert [(e["label"], e["start"], e["end"]) for e in events] == [("yes", 0.4, 1.4)]
+    # the same word at the start is found from the first windows alone
+    start = ticks(1.0, 1.2, "yes") + ticks(1.2, 1.5, "_silence_")
+    assert [e["label"] for e in run(start, average_ms=500, threshold=0.7)] == ["yes"]
+    # and the silence that ends a recording gives no event when re-scored alone
+    assert run(ticks(1.0, 3.0, "_silence_"), average_ms=500) == []

@@ -498,3 +498,22 @@ def test_change_voice_moves_the_pitch_and_scales_the_formants_keeping_the_timing
         AugmentConfig(formant_min=1.2, formant_max=0.9)
     with pytest.raises(ValueError, match=r"augment.pitch_hz_min/pitch_hz_max.*Received: \(20"):
         AugmentConfig(pitch_hz_min=20)
+
+
+@pytest.mark.parametrize("shape", [(257, 40), (40, 13), (1025, 80), (80, 13), (1, 5)])
+def test_front_end_matrices_are_cut_below_the_quantizer_threshold(shape):
+    """TFLite's dynamic-range quantization takes constants of 1,024 numbers and up; the front
+    end's blocks stay under it whatever the FFT size or number of mel bands (2,048-point FFTs at
+    48 kHz, 80 mel bands with 13 coefficients), and multiply as the whole matrix."""
+    import tensorflow as tf
+
+    from models.features import QUANTIZE_MIN_ELEMENTS, blocks_matmul, float_blocks
+
+    rng = np.random.default_rng(0)
+    matrix = rng.normal(size=shape).astype(np.float32)
+    blocks = float_blocks(matrix)
+    assert all(int(tf.size(b)) < QUANTIZE_MIN_ELEMENTS for group in blocks for b in group)
+    x = rng.normal(size=(2, 3, shape[0])).astype(np.float32)
+    np.testing.assert_allclose(
+        blocks_matmul(tf.constant(x), blocks), x @ matrix, rtol=1e-4, atol=1e-4
+    )

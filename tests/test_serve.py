@@ -321,6 +321,18 @@ def test_listen_in_pieces_finds_what_detect_finds(client, models, runs, tmp_path
     assert first.status_code == 200
     changed = client.post("/v1/models/speech:listen?session=mixed", data=_wav(audio[:4000], 8000))
     assert changed.status_code == 400 and "16000 Hz" in changed.json["error"]
+    # a piece's detector settings would be ignored: refused unless the session's own
+    own = client.post(
+        f"/v1/models/speech:listen?session=mixed&threshold={models['speech'].model.detector.threshold}",
+        data=_wav(audio[:4000], 16000),
+    )
+    assert own.status_code == 200
+    moved = client.post(
+        "/v1/models/speech:listen?session=mixed&threshold=0.95", data=_wav(audio[:4000], 16000)
+    )
+    assert moved.status_code == 400
+    assert "expected the same threshold" in moved.json["error"]
+    assert "got threshold=0.95" in moved.json["error"]
 
 
 @pytest.mark.parametrize("name", ["speech", "lite"])
@@ -438,6 +450,13 @@ BAD_REQUESTS = {
         400,
         "malformed JSON: ",
     ),
+    "JSON nested too deeply": (
+        "POST",
+        "speech:predict",
+        {"data": b"[" * 100_000},
+        400,
+        "nested too deeply",
+    ),
     "JSON that is not an object": (
         "POST",
         "speech:predict",
@@ -492,6 +511,39 @@ BAD_REQUESTS = {
         },
         400,
         "integers; got fractions",
+    ),
+    "lengths beyond int32": (
+        "POST",
+        "speech:predict",
+        {
+            "json": {
+                "signature_name": "serving_lengths",
+                "instances": [{"waveform": [0.1, 0.2], "lengths": 4294967301}],
+            }
+        },
+        400,
+        "values in [-2.14748e+09, 2.14748e+09]; got 4.29497e+09",
+    ),
+    "samples beyond float32": (
+        "POST",
+        "speech:predict",
+        {"data": b'{"instances": [[0.1, 1e39]]}'},
+        400,
+        "got 0.1 to 1e+39",
+    ),
+    "booleans for samples": (
+        "POST",
+        "speech:predict",
+        {"json": {"instances": [[True, False]]}},
+        400,
+        "numbers; got booleans",
+    ),
+    "numbers among strings": (
+        "POST",
+        "text:predict",
+        {"json": {"instances": ["hola", 1]}},
+        400,
+        "strings; got numbers among the strings",
     ),
     "missing input": (
         "POST",

@@ -139,6 +139,13 @@ def test_export_has_a_stream_step_signature_described_in_metadata(tmp_path):
     np.testing.assert_allclose(second["probabilities"], once["probabilities"], atol=1e-6)
     with pytest.raises(tf.errors.InvalidArgumentError, match="whole hops"):
         loaded.signatures["stream_step"](samples=x[:, :100], **state)
+    # a state handed back wrong fails here, not in every later answer
+    broken = {**state, "state_frames": state["state_frames"] + float("nan")}
+    with pytest.raises(tf.errors.InvalidArgumentError, match="state_frames contains NaN"):
+        loaded.signatures["stream_step"](samples=x, **broken)
+    two_rows = tf.concat([x, x], axis=0)  # samples of two streams, the state of one
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one row per row of samples"):
+        loaded.signatures["stream_step"](samples=two_rows, **state)
 
 
 def test_export_of_a_bidirectional_model_says_why_it_cannot_stream(tmp_path):
@@ -400,6 +407,7 @@ def test_cli_streaming_run_exports_tflite_and_detects_in_a_stream(tmp_path):
     assert "classify.tflite (" in exported.stderr and "stream_step.tflite (" in exported.stderr
     assert "against the SavedModel's" in exported.stderr
     report = json.loads((tflite / "metadata.json").read_text())
+    assert report["top_k"] == meta["top_k"]  # predict prints as many alternatives from both
     assert report["parity"]["classify"]["max_abs_difference"] <= 1e-4
     assert report["parity"]["stream_step"]["max_abs_difference"] <= 1e-4
     metrics = json.loads((run_dir / "metrics.json").read_text())

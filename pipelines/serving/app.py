@@ -16,6 +16,7 @@ for a bug, and the server goes on). One log line per request.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import math
@@ -245,11 +246,12 @@ def _flag(name: str) -> bool:
     return raw in ("true", "1", "")
 
 
+DETECTOR_PARAMETERS = ("threshold", "hop_ms", "average_ms", "suppression_ms", "listen_ms")
+
+
 def _detector_config(defaults: DetectorConfig) -> DetectorConfig:
     """``defaults`` (the export's own) with the settings given as query parameters."""
-    values = {
-        k: _number(k) for k in ("threshold", "hop_ms", "average_ms", "suppression_ms", "listen_ms")
-    }
+    values = {k: _number(k) for k in DETECTOR_PARAMETERS}
     overlap = _number("stream_overlap")
     if overlap is not None and overlap != int(overlap):
         raise RequestError(f"query parameter stream_overlap: expected an integer; got {overlap}")
@@ -258,6 +260,15 @@ def _detector_config(defaults: DetectorConfig) -> DetectorConfig:
         return defaults.with_overrides(**values)
     except ConfigError as err:
         raise RequestError(f"query parameters: {err}") from None
+
+
+def _in_effect(config: DetectorConfig, stream: bool) -> DetectorConfig:
+    """The settings a session in that mode runs with (the other mode's set aside)."""
+    if stream:
+        return config.for_stream()
+    return dataclasses.replace(
+        config, stream_threshold=None, stream_average_ms=None, stream_overlap=2
+    )
 
 
 @VERBS.register("predict")
@@ -324,6 +335,16 @@ def _listen(state: _State, served: Served) -> dict:
 
     session = state.sessions.get(key, start)
     with session.lock:
+        given = [k for k in (*DETECTOR_PARAMETERS, "stream_overlap") if k in request.args]
+        had, got = _in_effect(session.config, session.stream), _in_effect(config, session.stream)
+        if given and got != had:  # else the piece's settings would be silently ignored
+            raise RequestError(
+                f"session {key!r} started with other detector settings: expected the same "
+                f"{', '.join(given)} for every piece (or none); the session has "
+                + ", ".join(f"{k}={getattr(had, k)}" for k in given)
+                + "; got "
+                + ", ".join(f"{k}={getattr(got, k)}" for k in given)
+            )
         if "stream" in request.args and stream != session.stream:
             raise RequestError(
                 f"session {key!r} started with stream={str(session.stream).lower()}: expected "

@@ -45,6 +45,7 @@ class LiveSession:
         import soxr
 
         self.model, self.rate, self.stream = model, rate, stream
+        self.config = config  # as given (both modes' settings): later pieces must match it
         self.window = config.listen_samples(model.rate, model.window)  # what an answer hears
         self.hop = config.hop_samples(model.rate)
         self._classify = listening(model.classify, model.window, self.window)

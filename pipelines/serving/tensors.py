@@ -75,6 +75,11 @@ def parse_json(body: bytes) -> Any:  # noqa: ANN401 - any JSON value
         return json.loads(body.decode("utf-8"))
     except UnicodeDecodeError as err:
         raise RequestError(f"malformed JSON: the body is not UTF-8 ({err.reason})") from None
+    except RecursionError:
+        raise RequestError(
+            "malformed JSON: nested too deeply; expected an object such as "
+            '{"instances": [...]} with tensors of a few dimensions'
+        ) from None
     except json.JSONDecodeError as err:
         raise RequestError(
             f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}; expected an "
@@ -164,16 +169,28 @@ def to_array(value: Any, spec: TensorSpec) -> np.ndarray:  # noqa: ANN401
     if array.size == 0:
         array = array.astype(object if spec.dtype == "string" else spec.dtype)
     elif spec.dtype == "string":
-        if kind != "U":
-            raise RequestError(f"input '{spec.name}': {expected}: strings; got {_kind(array)}")
+        # numpy turns ["a", 1] into strings too: each value must have been one
+        mixed = not all(isinstance(v, str) for v in np.asarray(value, dtype=object).ravel())
+        if kind != "U" or mixed:
+            got = "numbers among the strings" if kind == "U" else _kind(array)
+            raise RequestError(f"input '{spec.name}': {expected}: strings; got {got}")
         array = array.astype(object)
     else:
-        if kind not in "biuf":
+        if kind not in "iuf":  # booleans are not numbers here
             raise RequestError(f"input '{spec.name}': {expected}: numbers; got {_kind(array)}")
-        if spec.dtype.startswith("int") and kind == "f":
-            finite = array[np.isfinite(array)]
+        finite = array[np.isfinite(array)] if kind == "f" else array
+        if spec.dtype.startswith("int"):
             if finite.size != array.size or np.any(finite != np.round(finite)):
                 raise RequestError(f"input '{spec.name}': {expected}: integers; got fractions")
+            limits = np.iinfo(spec.dtype)
+        else:
+            limits = np.finfo(spec.dtype)
+        if finite.size and (finite.min() < limits.min or finite.max() > limits.max):
+            # else the cast would wrap an integer around or make a float infinite
+            raise RequestError(
+                f"input '{spec.name}': {expected}: values in [{limits.min:g}, {limits.max:g}]; "
+                f"got {finite.min():g} to {finite.max():g}"
+            )
         array = array.astype(spec.dtype)
     if array.ndim != len(spec.shape):
         raise RequestError(

@@ -367,12 +367,15 @@ function listenView(model) {
       list.replaceChildren();
       draw();
       listening = true;
-      streamBox.disabled = true; // a session keeps the mode it started with
+      // a session keeps the mode and threshold it started with (the server refuses others)
+      streamBox.disabled = true;
+      threshold.disabled = true;
+      const sessionThreshold = threshold.value;
       button.textContent = "Stop";
       button.classList.add("active");
       const session = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
       const url = (end) =>
-        `/v1/models/${model.name}:listen?session=${session}&threshold=${threshold.value}` +
+        `/v1/models/${model.name}:listen?session=${session}&threshold=${sessionThreshold}` +
         (streamBox.checked ? "&stream=true" : "") +
         (end ? "&end=true" : "");
       try {
@@ -393,6 +396,7 @@ function listenView(model) {
       }
       button.disabled = false;
       streamBox.disabled = false;
+      threshold.disabled = false;
       button.textContent = "Listen";
       button.classList.remove("active");
     },
