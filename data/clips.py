@@ -51,9 +51,12 @@ class Rejected:
 
     item: str
     reason: str
+    # a clip's entry that is not itself an audio file (a manifest row) but counts, as an
+    # unusable audio file does, against data.max_rejected_percent
+    clip_entry: bool = False
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"item": self.item, "reason": self.reason}
 
 
 @dataclass

@@ -27,7 +27,8 @@ class ShardWriter:
     def __init__(self, out_dir: Path, split: str, shard_examples: int, single: bool) -> None:
         self.out_dir, self.split, self.size, self.single = out_dir, split, shard_examples, single
         self.shards: list[str] = []
-        self.counts = {"examples": 0, "clean": 0, "augmented": 0}
+        # failed_copies: augmented copies of usable clips that failed (e.g. shifted too short)
+        self.counts = {"examples": 0, "clean": 0, "augmented": 0, "failed_copies": 0}
         self._rows: list[tuple[np.ndarray, int, str, int]] = []
         self._lengths: list[int] = []
         self._first_shape: tuple[int, ...] | None = None
@@ -96,7 +97,8 @@ def write_split(
             workers, description).
 
     Returns:
-        The manifest (shard names, example counts) and ``(path, reason)`` of every clip that
+        The manifest (shard names, example counts; ``failed_copies``: augmented copies of usable
+        clips that failed, e.g. shifted too short) and ``(path, reason)`` of every clip that
         could not be decoded.
 
     Raises:
@@ -113,6 +115,8 @@ def write_split(
         if isinstance(result, str):
             if task.copy == 0:
                 failed.append((clip.path, result))
+            elif not any(path == clip.path for path, _ in failed[-1:]):
+                writer.counts["failed_copies"] += 1  # the clip is fine, this copy is not
             continue
         writer.add(result, index[clip.label], clip.path, task.copy)
     if not writer.counts["examples"]:

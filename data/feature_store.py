@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -229,8 +230,8 @@ def _read_chunk(path: Path, size: int) -> list[np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as data:
             frames, lengths = data["frames"], data["lengths"]
-    except (OSError, ValueError, KeyError):
-        return None  # missing or damaged: recomputed
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None  # missing or damaged (empty, truncated, not a zip): recomputed
     if lengths.size != size:
         return None
     return np.split(frames, np.cumsum(lengths)[:-1])
@@ -239,7 +240,10 @@ def _read_chunk(path: Path, size: int) -> list[np.ndarray] | None:
 def _write_chunk(path: Path, results: list[np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, frames=np.concatenate(results), lengths=np.array([len(r) for r in results]))
+    with open(tmp, "wb") as f:
+        np.savez(f, frames=np.concatenate(results), lengths=np.array([len(r) for r in results]))
+        f.flush()
+        os.fsync(f.fileno())  # on disk before the rename: a power cut leaves no empty chunk
     os.replace(tmp, path)
 
 

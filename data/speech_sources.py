@@ -333,6 +333,10 @@ def speech_commands_source(argument: str, config: DataConfig, **_) -> SourceList
     for label_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         if not any(label_dir.iterdir()):
             listing.rejected.append(Rejected(str(label_dir), "empty label folder (no clips)"))
+    for stray in sorted(p for p in folder.iterdir() if p.is_file() and is_audio_name(p.name)):
+        listing.rejected.append(  # its label would be its folder's name: it has none
+            Rejected(str(stray), "not in a label folder (expected WORD/NAME.wav)")
+        )
     for path in sorted(folder.glob("*/*")):
         word = path.parent.name
         if word == "_background_noise_":
@@ -389,11 +393,17 @@ def manifest_source(argument: str, **_) -> SourceListing:
             path, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
             split = (row.get("split") or "").strip()
             if not path or not label:
-                listing.rejected.append(Rejected(f"{argument}:{line}", "empty path or label"))
+                listing.rejected.append(
+                    Rejected(f"{argument}:{line}", "empty path or label", clip_entry=True)
+                )
                 continue
             if split and split not in SPLITS:
                 listing.rejected.append(
-                    Rejected(f"{argument}:{line}", f"split {split!r} is not one of {SPLITS}")
+                    Rejected(
+                        f"{argument}:{line}",
+                        f"split {split!r} is not one of {SPLITS}",
+                        clip_entry=True,
+                    )
                 )
                 continue
             full = Path(path) if Path(path).is_absolute() else csv_path.parent / path
@@ -403,6 +413,7 @@ def manifest_source(argument: str, **_) -> SourceListing:
                         f"{argument}:{line}",
                         f"{len(reader.fieldnames or ()) + len(row[None])} columns; the header "
                         f"has {len(reader.fieldnames or ())}",
+                        clip_entry=True,
                     )
                 )
                 continue
@@ -548,6 +559,31 @@ def readable_clips(listing: SourceListing) -> tuple[list[Clip], list[Rejected]]:
         else:
             usable.append(clip)
     return usable, rejected
+
+
+def usable_noise_files(paths: list[str], rejected: list[Rejected]) -> list[str]:
+    """The background-noise files that decode to some sound; the others go to ``rejected``.
+
+    They are mixed into every augmented copy and cut into ``_silence_`` clips, so one bad file
+    would otherwise stop ingest without naming itself or fail every augmented copy.
+    """
+    import soundfile
+
+    from data.audio import AudioError, header_problem, load_audio
+
+    usable = []
+    for path in paths:
+        reason = header_problem(path)
+        if reason is None:
+            try:
+                load_audio(path, soundfile.info(path).samplerate)
+            except AudioError as err:
+                reason = str(err)
+        if reason:
+            rejected.append(Rejected(path, f"background noise: {reason}"))
+        else:
+            usable.append(path)
+    return usable
 
 
 def keep_trained_labels(

@@ -160,8 +160,8 @@ def _tsv_lines(path: Path) -> Iterator[RawPair | Rejection]:
         except UnicodeDecodeError as err:
             yield {"item": origin, "kind": "not UTF-8", "reason": f"not UTF-8 ({err.reason})"}
             continue
-        if not line.strip():
-            continue  # blank lines (e.g. the final newline) are not data
+        if not line.strip(" \r\n"):
+            continue  # blank lines (e.g. the final newline) are not data; a lone tab is a pair
         columns = line.split("\t")
         if not 2 <= len(columns) <= 3:
             yield {

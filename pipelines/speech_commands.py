@@ -21,6 +21,7 @@ from data.speech_sources import (
     list_source,
     readable_clips,
     source_state,
+    usable_noise_files,
 )
 from pipelines.reporting import plot_confusion, speech_summary
 from pipelines.runner import PIPELINES, Pipeline, Stage, StageContext
@@ -45,9 +46,10 @@ def ingest(ctx: StageContext) -> dict[str, Any]:
     listing = list_source(data, Path(config.runtime.cache_dir), config.runtime.seed)
     usable, rejected = readable_clips(listing)
     # what counts against data.max_rejected_percent: audio files that cannot be used
-    unusable = [(r.item, r.reason) for r in rejected if is_audio_name(r.item)]
+    unusable = [(r.item, r.reason) for r in rejected if r.clip_entry or is_audio_name(r.item)]
     check_rejected(len(usable), unusable, data.max_rejected_percent, "audio files")
     clips, left_out = balance(assign_splits(SourceListing(clips=usable), data), data)
+    listing.noise_files = usable_noise_files(listing.noise_files, rejected)
 
     if data.silence_percent:
         per_split = {split: sum(c.split == split for c in clips) for split in SPLITS}
@@ -134,7 +136,7 @@ def features(ctx: StageContext) -> dict[str, Any]:
         rejected += [{"item": path, "reason": reason, "split": split} for path, reason in failed]
         counts[split] = manifest["clean"]
         if split == "train":
-            augmented = manifest["augmented"]
+            augmented, failed_copies = manifest["augmented"], manifest["failed_copies"]
     write_json(ctx.out_dir / "rejected.json", rejected)
     previous = ctx.results.get("ingest", {}).get("metrics", {})
     audio = read_json(ingest_dir / "audio_files.json")  # what ingest found unusable, and the rest
@@ -148,6 +150,7 @@ def features(ctx: StageContext) -> dict[str, Any]:
         "metrics": {
             "examples": counts,
             "augmented_train_examples": augmented,
+            "augmented_copies_failed": failed_copies,  # of usable clips: counted, not hidden
             "rejected": {**previous.get("rejected", {}), "features": len(rejected)},
             # ingest rejects files before they have a split; decoding failures are counted per split
             "rejected_by_split": {

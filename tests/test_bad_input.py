@@ -136,15 +136,43 @@ def test_speech_commands_layout_empty_label_folder_and_missing_command(tmp_path)
             y = tone(300 if word == "yes" else 900, 0.5, 16000)
             soundfile.write(root / word / f"{speaker}_nohash_0.wav", y, 16000)
     (root / "up").mkdir()  # an empty label folder
+    soundfile.write(root / "stray.wav", tone(300, 0.5, 16000), 16000)  # no label folder
+    noise = root / "_background_noise_"
+    noise.mkdir()
+    soundfile.write(noise / "hum.wav", tone(50, 2.0, 16000), 16000)
+    (noise / "empty.wav").write_bytes(b"")
+    soundfile.write(noise / "zeros.wav", np.zeros(16000, np.float32), 16000)
     (root / "validation_list.txt").write_text("yes/bb22_nohash_0.wav\nno/bb22_nohash_0.wav\n")
     (root / "testing_list.txt").write_text("yes/aa11_nohash_0.wav\nno/aa11_nohash_0.wav\n")
-    pipeline, config = _speech_config(f"speech_commands:{root}", tmp_path / "cache")
+    # _silence_ clips are cut from the noise: bad noise files are listed and left out, not a
+    # bare error that names no file
+    pipeline, config = _speech_config(
+        f"speech_commands:{root}",
+        tmp_path / "cache",
+        "data.silence_percent=50",
+        "data.max_rejected_percent=10",  # the stray file is 1 of 13
+    )
     run_pipeline(pipeline, config, tmp_path / "run", until="ingest")
-    rejected = json.loads((tmp_path / "run" / "stages" / "ingest" / "rejected.json").read_text())
+    ingest = tmp_path / "run" / "stages" / "ingest"
+    rejected = json.loads((ingest / "rejected.json").read_text())
     assert {"item": str(root / "up"), "reason": "empty label folder (no clips)"} in rejected
+    reason = "not in a label folder (expected WORD/NAME.wav)"
+    assert {"item": str(root / "stray.wav"), "reason": reason} in rejected
+    assert {
+        "item": str(noise / "empty.wav"),
+        "reason": "background noise: empty file (0 bytes)",
+    } in rejected
+    assert {
+        "item": str(noise / "zeros.wav"),
+        "reason": "background noise: audio is all zeros",
+    } in rejected
+    assert json.loads((ingest / "noise.json").read_text()) == [str(noise / "hum.wav")]
     # asking for a command that has no clips is an error, not a silently missing class
     pipeline, config = _speech_config(
-        f"speech_commands:{root}", tmp_path / "cache", "data.commands=[yes, no, up]"
+        f"speech_commands:{root}",
+        tmp_path / "cache",
+        "data.commands=[yes, no, up]",
+        "data.max_rejected_percent=10",
     )
     with pytest.raises(ValueError, match=r"data.commands \['up'\]: no training clips"):
         run_pipeline(pipeline, config, tmp_path / "run2", until="ingest")
@@ -177,6 +205,12 @@ def test_manifest_rows_missing_file_other_label_bom_and_extra_columns(tmp_path):
     assert any("5 columns; the header has 4" in r for r in reasons)
     assert report.metrics["labels"] == ["high", "low"]
     assert report.metrics["examples"] == {"train": 12, "validation": 6, "test": 6}
+    # bad rows are clips that cannot be used: too many stop the run, as bad files do
+    rows += [f"clips/low_s1_{i % 3}.wav,low,s1,val" for i in range(6)]  # not a split name
+    manifest.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    pipeline, config = _speech_config(f"manifest:{manifest}", tmp_path / "cache")
+    with pytest.raises(ValueError, match=r"8 of 33 audio files \(24.2%\) are unusable.*val"):
+        run_pipeline(pipeline, config, tmp_path / "run2", until="ingest")
 
 
 def test_tsv_odd_lines(tmp_path):
@@ -190,6 +224,8 @@ def test_tsv_odd_lines(tmp_path):
         b"a\tb\tc\td\n"  # four columns
         b"Bad \xff byte\tMalo\n"
         b"\tempty source\n"
+        b" \t \n"  # whitespace around a tab: an empty pair, rejected, not skipped as blank
+        b"\n"  # a blank line is not data
         b"Run!\t\xc2\xa1Corre!\rStop!\t\xc2\xa1Para!\n"  # a bare CR between two lines
         + b"long " * 500
         + b"\tlargo\n"
@@ -208,6 +244,10 @@ def test_tsv_odd_lines(tmp_path):
         listing, data, text, lambda s, side: [len(x.split()) for x in s], 0
     )
     assert {r["kind"] for r in rejected} >= {"empty source", "source too long"}
+    assert [r["item"] for r in rejected if r["kind"] == "empty source"] == [
+        "pairs.tsv:6",
+        "pairs.tsv:7",
+    ]
     assert {p["source"] for p in kept} == {"Go.", "Hi.", "Run!", "Stop!"}
 
 

@@ -58,6 +58,7 @@ def test_sharded_and_single_file_splits_hold_the_same_examples(clips, tmp_path):
     assert one["shards"] == ["train.npz"]  # one shard: the file name from before shards
     assert len(many["shards"]) == 6 and many["examples"] == one["examples"] == 22
     assert many["clean"] == 11 and many["augmented"] == 11
+    assert many["failed_copies"] == 0  # the broken file's own copy is not counted twice
     assert count(tmp_path / "many", "train") == 22
     whole, sharded = load_split(tmp_path / "one", "train"), load_split(tmp_path / "many", "train")
     np.testing.assert_array_equal(whole.frames, sharded.frames)
@@ -84,3 +85,18 @@ def test_manifest_names_every_shard(clips, tmp_path):
     on_disk = json.loads((tmp_path / "m" / "train.shards.json").read_text())
     assert on_disk == manifest
     assert all((tmp_path / "m" / name).is_file() for name in manifest["shards"])
+
+
+def test_a_failed_augmented_copy_of_a_usable_clip_is_counted(clips, tmp_path, monkeypatch):
+    from data import feature_shards
+
+    real = feature_shards.iter_many
+
+    def copy_one_fails(tasks, **compute):
+        for task, result in zip(tasks, real(tasks, **compute), strict=True):
+            yield "clip too short for features (3 samples)" if task.copy == 1 else result
+
+    monkeypatch.setattr(feature_shards, "iter_many", copy_one_fails)
+    manifest, failed = _write(clips, tmp_path / "m", 1000)
+    assert len(failed) == 1  # the broken file
+    assert manifest["augmented"] == 0 and manifest["failed_copies"] == 11  # counted, not hidden
