@@ -263,7 +263,12 @@ def fit_resumable(
                 f". {warnings[0] if warnings else ''}"
             )
     if not kept.is_file():
-        raise RuntimeError(f"Training produced no checkpoint. See {history_csv}")
+        logged = [v for v in logged_values(history_csv, train.monitor) if v and math.isfinite(v)]
+        raise RuntimeError(
+            f"Training produced no checkpoint: expected {kept.name} (train.restore_best: "
+            f"{train.restore_best}, monitor {train.monitor}); {len(logged)} epochs logged a "
+            f"finite {train.monitor}. See {history_csv}"
+        )
     model.load_weights(kept)
     if done is None:
         from data.files import write_json
@@ -428,6 +433,41 @@ def best_logged_value(csv_path: Path, monitor: str) -> float | None:
     return min(values) if monitor.endswith("loss") else max(values)
 
 
+def logged_values(csv_path: Path, monitor: str) -> list[float | None]:
+    """``monitor`` per logged epoch of a CSVLogger file, in order (None: not logged; NaN kept)."""
+    if not csv_path.is_file():
+        return []
+    with csv_path.open(newline="") as handle:
+        return [float(v) if v else None for v in (r.get(monitor) for r in csv.DictReader(handle))]
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """``EarlyStopping`` that goes on counting across a resume.
+
+    Keras starts its patience afresh at every ``fit``; a run killed 7 epochs after its best and
+    resumed would train up to ``patience`` more, where the uninterrupted run stops after one. So
+    the epochs already logged (``history_csv``, trimmed to the restored backup by the time
+    training begins) are replayed into the count and the best value first.
+    """
+
+    def __init__(self, history_csv: Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.history_csv = Path(history_csv)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        if self.monitor_op is None:
+            self._set_monitor_op()
+        for epoch, value in enumerate(logged_values(self.history_csv, self.monitor)):
+            if value is None or epoch < self.start_from_epoch:
+                continue  # as Keras: an epoch without the value is not counted
+            self.wait += 1  # a NaN counts as an epoch without improvement, as in Keras
+            if self._is_improvement(value, self.best):
+                self.best, self.best_epoch = value, epoch
+                if self.baseline is None or self._is_improvement(value, self.baseline):
+                    self.wait = 0
+
+
 class WeightAverage(keras.callbacks.Callback):
     """Exponential moving average of the trainable weights, swapped in wherever they are judged.
 
@@ -530,8 +570,8 @@ def build_callbacks(
         callbacks.insert(0, WeightAverage(config.average_weights))  # before the checkpoints
     if config.early_stopping:
         callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor=config.monitor, mode=mode, patience=config.early_stopping
+            ResumableEarlyStopping(
+                history_csv, monitor=config.monitor, mode=mode, patience=config.early_stopping
             )
         )
     return callbacks, best if config.restore_best else last

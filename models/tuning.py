@@ -56,6 +56,13 @@ class ParamSpec:
         check(self.min < self.max, f"{key}.max", self.max, f"> min ({self.min})")
         check(self.step >= 0, f"{key}.step", self.step, ">= 0")
         check(not self.log or self.min > 0, f"{key}.min", self.min, "> 0 with log: true")
+        # keras-tuner reads a log-sampled step as a ratio: step 32 from 32 to 128 is {32} alone
+        check(
+            not (self.log and self.step),
+            f"{key}.step",
+            self.step,
+            "0 with log: true (a log-sampled range has no grid step; drop one of them)",
+        )
         if self.type == "int":
             for bound in ("min", "max"):
                 value = getattr(self, bound)

@@ -76,8 +76,11 @@ def train_stage(task: TrainTask) -> Callable[[StageContext], dict[str, Any]]:
         train_ds, val_ds = distribute.shard_for(train_ds, name), distribute.shard_for(val_ds, name)
         steps = config.train.steps_per_epoch or int(np.ceil(n_train / global_batch))
         # Checkpoints are keyed by the stage fingerprint: a changed config never resumes a stale
-        # run, and a rerun of the same stage resumes (or reuses a finished fit).
-        ckpt_dir = ctx.run_dir / "checkpoints" / ctx.fingerprint
+        # run, and a rerun of the same stage resumes (or reuses a finished fit). And by the
+        # replica count, which sets the global batch, so the steps per epoch and the schedule's
+        # position: a run killed alone and resumed on 2 workers starts afresh.
+        key = ctx.fingerprint if replicas == 1 else f"{ctx.fingerprint}-{replicas}replicas"
+        ckpt_dir = ctx.run_dir / "checkpoints" / key
         if ctx.force:
             shutil.rmtree(ckpt_dir, ignore_errors=True)
         # The default strategy runs without a scope, exactly as before strategies existed.

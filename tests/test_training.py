@@ -4,6 +4,7 @@ import pytest
 from data.checks import ConfigError
 from models.training import (
     OptimizerConfig,
+    ResumableEarlyStopping,
     TrainConfig,
     best_logged_value,
     build_callbacks,
@@ -54,7 +55,7 @@ def test_callbacks_include_resume_and_logs(tmp_path):
         keras.callbacks.ModelCheckpoint,
         keras.callbacks.CSVLogger,
         keras.callbacks.TensorBoard,
-        keras.callbacks.EarlyStopping,
+        ResumableEarlyStopping,  # keras.callbacks.EarlyStopping, counting across a resume
         keras.callbacks.TerminateOnNaN,
     } <= kinds
     assert best.name == "best.weights.h5"
@@ -291,3 +292,24 @@ def test_weight_average_is_validated_and_kept(tmp_path):
     assert not all(np.allclose(a, b) for a, b in zip(expected, raw[-1], strict=True))
     with pytest.raises(ConfigError, match="train.average_weights"):
         TrainConfig(average_weights=1.0)
+
+
+def test_early_stopping_counts_the_epochs_logged_before_a_resume(tmp_path):
+    from models.training import ResumableEarlyStopping
+
+    history = tmp_path / "history.csv"
+    # best at epoch 1, then 3 epochs without improvement (one of them NaN, one not logged): a
+    # resumed fit with patience 4 stops after one more epoch without improvement, as the
+    # uninterrupted one would
+    history.write_text("epoch,val_loss\n0,1.0\n1,0.5\n2,0.6\n3,nan\n4,\n5,0.7\n")
+    stopper = ResumableEarlyStopping(history, monitor="val_loss", mode="min", patience=4)
+    stopper.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    stopper.model.stop_training = False  # as fit sets it
+    stopper.on_train_begin()
+    assert (stopper.wait, float(stopper.best), stopper.best_epoch) == (3, 0.5, 1)
+    stopper.on_epoch_end(6, {"val_loss": 0.8})
+    assert stopper.model.stop_training  # 4 epochs since the best, counted across the resume
+    fresh = ResumableEarlyStopping(tmp_path / "none.csv", monitor="val_loss", patience=4)
+    fresh.set_model(stopper.model)
+    fresh.on_train_begin()
+    assert fresh.wait == 0 and fresh.best is None  # a first fit starts from nothing

@@ -57,6 +57,10 @@ def test_space_is_parsed_from_yaml_and_declared():
         ({"type": "choice", "values": []}, "tune.space.model.x.values"),
         ({"type": "float", "min": 1.0, "max": 0.5}, "tune.space.model.x.max"),
         ({"type": "float", "min": 0.0, "max": 1.0, "log": True}, "tune.space.model.x.min"),
+        (
+            {"type": "int", "min": 32, "max": 128, "step": 32, "log": True},
+            r"tune.space.model.x.step: expected 0 with log: true.*Received: 32",
+        ),
         ({"type": "float", "max": 1.0}, "both min and max"),
         ({"type": "gaussian"}, "tune.space.model.x.type"),
         ({"type": "int", "min": 0.5, "max": 3}, "an integer"),
