@@ -361,8 +361,8 @@ def test_listen_with_stream_finds_what_detect_stream_finds(client, models, runs,
         assert got["start"] == pytest.approx(ref["start"], abs=1e-3)
         assert got["end"] == pytest.approx(ref["end"], abs=1e-3)
         assert got["score"] == pytest.approx(ref["score"], abs=1e-3)
-    too_long = client.post(  # a whole window: each run ends (3 x 5,333 samples) before it
-        f"/v1/models/{name}:listen?session=long&stream=true&hop_ms=1000",
+    too_long = client.post(  # a whole window: each of 3 runs ends (3 x 5,280 samples) before it
+        f"/v1/models/{name}:listen?session=long&stream=true&hop_ms=1000&stream_overlap=3",
         data=_wav(audio[:8000], 16000),
     )
     assert too_long.status_code == 400 and "hop_ms (with stream)" in too_long.json["error"]
@@ -415,7 +415,7 @@ def test_page_assets_and_model_cards(client, runs):
     assert speech["stream"] is True and cards["lite"]["format"] == "tflite"
     # the export's own detector settings (the default preset's, with the fixture's own stream
     # threshold), which the page starts from
-    expected = DetectorConfig(stream_overlap=3, stream_threshold=0.55)
+    expected = DetectorConfig(stream_overlap=2, stream_threshold=0.55)
     assert speech["detector"] == dataclasses.asdict(expected)
     rows = dict(speech["summary"])
     assert rows["source"] == "synthetic" and rows["test accuracy"].endswith("on 8 clips")
