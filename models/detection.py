@@ -34,6 +34,7 @@ from data.clips import SILENCE, UNKNOWN
 # a whole window's computation; past 16 runs a frame is computed 16 times for a 1/16 finer start.
 MIN_HOP_MS = 10.0
 MAX_STREAM_OVERLAP = 16
+MAX_AVERAGE_MS = 5000.0  # each answer averages the windows of this span: bounds a request's work
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,15 @@ class DetectorConfig:
         for name in ("average_ms", "suppression_ms", "hop_ms", "stream_average_ms", "listen_ms"):
             value = getattr(self, name)
             check(value is None or math.isfinite(value), name, value, "a finite number")
-        check(self.average_ms >= 0, "average_ms", self.average_ms, ">= 0")
+        for name in ("average_ms", "stream_average_ms"):
+            value = getattr(self, name)
+            check(
+                value is None or 0 <= value <= MAX_AVERAGE_MS,
+                name,
+                value,
+                f"in [0, {MAX_AVERAGE_MS:g}] ms"
+                + (" or null" if name.startswith("stream") else ""),
+            )
         check(self.suppression_ms >= 0, "suppression_ms", self.suppression_ms, ">= 0")
         check(self.hop_ms >= MIN_HOP_MS, "hop_ms", self.hop_ms, f">= {MIN_HOP_MS:g}")
         check(
@@ -96,12 +105,6 @@ class DetectorConfig:
             "stream_threshold",
             self.stream_threshold,
             "in (0, 1] or null",
-        )
-        check(
-            self.stream_average_ms is None or self.stream_average_ms >= 0,
-            "stream_average_ms",
-            self.stream_average_ms,
-            ">= 0 or null",
         )
 
     def for_stream(self) -> DetectorConfig:

@@ -263,7 +263,11 @@ def fit_resumable(
                 f". {warnings[0] if warnings else ''}"
             )
     if not kept.is_file():
-        logged = [v for v in logged_values(history_csv, train.monitor) if v and math.isfinite(v)]
+        logged = [
+            v
+            for v in logged_values(history_csv, train.monitor)
+            if v is not None and math.isfinite(v)
+        ]
         raise RuntimeError(
             f"Training produced no checkpoint: expected {kept.name} (train.restore_best: "
             f"{train.restore_best}, monitor {train.monitor}); {len(logged)} epochs logged a "

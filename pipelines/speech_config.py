@@ -95,6 +95,18 @@ class SpeechConfig:
     def __post_init__(self) -> None:
         # a hop longer than the window would leave audio unheard (refused before any training)
         self.detect.check_window(self.features.clip_seconds)
+        if self.causal:  # the evaluate stage runs --stream: its hop is checked here, not then
+            from data.audio import feature_shape
+            from pipelines.detect import RunSchedule
+
+            shape, rate = feature_shape(self.features), self.features.sample_rate
+            stream = self.detect.for_stream()
+            RunSchedule.of(
+                shape.hop_length,
+                stream.listen_samples(rate, shape.clip_samples),
+                stream.stream_overlap,
+                stream.hop_samples(rate),
+            )
         if self.export.tflite and self.export.quantize == "int8":
             # int8 quantizes the stream step only: refused before training, not after it
             check(

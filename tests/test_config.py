@@ -47,6 +47,16 @@ def test_bad_values_are_named(override, message):
         resolve_config("speech_commands", overrides=[override])
 
 
+def test_a_hop_off_the_stream_steps_is_refused_before_training():
+    # the evaluate stage runs --stream, whose answers come on the stream's 20-ms steps
+    with pytest.raises(ConfigError, match=r"hop_ms \(with stream\).*multiple.*320.*800"):
+        resolve_config("speech_commands", overrides=["detect.hop_ms=50"])
+    assert resolve_config("speech_commands", overrides=["detect.hop_ms=40"])[1].detect.hop_ms == 40
+    # a model that cannot stream answers at any hop
+    sets = ["detect.hop_ms=50", "model.bidirectional=true"]
+    assert resolve_config("speech_commands", overrides=sets)[1].detect.hop_ms == 50
+
+
 def test_int8_is_refused_before_training_for_a_model_that_cannot_stream():
     # int8 quantizes the stream step only; the preset streams, so it may have it
     sets = ["export.tflite=true", "export.quantize=int8"]

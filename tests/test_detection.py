@@ -143,6 +143,14 @@ def test_bad_settings_name_the_setting():
     for name in ("hop_ms", "average_ms", "suppression_ms", "stream_average_ms", "listen_ms"):
         with pytest.raises(ConfigError, match=f"{name}.*finite.*inf"):
             DetectorConfig(**{name: float("inf")})
+    for name in ("average_ms", "stream_average_ms"):  # every answer averages that span
+        with pytest.raises(
+            ConfigError, match=rf"{name}: expected in \[0, 5000\] ms.*Received: 1000000000"
+        ):
+            DetectorConfig(**{name: 1e9})
+        with pytest.raises(ConfigError, match=rf"{name}: expected in \[0, 5000\] ms.*-1"):
+            DetectorConfig(**{name: -1})
+        DetectorConfig(**{name: 5000})
     with pytest.raises(ConfigError, match=r"hop_ms.*window \(1000 ms\).*1500"):
         Detector(LABELS, 1.0, DetectorConfig(hop_ms=1500))  # would skip half a second in two
     Detector(LABELS, 1.0, DetectorConfig(hop_ms=1000))  # windows end to end: allowed

@@ -333,6 +333,23 @@ def test_listen_in_pieces_finds_what_detect_finds(client, models, runs, tmp_path
     assert moved.status_code == 400
     assert "expected the same threshold" in moved.json["error"]
     assert "got threshold=0.95" in moved.json["error"]
+    # a setting left out keeps the session's: only the ones given are compared
+    both = client.post(
+        "/v1/models/speech:listen?session=two&threshold=0.8&average_ms=300",
+        data=_wav(audio[:4000], 16000),
+    )
+    assert both.status_code == 200
+    one = client.post(
+        "/v1/models/speech:listen?session=two&threshold=0.8", data=_wav(audio[:4000], 16000)
+    )
+    assert one.status_code == 200, one.json
+    again = client.post(
+        "/v1/models/speech:listen?session=two&threshold=0.8&average_ms=400",
+        data=_wav(audio[:4000], 16000),
+    )
+    assert again.status_code == 400
+    assert "expected the same average_ms" in again.json["error"]
+    assert "threshold" not in again.json["error"].split("expected the same")[1].split(" for")[0]
 
 
 @pytest.mark.parametrize("name", ["speech", "lite"])
@@ -537,6 +554,13 @@ BAD_REQUESTS = {
         {"json": {"instances": [[True, False]]}},
         400,
         "numbers; got booleans",
+    ),
+    "booleans among samples": (
+        "POST",
+        "speech:predict",
+        {"json": {"instances": [[0.5, True]]}},  # numpy would read it as [0.5, 1.0]
+        400,
+        "numbers; got booleans among the numbers",
     ),
     "numbers among strings": (
         "POST",

@@ -337,13 +337,16 @@ def _listen(state: _State, served: Served) -> dict:
     with session.lock:
         given = [k for k in (*DETECTOR_PARAMETERS, "stream_overlap") if k in request.args]
         had, got = _in_effect(session.config, session.stream), _in_effect(config, session.stream)
-        if given and got != had:  # else the piece's settings would be silently ignored
+        # a setting left out keeps the session's; one given must be the session's, else it
+        # would be silently ignored
+        moved = [k for k in given if getattr(got, k) != getattr(had, k)]
+        if moved:
             raise RequestError(
                 f"session {key!r} started with other detector settings: expected the same "
-                f"{', '.join(given)} for every piece (or none); the session has "
-                + ", ".join(f"{k}={getattr(had, k)}" for k in given)
+                f"{', '.join(moved)} for every piece (or none); the session has "
+                + ", ".join(f"{k}={getattr(had, k)}" for k in moved)
                 + "; got "
-                + ", ".join(f"{k}={getattr(got, k)}" for k in given)
+                + ", ".join(f"{k}={getattr(got, k)}" for k in moved)
             )
         if "stream" in request.args and stream != session.stream:
             raise RequestError(

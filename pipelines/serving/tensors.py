@@ -176,8 +176,13 @@ def to_array(value: Any, spec: TensorSpec) -> np.ndarray:  # noqa: ANN401
             raise RequestError(f"input '{spec.name}': {expected}: strings; got {got}")
         array = array.astype(object)
     else:
-        if kind not in "iuf":  # booleans are not numbers here
-            raise RequestError(f"input '{spec.name}': {expected}: numbers; got {_kind(array)}")
+        # booleans are not numbers here; numpy reads [0.5, true] as [0.5, 1.0]
+        mixed = kind in "iuf" and any(
+            isinstance(v, bool) for v in np.asarray(value, dtype=object).ravel()
+        )
+        if kind not in "iuf" or mixed:
+            got = "booleans among the numbers" if mixed else _kind(array)
+            raise RequestError(f"input '{spec.name}': {expected}: numbers; got {got}")
         finite = array[np.isfinite(array)] if kind == "f" else array
         if spec.dtype.startswith("int"):
             if finite.size != array.size or np.any(finite != np.round(finite)):
