@@ -101,6 +101,14 @@ class SpeechConfig:
 
             shape, rate = feature_shape(self.features), self.features.sample_rate
             stream = self.detect.for_stream()
+            step_ms = 1000 * shape.hop_length / rate
+            check(  # named in the config's own terms; RunSchedule.of says it in samples
+                stream.hop_samples(rate) % shape.hop_length == 0,
+                "detect.hop_ms",
+                self.detect.hop_ms,
+                f"a multiple of the stream's step, {step_ms:g} ms (features.stride_ms), for a "
+                "model that streams: the evaluate stage runs detect --stream",
+            )
             RunSchedule.of(
                 shape.hop_length,
                 stream.listen_samples(rate, shape.clip_samples),

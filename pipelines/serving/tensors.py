@@ -170,16 +170,14 @@ def to_array(value: Any, spec: TensorSpec) -> np.ndarray:  # noqa: ANN401
         array = array.astype(object if spec.dtype == "string" else spec.dtype)
     elif spec.dtype == "string":
         # numpy turns ["a", 1] into strings too: each value must have been one
-        mixed = not all(isinstance(v, str) for v in np.asarray(value, dtype=object).ravel())
+        mixed = kind == "U" and _leaf_types(value) != {str}
         if kind != "U" or mixed:
             got = "numbers among the strings" if kind == "U" else _kind(array)
             raise RequestError(f"input '{spec.name}': {expected}: strings; got {got}")
         array = array.astype(object)
     else:
         # booleans are not numbers here; numpy reads [0.5, true] as [0.5, 1.0]
-        mixed = kind in "iuf" and any(
-            isinstance(v, bool) for v in np.asarray(value, dtype=object).ravel()
-        )
+        mixed = kind in "iuf" and bool in _leaf_types(value)
         if kind not in "iuf" or mixed:
             got = "booleans among the numbers" if mixed else _kind(array)
             raise RequestError(f"input '{spec.name}': {expected}: numbers; got {got}")
@@ -208,6 +206,15 @@ def to_array(value: Any, spec: TensorSpec) -> np.ndarray:  # noqa: ANN401
                 f"input '{spec.name}': {expected}; got size {got} in dimension {axis}"
             )
     return array
+
+
+def _leaf_types(value: Any) -> set[type]:  # noqa: ANN401 - a JSON value
+    """The Python types of a rectangular JSON value's scalars (``map`` runs each row in C)."""
+    if not isinstance(value, list):
+        return {type(value)}
+    if value and isinstance(value[0], list):
+        return set().union(*map(_leaf_types, value))
+    return set(map(type, value))
 
 
 def _kind(array: np.ndarray) -> str:
